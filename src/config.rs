@@ -1,0 +1,382 @@
+//! Configuration: embedded `config/default.toml` < optional file < environment < CLI flags.
+//!
+//! Only non-secret values live here. A secret that a deployment must hand to fountain (the
+//! PostgreSQL password, the master key) is named by a `*_file` key pointing at a credential file,
+//! never written inline; a database URL carrying a password is refused.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The defaults compiled into the binary, so `fountain serve` works from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variables `FOUNTAIN_<SECTION>__<KEY>` override config keys.
+pub const ENV_PREFIX: &str = "FOUNTAIN_";
+
+/// Largest body limit accepted in configuration (1 GiB): beyond that a typo is likelier than intent.
+const MAX_BODY_LIMIT: u64 = 1 << 30;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub data: DataConfig,
+    pub database: DatabaseConfig,
+    pub roles: BTreeMap<String, RoleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub workers: usize,
+    pub body_limit_bytes: u64,
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub password_file: String,
+    pub pool_size: u32,
+    pub connect_attempts: u32,
+    pub connect_timeout_seconds: u64,
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub port: u16,
+}
+
+/// Where the configuration comes from besides the embedded defaults and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config FILE`: layered over the defaults, under the environment.
+    pub file: Option<PathBuf>,
+    /// `--data-dir DIR`: wins over every other source.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The database a configuration points at, decided from the URL scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    Sqlite(PathBuf),
+    /// A libpq connection URL (password, if any, added from `password_file` at connect time).
+    Postgres(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the layered configuration from the process environment.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_from(overrides, Env::prefixed(ENV_PREFIX))
+    }
+
+    /// Loads with an explicit environment provider (tests pass a controlled one).
+    pub fn load_from(overrides: &Overrides, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = &overrides.file {
+            ensure_readable(path)?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // `DATABASE_URL` is the convention most tooling sets; the FOUNTAIN_ variable still wins.
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        // Only sectioned keys (`FOUNTAIN_SECTION__KEY`) are configuration: plain FOUNTAIN_* names
+        // such as FOUNTAIN_CONFIG or FOUNTAIN_MASTER_KEY_FILE belong to other parts of fountain.
+        figment = figment.merge(env.filter(|key| key.as_str().contains("__")).split("__"));
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data.dir", dir));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(first_line(&e.to_string())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.server.body_limit_bytes == 0 || self.server.body_limit_bytes > MAX_BODY_LIMIT {
+            return invalid(format!(
+                "server.body_limit_bytes must be between 1 and {MAX_BODY_LIMIT}"
+            ));
+        }
+        if self.server.workers > 256 {
+            return invalid("server.workers must be at most 256".into());
+        }
+        if self.database.pool_size == 0 || self.database.pool_size > 256 {
+            return invalid("database.pool_size must be between 1 and 256".into());
+        }
+        if self.database.connect_attempts == 0 {
+            return invalid("database.connect_attempts must be at least 1".into());
+        }
+        if self.data.dir.as_os_str().is_empty() {
+            return invalid("data.dir must not be empty".into());
+        }
+        env_filter::Builder::new()
+            .try_parse(&self.log.level)
+            .map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "log.level {:?} is not a valid filter",
+                    self.log.level
+                ))
+            })?;
+        self.database_target()?;
+        Ok(())
+    }
+
+    /// The port a role listens on: from `[roles.<name>]`, else the role's built-in default.
+    pub fn role_port(&self, role: &str, default_port: u16) -> u16 {
+        self.roles.get(role).map_or(default_port, |r| r.port)
+    }
+
+    /// Decides the database backend from `database.url`.
+    pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
+        let url = self.database.url.trim();
+        if url.is_empty() {
+            return Ok(DatabaseTarget::Sqlite(self.data.dir.join("fountain.db")));
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "database.url sqlite:// needs a file path".into(),
+                ));
+            }
+            return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                ConfigError::Invalid(format!("database.url is not a valid URL: {e}"))
+            })?;
+            if parsed.password().is_some() {
+                return Err(ConfigError::Invalid(
+                    "database.url must not contain a password: name a file in database.password_file \
+                     (or use PGPASSWORD / ~/.pgpass)"
+                        .into(),
+                ));
+            }
+            return Ok(DatabaseTarget::Postgres(url.to_string()));
+        }
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(ConfigError::Invalid(format!(
+            "database.url scheme {scheme:?} is not supported (use sqlite:// or postgres://)"
+        )))
+    }
+
+    /// The effective configuration as JSON, safe to print: nothing in it is secret, and the
+    /// database URL shows no user-info beyond the user name.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(url) = value.pointer_mut("/database/url") {
+            *url = serde_json::Value::String(redact_url(&self.database.url));
+        }
+        value
+    }
+}
+
+/// Removes any password from a URL for display.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+fn ensure_readable(path: &Path) -> Result<(), ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.kind().to_string(),
+        })
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its own (large) error type
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::load_from(overrides, Env::prefixed(ENV_PREFIX))
+    }
+
+    #[test]
+    fn embedded_defaults_run_everything_on_loopback_with_sqlite() {
+        Jail::expect_with(|_| {
+            let config = load_in_jail(&Overrides::default()).expect("defaults load");
+            assert_eq!(config.server.host.to_string(), "127.0.0.1");
+            assert_eq!(config.role_port("gateway", 1), 8000);
+            assert_eq!(config.role_port("notify", 1), 8006);
+            assert_eq!(
+                config.database_target().unwrap(),
+                DatabaseTarget::Sqlite(PathBuf::from("./data/fountain.db"))
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_environment_overrides_file_and_flags_override_all() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "[server]\nworkers = 3\n[roles.kms]\nport = 9103\n[data]\ndir = \"/from/file\"\n",
+            )?;
+            jail.set_env("FOUNTAIN_ROLES__KMS__PORT", "9203");
+            jail.set_env("FOUNTAIN_CONFIG", "ignored-by-config");
+            let overrides = Overrides {
+                file: Some("custom.toml".into()),
+                data_dir: Some("/from/flag".into()),
+            };
+            let config = load_in_jail(&overrides).expect("layers load");
+            assert_eq!(config.server.workers, 3, "file beats defaults");
+            assert_eq!(config.role_port("kms", 1), 9203, "environment beats file");
+            assert_eq!(
+                config.data.dir,
+                PathBuf::from("/from/flag"),
+                "flag beats everything"
+            );
+            assert_eq!(
+                config.role_port("gateway", 1),
+                8000,
+                "untouched keys keep defaults"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_key_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[server]\nhots = \"0.0.0.0\"\n")?;
+            let err = load_in_jail(&Overrides {
+                file: Some("typo.toml".into()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("hots"), "{err}");
+
+            jail.set_env("FOUNTAIN_SERVER__HOST", "not-an-ip");
+            let err = load_in_jail(&Overrides::default())
+                .unwrap_err()
+                .to_string()
+                .to_lowercase();
+            assert!(err.contains("server.host"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_is_a_clear_error() {
+        Jail::expect_with(|_| {
+            let err = load_in_jail(&Overrides {
+                file: Some("nope.toml".into()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("cannot read config file nope.toml"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_urls_pick_the_backend_and_refuse_inline_passwords() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "FOUNTAIN_DATABASE__URL",
+                "postgres://fountain@db:5432/fountain",
+            );
+            let config = load_in_jail(&Overrides::default()).unwrap();
+            assert!(matches!(
+                config.database_target().unwrap(),
+                DatabaseTarget::Postgres(_)
+            ));
+
+            jail.set_env(
+                "FOUNTAIN_DATABASE__URL",
+                "postgres://fountain:hunter2@db/fountain",
+            );
+            let err = load_in_jail(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("must not contain a password"), "{err}");
+            assert!(
+                !err.contains("hunter2"),
+                "the password must not be echoed: {err}"
+            );
+
+            jail.set_env("FOUNTAIN_DATABASE__URL", "mysql://x@db/f");
+            let err = load_in_jail(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("\"mysql\" is not supported"), "{err}");
+
+            jail.set_env("FOUNTAIN_DATABASE__URL", "sqlite:///var/lib/fountain/f.db");
+            let config = load_in_jail(&Overrides::default()).unwrap();
+            assert_eq!(
+                config.database_target().unwrap(),
+                DatabaseTarget::Sqlite(PathBuf::from("/var/lib/fountain/f.db"))
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redaction_hides_url_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,16 @@
+//! Tables shared by every role. Each role keeps its own tables in its own `store` module.
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        occurred_at -> Timestamp,
+        role -> Text,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        outcome -> Text,
+        source_addr -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        details -> Nullable<Text>,
+    }
+}

@@ -1,0 +1,271 @@
+//! One error table for the whole product and one JSON shape for every error a client sees:
+//! `{"errorCode": "...", "message": "...", "details": ...}`.
+//!
+//! Internal causes are logged with the request id and never sent to the client.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Every error fountain returns, with its HTTP status and a stable machine name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    RateLimited,
+    Internal,
+    BadGateway,
+    NotReady,
+    GatewayTimeout,
+}
+
+impl ErrorCode {
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedJson | Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::BadRequest => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::ValidationFailed => "validation_failed",
+            Self::RateLimited => "rate_limited",
+            Self::Internal => "internal_error",
+            Self::BadGateway => "bad_gateway",
+            Self::NotReady => "not_ready",
+            Self::GatewayTimeout => "gateway_timeout",
+        }
+    }
+
+    /// The code a bare status maps to, for errors raised below fountain (routing, actix itself).
+    pub fn for_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            409 => Self::Conflict,
+            413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType,
+            422 => Self::ValidationFailed,
+            429 => Self::RateLimited,
+            502 => Self::BadGateway,
+            503 => Self::NotReady,
+            504 => Self::GatewayTimeout,
+            400..=499 => Self::BadRequest,
+            _ => Self::Internal,
+        }
+    }
+
+    /// A message fit for clients when nothing more specific is known.
+    pub fn default_message(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "the request body is not valid JSON",
+            Self::BadRequest => "the request is not valid",
+            Self::Unauthorized => "authentication is required",
+            Self::Forbidden => "you are not allowed to do this",
+            Self::NotFound => "no such resource",
+            Self::MethodNotAllowed => "this method is not allowed on this resource",
+            Self::Conflict => "the resource is in a conflicting state",
+            Self::PayloadTooLarge => "the request body is larger than allowed",
+            Self::UnsupportedMediaType => "the request body must be application/json",
+            Self::ValidationFailed => "the request failed validation",
+            Self::RateLimited => "too many requests",
+            Self::Internal => "an internal error occurred",
+            Self::BadGateway => "the upstream service is unavailable",
+            Self::NotReady => "the service is not ready",
+            Self::GatewayTimeout => "the upstream service did not answer in time",
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `validation_failed`.
+    #[schema(example = "validation_failed")]
+    pub error_code: &'static str,
+    /// Human-readable explanation; never contains secrets or internal causes.
+    pub message: String,
+    /// Structured context (the offending field, limits…), or null.
+    #[schema(value_type = Object, nullable)]
+    pub details: Value,
+}
+
+/// An error that renders as `ErrorBody` with the status of its code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Value,
+    /// Seconds a client should wait (sent as `Retry-After` on 429 and 503).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Value::Null,
+            retry_after: None,
+        }
+    }
+
+    pub fn from_code(code: ErrorCode) -> Self {
+        Self::new(code, code.default_message())
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// A 422 naming the field that failed, e.g. `validation("password", "must be 12+ characters")`.
+    pub fn validation(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(ErrorCode::ValidationFailed, format!("{field}: {reason}"))
+            .with_details(serde_json::json!({ "field": field, "reason": reason }))
+    }
+
+    /// A 500 whose cause is logged (with the request id) but not shown to the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        log::error!(target: "fountain::error", "internal error: {cause}");
+        Self::from_code(ErrorCode::Internal)
+    }
+
+    /// A 503 whose cause is logged but not shown to the client.
+    pub fn unavailable(part: &str, cause: impl std::fmt::Display) -> Self {
+        log::warn!(target: "fountain::error", "{part} unavailable: {cause}");
+        Self::new(ErrorCode::NotReady, format!("{part} is unavailable"))
+            .with_details(serde_json::json!({ "unavailable": part }))
+            .with_retry_after(1)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.code.status());
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(ErrorBody {
+            error_code: self.code.name(),
+            message: self.message.clone(),
+            details: self.details.clone(),
+        })
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    #[test]
+    fn every_code_round_trips_through_its_status() {
+        let all = [
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::Conflict,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::ValidationFailed,
+            ErrorCode::RateLimited,
+            ErrorCode::BadGateway,
+            ErrorCode::NotReady,
+            ErrorCode::GatewayTimeout,
+        ];
+        for code in all {
+            assert_eq!(
+                ErrorCode::for_status(code.status()),
+                code,
+                "{}",
+                code.name()
+            );
+        }
+        assert_eq!(
+            ErrorCode::for_status(StatusCode::IM_A_TEAPOT),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            ErrorCode::for_status(StatusCode::INSUFFICIENT_STORAGE),
+            ErrorCode::Internal
+        );
+    }
+
+    #[test]
+    fn rendered_error_has_the_contract_shape_and_retry_after() {
+        let response = ApiError::validation("password", "must be at least 12 characters")
+            .with_retry_after(7)
+            .error_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "7");
+        let bytes = response.into_body().try_into_bytes().unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["errorCode"], "validation_failed");
+        assert_eq!(body["message"], "password: must be at least 12 characters");
+        assert_eq!(body["details"]["field"], "password");
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let response = ApiError::internal("disk /var/secret full").error_response();
+        let bytes = response.into_body().try_into_bytes().unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(!text.contains("/var/secret"), "{text}");
+        assert!(text.contains("internal_error"));
+    }
+}

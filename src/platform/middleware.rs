@@ -1,0 +1,139 @@
+//! The one middleware every role runs: request id, log context, metrics, access log, and the
+//! rewrite of bare error responses (actix's own 404/405, for instance) into the JSON error shape.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError};
+
+use super::error::{ApiError, ErrorCode};
+use super::logging::{with_context, RequestContext};
+use super::metrics::RoleMetrics;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-supplied request id that is kept (longer ones are replaced).
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The request id of a request, stored in its extensions for handlers and outgoing calls.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// Per-role state of the middleware.
+#[derive(Clone)]
+pub struct Observability {
+    pub role: &'static str,
+    pub metrics: RoleMetrics,
+}
+
+impl Observability {
+    pub async fn handle(
+        &self,
+        req: ServiceRequest,
+        next: Next<impl MessageBody + 'static>,
+    ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+        let started = Instant::now();
+        let request_id =
+            accepted_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
+        req.extensions_mut().insert(RequestId(request_id.clone()));
+        let method = req.method().to_string();
+        let path = req.path().to_string();
+        let context = RequestContext {
+            request_id: request_id.clone(),
+            role: self.role,
+        };
+
+        with_context(context, async move {
+            let response = match next.call(req).await {
+                Ok(response) => response.map_into_boxed_body(),
+                Err(err) => {
+                    // Only a failing inner middleware gets here (handlers and extractors turn
+                    // their errors into responses); actix renders it further out.
+                    let status = err.as_response_error().status_code().as_u16();
+                    let elapsed = started.elapsed().as_secs_f64();
+                    self.metrics.observe(&method, "unmatched", status, elapsed);
+                    log_access(&method, &path, "unmatched", status, elapsed * 1000.0);
+                    return Err(err);
+                }
+            };
+            let mut response = json_errors_only(response);
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            let status = response.status().as_u16();
+            let route = response
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_string());
+            let elapsed = started.elapsed();
+            self.metrics
+                .observe(&method, &route, status, elapsed.as_secs_f64());
+            log_access(
+                &method,
+                &path,
+                &route,
+                status,
+                elapsed.as_secs_f64() * 1000.0,
+            );
+            Ok(response)
+        })
+        .await
+    }
+}
+
+/// Keeps a client's request id when it is short and plain, so ids can be traced across systems
+/// without letting a client inject log content.
+fn accepted_request_id(req: &ServiceRequest) -> Option<Arc<str>> {
+    let value = req.headers().get(REQUEST_ID)?.to_str().ok()?;
+    let plain = !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    plain.then(|| Arc::from(value))
+}
+
+/// Error responses that are not JSON (a resource's 405, a guard's 404…) get the standard body;
+/// headers such as `Allow` and `Retry-After` are kept.
+fn json_errors_only(response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (request, original) = response.into_parts();
+    let mut replacement = ApiError::from_code(ErrorCode::for_status(status)).error_response();
+    *replacement.status_mut() = status;
+    for (name, value) in original.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replacement
+                .headers_mut()
+                .insert(name.clone(), value.clone());
+        }
+    }
+    ServiceResponse::new(request, replacement)
+}
+
+/// Probes and scrapes arrive every few seconds: they are logged at debug so that the access log
+/// shows traffic, not monitoring.
+fn log_access(method: &str, path: &str, route: &str, status: u16, millis: f64) {
+    let level = match route {
+        "/health" | "/ready" | "/metrics" => log::Level::Debug,
+        _ if status >= 500 => log::Level::Warn,
+        _ => log::Level::Info,
+    };
+    let millis = (millis * 1000.0).round() / 1000.0;
+    log::log!(
+        target: "fountain::access", level,
+        method = method, path = path, route = route, status = status, duration_ms = millis;
+        "{method} {path} {status}"
+    );
+}

@@ -1,0 +1,13 @@
+//! What every role shares: server shell, standard endpoints, errors, extractors, data layer,
+//! metrics and logging.
+
+pub mod audit;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod fs;
+pub mod logging;
+pub mod metrics;
+pub mod middleware;
+pub mod server;
+pub mod standard;

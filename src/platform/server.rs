@@ -1,0 +1,243 @@
+//! The role host: one actix-web listener per selected role, all in one process, stopped together.
+//!
+//! Every role gets the same app shell (middleware, standard endpoints, error handling) and then
+//! its own routes. Roles talk to each other over HTTP even when they share this process, exactly
+//! as they do across containers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use super::db::Db;
+use super::error::{ApiError, ErrorCode};
+use super::extract::{path_error, query_error, BodyLimit};
+use super::metrics::RoleMetrics;
+use super::middleware::Observability;
+use super::standard;
+use crate::config::Config;
+use crate::roles::RoleSpec;
+
+/// What a role's handlers can reach: its identity, configuration, database and metrics.
+#[derive(Clone)]
+pub struct RoleContext {
+    pub spec: &'static RoleSpec,
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub metrics: RoleMetrics,
+    /// The role's OpenAPI document, rendered once at start.
+    pub openapi_json: web::Bytes,
+}
+
+impl RoleContext {
+    pub fn new(spec: &'static RoleSpec, config: Arc<Config>, db: Db) -> Result<Self, HostError> {
+        let metrics = RoleMetrics::new(spec.name).map_err(|e| HostError::Setup {
+            role: spec.name,
+            reason: e.to_string(),
+        })?;
+        let openapi = standard::role_openapi(spec)
+            .to_json()
+            .map_err(|e| HostError::Setup {
+                role: spec.name,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            spec,
+            config,
+            db,
+            metrics,
+            openapi_json: web::Bytes::from(openapi),
+        })
+    }
+}
+
+/// Extra routes mounted on every role after its own (used by embedding code and tests).
+pub type ExtraRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("role {role} cannot listen on {addr}: {reason}")]
+    Bind {
+        role: &'static str,
+        addr: String,
+        reason: String,
+    },
+    #[error("role {role} cannot start: {reason}")]
+    Setup { role: &'static str, reason: String },
+}
+
+struct RunningRole {
+    name: &'static str,
+    addr: SocketAddr,
+    handle: ServerHandle,
+    task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// The running roles of this process.
+pub struct Host {
+    roles: Vec<RunningRole>,
+}
+
+impl Host {
+    /// Binds every selected role's listener first, then starts serving: if any address cannot
+    /// be bound, nothing is served and the error names the role and the address.
+    pub fn start(
+        config: Arc<Config>,
+        db: Db,
+        roles: &[&'static RoleSpec],
+        extra: Option<ExtraRoutes>,
+    ) -> Result<Host, HostError> {
+        let mut listeners = Vec::with_capacity(roles.len());
+        for spec in roles {
+            let addr = SocketAddr::new(
+                config.server.host,
+                config.role_port(spec.name, spec.default_port),
+            );
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| HostError::Bind {
+                role: spec.name,
+                addr: addr.to_string(),
+                reason: io_reason(&e),
+            })?;
+            listeners.push((spec, listener));
+        }
+        let workers = worker_count(&config);
+        let mut running = Vec::with_capacity(listeners.len());
+        for (spec, listener) in listeners {
+            let context = RoleContext::new(spec, config.clone(), db.clone())?;
+            let addr = listener.local_addr().map_err(|e| HostError::Setup {
+                role: spec.name,
+                reason: e.to_string(),
+            })?;
+            let extra = extra.clone();
+            let server = HttpServer::new(move || build_app(context.clone(), extra.clone()))
+                .workers(workers)
+                .shutdown_timeout(config.server.shutdown_timeout_seconds)
+                .disable_signals()
+                .listen(listener)
+                .map_err(|e| HostError::Bind {
+                    role: spec.name,
+                    addr: addr.to_string(),
+                    reason: io_reason(&e),
+                })?
+                .run();
+            let handle = server.handle();
+            log::info!(
+                target: "fountain::server", role = spec.name, addr = addr.to_string().as_str();
+                "role {} listening on http://{addr}", spec.name
+            );
+            running.push(RunningRole {
+                name: spec.name,
+                addr,
+                handle,
+                task: actix_web::rt::spawn(server),
+            });
+        }
+        Ok(Host { roles: running })
+    }
+
+    /// The address a role listens on (useful with port 0).
+    pub fn addr(&self, role: &str) -> Option<SocketAddr> {
+        self.roles.iter().find(|r| r.name == role).map(|r| r.addr)
+    }
+
+    /// Waits for SIGTERM or SIGINT, then drains in-flight requests and stops every role.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        log::info!(target: "fountain::server", "shutdown signal received; draining in-flight requests");
+        self.stop(true).await;
+        log::info!(target: "fountain::server", "all roles stopped");
+    }
+
+    /// Stops every role; `graceful` waits for in-flight requests up to the shutdown timeout.
+    pub async fn stop(self, graceful: bool) {
+        let stops = self.roles.iter().map(|r| r.handle.stop(graceful));
+        futures_util::future::join_all(stops).await;
+        for role in self.roles {
+            if let Ok(Err(err)) = role.task.await {
+                log::warn!(target: "fountain::server", role = role.name; "role stopped with an error: {err}");
+            }
+        }
+    }
+}
+
+/// The app shell every role shares, then the role's own routes, then `extra`.
+fn build_app(
+    context: RoleContext,
+    extra: Option<ExtraRoutes>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let observability = Observability {
+        role: context.spec.name,
+        metrics: context.metrics.clone(),
+    };
+    let body_limit = usize::try_from(context.config.server.body_limit_bytes).unwrap_or(usize::MAX);
+    let spec = context.spec;
+    App::new()
+        .app_data(web::Data::new(context.clone()))
+        .app_data(BodyLimit(body_limit))
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .wrap(from_fn(move |req, next| {
+            let observability = observability.clone();
+            async move { observability.handle(req, next).await }
+        }))
+        .configure(standard::configure)
+        .configure(|cfg| (spec.routes)(cfg, &context))
+        .configure(|cfg| {
+            if let Some(extra) = &extra {
+                extra(cfg);
+            }
+        })
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::from_code(ErrorCode::NotFound))
+        }))
+}
+
+fn worker_count(config: &Config) -> usize {
+    match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
+}
+
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::AddrInUse => "address already in use".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this host".into(),
+        _ => err.to_string(),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

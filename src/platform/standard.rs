@@ -1,0 +1,187 @@
+//! The endpoints every role serves (the ecosystem contract): landing page, health, readiness,
+//! metrics, the OpenAPI document and Swagger UI.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use utoipa::openapi::{InfoBuilder, OpenApi as OpenApiDoc};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::server::RoleContext;
+use crate::roles::RoleSpec;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(landing_page, health, ready, metrics, openapi_document),
+    components(schemas(HealthStatus, ReadyStatus, ErrorBody)),
+    tags(
+        (name = "Landing", description = "Human entry page"),
+        (name = "Health", description = "Liveness, readiness and metrics for operators"),
+        (name = "Docs", description = "This API's machine-readable description")
+    )
+)]
+struct StandardApi;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthStatus {
+    #[schema(example = "healthy")]
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyStatus {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Each dependency checked and its state.
+    #[schema(value_type = Object, example = json!({"database": "ok"}))]
+    pub checks: serde_json::Value,
+}
+
+/// The complete OpenAPI 3.0.3 document of a role: standard endpoints plus the role's own.
+pub fn role_openapi(role: &RoleSpec) -> OpenApiDoc {
+    let mut doc = StandardApi::openapi();
+    doc.merge((role.openapi)());
+    doc.info = InfoBuilder::new()
+        .title(format!("fountain {} ({})", role.name, role.title))
+        .version(VERSION)
+        .description(Some(role.description))
+        .build();
+    doc
+}
+
+/// Registers the standard endpoints on a role's app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Resources (not bare routes) so that a wrong method gets 405, not 404.
+    cfg.service(web::resource("/").get(landing_page))
+        .service(web::resource("/health").get(health))
+        .service(web::resource("/ready").get(ready))
+        .service(web::resource("/metrics").get(metrics))
+        .service(web::resource("/openapi.json").get(openapi_document))
+        // Swagger UI uses relative asset paths: `/docs` must become `/docs/`. The target is
+        // relative too, so it stays right behind the gateway's `/<service>/` prefix.
+        .service(web::resource("/docs").get(|| async {
+            HttpResponse::PermanentRedirect()
+                .insert_header((header::LOCATION, "docs/"))
+                .finish()
+        }))
+        .service(
+            SwaggerUi::new("/docs/{_:.*}")
+                .config(utoipa_swagger_ui::Config::new(["../openapi.json"])),
+        );
+}
+
+/// Display landing page
+///
+/// Shows the service name, version, a short description and links to the docs and health check.
+#[utoipa::path(
+    get, path = "/", operation_id = "getLandingPage", tag = "Landing",
+    responses((status = 200, description = "HTML landing page", content_type = "text/html"))
+)]
+async fn landing_page(ctx: web::Data<RoleContext>) -> HttpResponse {
+    let role = ctx.spec;
+    let html = format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}
+code{{background:#f3f3f3;padding:0 .3em}}</style></head>
+<body>
+<h1>{title}</h1>
+<p>fountain <code>{name}</code> role, version {version}</p>
+<p>{description}</p>
+<p><a href="./docs/">API documentation</a> · <a href="./health">Health status</a> · <a href="./openapi.json">OpenAPI</a></p>
+</body>
+</html>"#,
+        title = escape_html(role.title),
+        name = escape_html(role.name),
+        version = VERSION,
+        description = escape_html(role.description),
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(html)
+}
+
+/// Retrieve service health status
+///
+/// Liveness: answers 200 with {"status": "healthy"} while the process serves requests.
+#[utoipa::path(
+    get, path = "/health", operation_id = "getHealthStatus", tag = "Health",
+    responses((status = 200, description = "The service is alive", body = HealthStatus))
+)]
+async fn health() -> web::Json<HealthStatus> {
+    web::Json(HealthStatus { status: "healthy" })
+}
+
+/// Check readiness to serve
+///
+/// Readiness: checks the database and every dependency; 503 names the part that is unavailable.
+#[utoipa::path(
+    get, path = "/ready", operation_id = "getReadinessStatus", tag = "Health",
+    responses(
+        (status = 200, description = "Every dependency is available", body = ReadyStatus),
+        (status = 503, description = "A dependency is unavailable", body = ErrorBody)
+    )
+)]
+async fn ready(ctx: web::Data<RoleContext>) -> ApiResult<web::Json<ReadyStatus>> {
+    ctx.db
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable("database", e))?;
+    Ok(web::Json(ReadyStatus {
+        status: "ready",
+        checks: serde_json::json!({ "database": "ok" }),
+    }))
+}
+
+/// Export Prometheus metrics
+///
+/// Request counts and latency histograms by route template and status, plus this role's own counters.
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "getMetrics", tag = "Health",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
+)]
+async fn metrics(ctx: web::Data<RoleContext>) -> ApiResult<HttpResponse> {
+    let text = ctx.metrics.render().map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
+/// Get the OpenAPI document
+///
+/// This service's OpenAPI 3.0.3 description, the same one Swagger UI at /docs renders.
+#[utoipa::path(
+    get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "Docs",
+    responses((status = 200, description = "OpenAPI 3.0.3 document", content_type = "application/json"))
+)]
+async fn openapi_document(ctx: web::Data<RoleContext>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(ctx.openapi_json.clone())
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html(r#"<a href="x">&"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;"
+        );
+    }
+}

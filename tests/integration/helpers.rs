@@ -1,0 +1,394 @@
+//! Test harness: the real role host on ephemeral ports over a fresh SQLite file or a fresh
+//! PostgreSQL database, plus helpers to run the built binary as a child process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use fountain::config::{Config, Overrides};
+use fountain::platform::db::Db;
+use fountain::platform::server::{ExtraRoutes, Host};
+use fountain::roles;
+use serde_json::Value;
+
+/// Where the test PostgreSQL server is; each test run creates its own databases in it.
+pub fn pg_admin_url() -> String {
+    std::env::var("FOUNTAIN_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database created for one test and dropped after it.
+pub struct TestDatabase {
+    pub url: String,
+    pg_name: Option<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    pub fn create(backend: Backend) -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("fountain.db").display());
+                TestDatabase {
+                    url,
+                    pg_name: None,
+                    dir,
+                }
+            }
+            Backend::Postgres => {
+                let name = format!("fountain_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = PgConnection::establish(&pg_admin_url())
+                    .expect("PostgreSQL must be running for the PostgreSQL tests (see .ci/run)");
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create test database");
+                let base = pg_admin_url();
+                let url = format!(
+                    "{}/{name}",
+                    base.rsplit_once('/').expect("admin url has a database").0
+                );
+                TestDatabase {
+                    url,
+                    pg_name: Some(name),
+                    dir,
+                }
+            }
+        }
+    }
+
+    /// The SQLite file, for tests that inspect what is stored at rest.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.url.strip_prefix("sqlite://").map(PathBuf::from)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            if let Ok(mut admin) = PgConnection::establish(&pg_admin_url()) {
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+/// A configuration for tests: every role on port 0, the given database, quiet logs.
+pub fn test_config(database: &TestDatabase) -> Config {
+    let overrides = Overrides {
+        file: None,
+        data_dir: Some(database.dir.path().join("data")),
+    };
+    let mut config = Config::load_from(
+        &overrides,
+        figment::providers::Env::prefixed("FOUNTAIN_TEST_NONE_"),
+    )
+    .expect("test config loads");
+    config.database.url = database.url.clone();
+    config.database.connect_attempts = 3;
+    config.database.connect_timeout_seconds = 2;
+    config.server.workers = 1;
+    config.server.body_limit_bytes = 64 * 1024;
+    config.server.shutdown_timeout_seconds = 5;
+    for role in roles::ALL {
+        config.roles.insert(
+            role.name.to_string(),
+            fountain::config::RoleConfig { port: 0 },
+        );
+    }
+    config
+}
+
+/// The running roles of one test, with a client pointed at them.
+pub struct TestApp {
+    pub host: Option<Host>,
+    pub client: awc::Client,
+    pub database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}, None).await
+    }
+
+    /// Starts every role with `adjust` applied to the config and `extra` routes mounted.
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+        extra: Option<ExtraRoutes>,
+    ) -> TestApp {
+        let database = TestDatabase::create(backend);
+        let mut config = test_config(&database);
+        adjust(&mut config);
+        let config = Arc::new(config);
+        let db = {
+            let config = config.clone();
+            web::block(move || Db::connect(&config))
+                .await
+                .expect("join")
+                .expect("database connects")
+        };
+        let host = Host::start(config, db, roles::ALL, extra).expect("roles start");
+        TestApp {
+            host: Some(host),
+            client: awc::Client::builder()
+                .disable_timeout()
+                .disable_redirects()
+                .finish(),
+            database,
+        }
+    }
+
+    pub fn addr(&self, role: &str) -> SocketAddr {
+        self.host
+            .as_ref()
+            .and_then(|h| h.addr(role))
+            .unwrap_or_else(|| panic!("role {role} is not running"))
+    }
+
+    pub fn url(&self, role: &str, path: &str) -> String {
+        format!("http://{}{path}", self.addr(role))
+    }
+
+    pub async fn get(
+        &self,
+        role: &str,
+        path: &str,
+    ) -> (u16, awc::http::header::HeaderMap, web::Bytes) {
+        let mut response = self
+            .client
+            .get(self.url(role, path))
+            .send()
+            .await
+            .expect("request sent");
+        let body = response.body().limit(8 << 20).await.expect("body read");
+        (response.status().as_u16(), response.headers().clone(), body)
+    }
+
+    pub async fn get_json(&self, role: &str, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.get(role, path).await;
+        (
+            status,
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}")),
+        )
+    }
+
+    /// Sends `body` as-is with the given content type; returns status and the JSON answer.
+    pub async fn post_raw(
+        &self,
+        role: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut response = self
+            .client
+            .post(self.url(role, path))
+            .insert_header(("content-type", content_type))
+            .send_body(body)
+            .await
+            .expect("request sent");
+        let body = response.body().limit(8 << 20).await.expect("body read");
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}"));
+        (response.status().as_u16(), json)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(host) = self.host.take() {
+            host.stop(true).await;
+        }
+    }
+}
+
+/// Asserts the standard error shape and returns the error code.
+pub fn assert_error_shape(body: &Value) -> String {
+    let code = body["errorCode"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no errorCode in {body}"));
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message in {body}"
+    );
+    assert!(body.get("details").is_some(), "no details in {body}");
+    code.to_string()
+}
+
+// ---- the built binary as a child process ----
+
+pub fn fountain_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fountain")
+}
+
+/// A `fountain` command with a private data dir and no inherited FOUNTAIN_* configuration.
+pub fn fountain_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(fountain_bin());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FOUNTAIN_") || key == "DATABASE_URL" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_BACKTRACE", "1");
+    command
+}
+
+/// A running `fountain serve` child; killed when dropped.
+pub struct ServeProcess {
+    pub child: Child,
+    pub addrs: std::collections::HashMap<String, SocketAddr>,
+    pub log_lines: Vec<String>,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl ServeProcess {
+    /// Starts `fountain serve --role <roles>` with every role on port 0 and waits until each
+    /// selected role logged its listening address.
+    pub fn start(data_dir: &Path, roles: &[&str], extra_env: &[(&str, &str)]) -> ServeProcess {
+        let mut command = fountain_command(data_dir);
+        command.arg("serve").arg("--role").arg(roles.join(","));
+        for role in fountain::roles::ALL {
+            command.env(
+                format!("FOUNTAIN_ROLES__{}__PORT", role.name.to_uppercase()),
+                "0",
+            );
+        }
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fountain");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut addrs = std::collections::HashMap::new();
+        let mut log_lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while addrs.len() < roles.len() {
+            assert!(
+                Instant::now() < deadline,
+                "roles did not start: {log_lines:?}"
+            );
+            let mut line = String::new();
+            if stdout.read_line(&mut line).expect("read stdout") == 0 {
+                let mut err = String::new();
+                let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+                let _ = child.kill();
+                panic!("fountain exited before listening: {err} {log_lines:?}");
+            }
+            let value: Value = serde_json::from_str(line.trim())
+                .unwrap_or_else(|_| panic!("non-JSON log line {line:?}"));
+            if let (Some(role), Some(addr)) = (value["role"].as_str(), value["addr"].as_str()) {
+                addrs.insert(role.to_string(), addr.parse().expect("addr"));
+            }
+            log_lines.push(line.trim().to_string());
+        }
+        ServeProcess {
+            child,
+            addrs,
+            log_lines,
+            stdout,
+        }
+    }
+
+    pub fn addr(&self, role: &str) -> SocketAddr {
+        self.addrs[role]
+    }
+
+    /// Sends a signal by name (TERM, INT, KILL) to the child.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the child to exit (bounded) and returns its exit code and the rest of stdout.
+    pub fn wait(mut self, limit: Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut rest = String::new();
+                let _ = self.stdout.read_to_string(&mut rest);
+                let mut lines = std::mem::take(&mut self.log_lines);
+                lines.extend(rest.lines().map(str::to_string));
+                return (status.code(), lines);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fountain did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP/1.1 GET, for process tests that run outside an async runtime.
+pub fn blocking_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Runs an async test body once on SQLite and once on PostgreSQL, as two named tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    };
+}

@@ -1,0 +1,10 @@
+//! fountain's integration tests, compiled as one binary (link time dominates on small machines).
+//! Every test talks HTTP to the real server or runs the real binary.
+
+mod helpers;
+
+mod errors;
+mod openapi;
+mod process;
+mod standard_endpoints;
+mod store;
