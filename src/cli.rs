@@ -10,18 +10,14 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
-use crate::platform::db::{self, Db};
+use crate::platform::db;
 use crate::platform::logging;
-use crate::platform::server::Host;
+use crate::platform::server::{Host, Platform};
 use crate::platform::standard;
 use crate::roles;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "fountain",
-    version,
-    about = "The FountainAI ecosystem in one binary: a role per service."
-)]
+#[command(name = "fountain", version, about = "The FountainAI ecosystem in one binary: a role per service.")]
 pub struct Cli {
     #[command(flatten)]
     sources: SourceArgs,
@@ -44,12 +40,7 @@ enum Command {
     /// Serve one, several or all roles, each on its own port.
     Serve {
         /// `all`, or a comma-separated list: gateway,kms,secrets,notify,search,sequence,twofa.
-        #[arg(
-            long,
-            env = "FOUNTAIN_ROLE",
-            default_value = "all",
-            value_name = "ROLES"
-        )]
+        #[arg(long, env = "FOUNTAIN_ROLE", default_value = "all", value_name = "ROLES")]
         role: String,
     },
     /// Apply pending database migrations and exit.
@@ -80,25 +71,16 @@ struct Failure {
 
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: 2,
-            message: message.into(),
-        }
+        Self { code: 2, message: message.into() }
     }
     fn runtime(message: impl ToString) -> Self {
-        Self {
-            code: 1,
-            message: message.to_string(),
-        }
+        Self { code: 1, message: message.to_string() }
     }
 }
 
 pub fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal failure{location}");
         log::error!(target: "fountain::panic", "internal failure{location}: {info}");
     }));
@@ -130,10 +112,7 @@ fn clap_exit(err: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = err.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("error: invalid arguments");
+            let first = rendered.lines().next().unwrap_or("error: invalid arguments");
             eprintln!("{first} (see fountain --help)");
             ExitCode::from(2)
         }
@@ -141,18 +120,12 @@ fn clap_exit(err: clap::Error) -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let overrides = Overrides {
-        file: cli.sources.config,
-        data_dir: cli.sources.data_dir,
-    };
+    let overrides = Overrides { file: cli.sources.config, data_dir: cli.sources.data_dir };
     match cli.command {
         Command::Openapi { role } => print_openapi(&role),
-        Command::Config {
-            action: ConfigAction::Check,
-        } => {
+        Command::Config { action: ConfigAction::Check } => {
             let config = Config::load(&overrides).map_err(Failure::runtime)?;
-            let text =
-                serde_json::to_string_pretty(&config.redacted_json()).map_err(Failure::runtime)?;
+            let text = serde_json::to_string_pretty(&config.redacted_json()).map_err(Failure::runtime)?;
             println!("{text}");
             Ok(())
         }
@@ -162,11 +135,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if applied.is_empty() {
                 println!("database is up to date");
             } else {
-                println!(
-                    "applied {} migration(s): {}",
-                    applied.len(),
-                    applied.join(", ")
-                );
+                println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
             }
             Ok(())
         }
@@ -185,23 +154,21 @@ fn load_and_init_logging(overrides: &Overrides) -> Result<Config, Failure> {
 }
 
 fn print_openapi(role: &str) -> Result<(), Failure> {
-    let spec = roles::find(role)
-        .ok_or_else(|| Failure::usage(roles::select(role).err().unwrap_or_default()))?;
-    let text = standard::role_openapi(spec)
-        .to_pretty_json()
-        .map_err(Failure::runtime)?;
+    let spec =
+        roles::find(role).ok_or_else(|| Failure::usage(roles::select(role).err().unwrap_or_default()))?;
+    let text = standard::role_openapi(spec).to_pretty_json().map_err(Failure::runtime)?;
     println!("{text}");
     Ok(())
 }
 
 fn serve(config: Arc<Config>, selected: Vec<&'static roles::RoleSpec>) -> Result<(), Failure> {
-    let database = Db::connect(&config).map_err(Failure::runtime)?;
+    let platform = Platform::open(config).map_err(Failure::runtime)?;
     log::info!(
-        target: "fountain::server", backend = database.backend().name(), database = database.display();
+        target: "fountain::server", backend = platform.db.backend().name(), database = platform.db.display();
         "database ready"
     );
     actix_web::rt::System::new().block_on(async move {
-        let host = Host::start(config, database, &selected, None).map_err(Failure::runtime)?;
+        let host = Host::start(&platform, &selected, None).map_err(Failure::runtime)?;
         host.run_until_signal().await;
         Ok(())
     })

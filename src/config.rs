@@ -28,7 +28,31 @@ pub struct Config {
     pub log: LogConfig,
     pub data: DataConfig,
     pub database: DatabaseConfig,
+    pub security: SecurityConfig,
+    pub kms: KmsConfig,
     pub roles: BTreeMap<String, RoleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// File holding the base64 master key; empty: `<data.dir>/master.key`, generated once.
+    pub master_key_file: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl_seconds: u64,
+    pub refresh_token_ttl_seconds: u64,
+    pub service_token_ttl_seconds: u64,
+    pub bcrypt_cost: u32,
+    pub key_rotation_grace_seconds: u64,
+    pub login_failures_per_username: u32,
+    pub login_failures_per_address: u32,
+    pub login_failure_window_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,15 +143,17 @@ impl Config {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             figment = figment.merge(Serialized::default("database.url", url));
         }
+        if let Ok(path) = std::env::var("FOUNTAIN_MASTER_KEY_FILE") {
+            figment = figment.merge(Serialized::default("security.master_key_file", path));
+        }
         // Only sectioned keys (`FOUNTAIN_SECTION__KEY`) are configuration: plain FOUNTAIN_* names
         // such as FOUNTAIN_CONFIG or FOUNTAIN_MASTER_KEY_FILE belong to other parts of fountain.
         figment = figment.merge(env.filter(|key| key.as_str().contains("__")).split("__"));
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::default("data.dir", dir));
         }
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Invalid(first_line(&e.to_string())))?;
+        let config: Config =
+            figment.extract().map_err(|e| ConfigError::Invalid(first_line(&e.to_string())))?;
         config.validate()?;
         Ok(config)
     }
@@ -135,9 +161,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.server.body_limit_bytes == 0 || self.server.body_limit_bytes > MAX_BODY_LIMIT {
-            return invalid(format!(
-                "server.body_limit_bytes must be between 1 and {MAX_BODY_LIMIT}"
-            ));
+            return invalid(format!("server.body_limit_bytes must be between 1 and {MAX_BODY_LIMIT}"));
         }
         if self.server.workers > 256 {
             return invalid("server.workers must be at most 256".into());
@@ -148,17 +172,21 @@ impl Config {
         if self.database.connect_attempts == 0 {
             return invalid("database.connect_attempts must be at least 1".into());
         }
+        if !(4..=31).contains(&self.kms.bcrypt_cost) {
+            return invalid("kms.bcrypt_cost must be between 4 and 31".into());
+        }
+        if self.kms.access_token_ttl_seconds == 0 || self.kms.service_token_ttl_seconds == 0 {
+            return invalid("kms token lifetimes must be at least one second".into());
+        }
+        if self.kms.login_failures_per_username == 0 || self.kms.login_failures_per_address == 0 {
+            return invalid("kms login failure limits must be at least 1".into());
+        }
         if self.data.dir.as_os_str().is_empty() {
             return invalid("data.dir must not be empty".into());
         }
-        env_filter::Builder::new()
-            .try_parse(&self.log.level)
-            .map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "log.level {:?} is not a valid filter",
-                    self.log.level
-                ))
-            })?;
+        env_filter::Builder::new().try_parse(&self.log.level).map_err(|_| {
+            ConfigError::Invalid(format!("log.level {:?} is not a valid filter", self.log.level))
+        })?;
         self.database_target()?;
         Ok(())
     }
@@ -174,21 +202,15 @@ impl Config {
         if url.is_empty() {
             return Ok(DatabaseTarget::Sqlite(self.data.dir.join("fountain.db")));
         }
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             if path.is_empty() {
-                return Err(ConfigError::Invalid(
-                    "database.url sqlite:// needs a file path".into(),
-                ));
+                return Err(ConfigError::Invalid("database.url sqlite:// needs a file path".into()));
             }
             return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let parsed = url::Url::parse(url).map_err(|e| {
-                ConfigError::Invalid(format!("database.url is not a valid URL: {e}"))
-            })?;
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("database.url is not a valid URL: {e}")))?;
             if parsed.password().is_some() {
                 return Err(ConfigError::Invalid(
                     "database.url must not contain a password: name a file in database.password_file \
@@ -227,12 +249,10 @@ pub fn redact_url(raw: &str) -> String {
 }
 
 fn ensure_readable(path: &Path) -> Result<(), ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|_| ())
-        .map_err(|e| ConfigError::Unreadable {
-            path: path.display().to_string(),
-            reason: e.kind().to_string(),
-        })
+    std::fs::read_to_string(path).map(|_| ()).map_err(|e| ConfigError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.kind().to_string(),
+    })
 }
 
 fn first_line(message: &str) -> String {
@@ -273,23 +293,13 @@ mod tests {
             )?;
             jail.set_env("FOUNTAIN_ROLES__KMS__PORT", "9203");
             jail.set_env("FOUNTAIN_CONFIG", "ignored-by-config");
-            let overrides = Overrides {
-                file: Some("custom.toml".into()),
-                data_dir: Some("/from/flag".into()),
-            };
+            let overrides =
+                Overrides { file: Some("custom.toml".into()), data_dir: Some("/from/flag".into()) };
             let config = load_in_jail(&overrides).expect("layers load");
             assert_eq!(config.server.workers, 3, "file beats defaults");
             assert_eq!(config.role_port("kms", 1), 9203, "environment beats file");
-            assert_eq!(
-                config.data.dir,
-                PathBuf::from("/from/flag"),
-                "flag beats everything"
-            );
-            assert_eq!(
-                config.role_port("gateway", 1),
-                8000,
-                "untouched keys keep defaults"
-            );
+            assert_eq!(config.data.dir, PathBuf::from("/from/flag"), "flag beats everything");
+            assert_eq!(config.role_port("gateway", 1), 8000, "untouched keys keep defaults");
             Ok(())
         });
     }
@@ -298,19 +308,13 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused_with_the_key_named() {
         Jail::expect_with(|jail| {
             jail.create_file("typo.toml", "[server]\nhots = \"0.0.0.0\"\n")?;
-            let err = load_in_jail(&Overrides {
-                file: Some("typo.toml".into()),
-                ..Default::default()
-            })
-            .unwrap_err()
-            .to_string();
+            let err = load_in_jail(&Overrides { file: Some("typo.toml".into()), ..Default::default() })
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("hots"), "{err}");
 
             jail.set_env("FOUNTAIN_SERVER__HOST", "not-an-ip");
-            let err = load_in_jail(&Overrides::default())
-                .unwrap_err()
-                .to_string()
-                .to_lowercase();
+            let err = load_in_jail(&Overrides::default()).unwrap_err().to_string().to_lowercase();
             assert!(err.contains("server.host"), "{err}");
             Ok(())
         });
@@ -319,16 +323,10 @@ mod tests {
     #[test]
     fn missing_config_file_is_a_clear_error() {
         Jail::expect_with(|_| {
-            let err = load_in_jail(&Overrides {
-                file: Some("nope.toml".into()),
-                ..Default::default()
-            })
-            .unwrap_err()
-            .to_string();
-            assert!(
-                err.starts_with("cannot read config file nope.toml"),
-                "{err}"
-            );
+            let err = load_in_jail(&Overrides { file: Some("nope.toml".into()), ..Default::default() })
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("cannot read config file nope.toml"), "{err}");
             Ok(())
         });
     }
@@ -336,26 +334,14 @@ mod tests {
     #[test]
     fn database_urls_pick_the_backend_and_refuse_inline_passwords() {
         Jail::expect_with(|jail| {
-            jail.set_env(
-                "FOUNTAIN_DATABASE__URL",
-                "postgres://fountain@db:5432/fountain",
-            );
+            jail.set_env("FOUNTAIN_DATABASE__URL", "postgres://fountain@db:5432/fountain");
             let config = load_in_jail(&Overrides::default()).unwrap();
-            assert!(matches!(
-                config.database_target().unwrap(),
-                DatabaseTarget::Postgres(_)
-            ));
+            assert!(matches!(config.database_target().unwrap(), DatabaseTarget::Postgres(_)));
 
-            jail.set_env(
-                "FOUNTAIN_DATABASE__URL",
-                "postgres://fountain:hunter2@db/fountain",
-            );
+            jail.set_env("FOUNTAIN_DATABASE__URL", "postgres://fountain:hunter2@db/fountain");
             let err = load_in_jail(&Overrides::default()).unwrap_err().to_string();
             assert!(err.contains("must not contain a password"), "{err}");
-            assert!(
-                !err.contains("hunter2"),
-                "the password must not be echoed: {err}"
-            );
+            assert!(!err.contains("hunter2"), "the password must not be echoed: {err}");
 
             jail.set_env("FOUNTAIN_DATABASE__URL", "mysql://x@db/f");
             let err = load_in_jail(&Overrides::default()).unwrap_err().to_string();
@@ -373,10 +359,7 @@ mod tests {
 
     #[test]
     fn redaction_hides_url_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

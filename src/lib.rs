@@ -16,6 +16,4 @@ pub mod roles;
     feature = "sequence",
     feature = "twofa"
 )))]
-compile_error!(
-    "enable at least one role feature (gateway, kms, secrets, notify, search, sequence, twofa)"
-);
+compile_error!("enable at least one role feature (gateway, kms, secrets, notify, search, sequence, twofa)");

@@ -137,12 +137,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            details: Value::Null,
-            retry_after: None,
-        }
+        Self { code, message: message.into(), details: Value::Null, retry_after: None }
     }
 
     pub fn from_code(code: ErrorCode) -> Self {
@@ -229,21 +224,10 @@ mod tests {
             ErrorCode::GatewayTimeout,
         ];
         for code in all {
-            assert_eq!(
-                ErrorCode::for_status(code.status()),
-                code,
-                "{}",
-                code.name()
-            );
+            assert_eq!(ErrorCode::for_status(code.status()), code, "{}", code.name());
         }
-        assert_eq!(
-            ErrorCode::for_status(StatusCode::IM_A_TEAPOT),
-            ErrorCode::BadRequest
-        );
-        assert_eq!(
-            ErrorCode::for_status(StatusCode::INSUFFICIENT_STORAGE),
-            ErrorCode::Internal
-        );
+        assert_eq!(ErrorCode::for_status(StatusCode::IM_A_TEAPOT), ErrorCode::BadRequest);
+        assert_eq!(ErrorCode::for_status(StatusCode::INSUFFICIENT_STORAGE), ErrorCode::Internal);
     }
 
     #[test]

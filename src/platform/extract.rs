@@ -78,14 +78,12 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 }
             }
             _ => ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {inner}"))
-                .with_details(
-                    serde_json::json!({ "line": inner.line(), "column": inner.column() }),
-                ),
+                .with_details(serde_json::json!({ "line": inner.line(), "column": inner.column() })),
         }
     })?;
-    deserializer.end().map_err(|inner| {
-        ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {inner}"))
-    })?;
+    deserializer
+        .end()
+        .map_err(|inner| ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {inner}")))?;
     Ok(value)
 }
 
@@ -114,28 +112,16 @@ fn is_json_content_type(req: &HttpRequest) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn declared_length(req: &HttpRequest) -> Option<usize> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::from_code(ErrorCode::PayloadTooLarge)
-        .with_details(serde_json::json!({ "limitBytes": limit }))
+    ApiError::from_code(ErrorCode::PayloadTooLarge).with_details(serde_json::json!({ "limitBytes": limit }))
 }
 
 /// Reads a body, stopping as soon as it exceeds `limit` (chunked uploads included).
@@ -154,24 +140,14 @@ pub async fn read_limited(payload: &mut Payload, limit: usize) -> Result<web::By
 fn payload_error(err: PayloadError) -> ApiError {
     match err {
         PayloadError::Overflow => ApiError::from_code(ErrorCode::PayloadTooLarge),
-        other => ApiError::new(
-            ErrorCode::BadRequest,
-            format!("could not read the request body: {other}"),
-        ),
+        other => ApiError::new(ErrorCode::BadRequest, format!("could not read the request body: {other}")),
     }
 }
 
 /// Query-string errors: 400 naming the parameter problem (values are not echoed).
-pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
-    _req: &HttpRequest,
-) -> actix_web::Error {
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let reason = describe_without_values(&err.to_string());
-    ApiError::new(
-        ErrorCode::BadRequest,
-        format!("invalid query string: {reason}"),
-    )
-    .into()
+    ApiError::new(ErrorCode::BadRequest, format!("invalid query string: {reason}")).into()
 }
 
 /// Path-segment errors (e.g. a non-numeric id): 404, as the resource cannot exist.
@@ -198,8 +174,7 @@ mod tests {
         let err = parse_json::<Login>(br#"{"username": "a","#).unwrap_err();
         assert_eq!(err.code, ErrorCode::MalformedJson);
         assert!(err.message.contains("EOF"), "{}", err.message);
-        let err =
-            parse_json::<Login>(br#"{"username": "a", "password": "p"} trailing"#).unwrap_err();
+        let err = parse_json::<Login>(br#"{"username": "a", "password": "p"} trailing"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::MalformedJson);
     }
 
@@ -211,24 +186,14 @@ mod tests {
         assert!(!err.message.contains("123456789"), "{}", err.message);
         assert!(err.message.contains("expected a string"), "{}", err.message);
 
-        let err =
-            parse_json::<Login>(br#"{"username":"a","password":"p","roles":["x",7]}"#).unwrap_err();
+        let err = parse_json::<Login>(br#"{"username":"a","password":"p","roles":["x",7]}"#).unwrap_err();
         assert_eq!(err.details["field"], "roles[1]");
 
         let err = parse_json::<Login>(br#"{"username": "a"}"#).unwrap_err();
-        assert!(
-            err.message.contains("missing field `password`"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("missing field `password`"), "{}", err.message);
 
-        let err =
-            parse_json::<Login>(br#"{"username":"a","password":"p","admin":true}"#).unwrap_err();
-        assert!(
-            err.message.contains("unknown field `admin`"),
-            "{}",
-            err.message
-        );
+        let err = parse_json::<Login>(br#"{"username":"a","password":"p","admin":true}"#).unwrap_err();
+        assert!(err.message.contains("unknown field `admin`"), "{}", err.message);
     }
 
     #[test]
@@ -236,9 +201,7 @@ mod tests {
         let err = parse_json::<u32>(br#""hunter2-secret""#).unwrap_err();
         assert!(!err.message.contains("hunter2"), "{}", err.message);
         assert_eq!(
-            describe_without_values(
-                "invalid type: string \"s3cret\", expected u32 at line 1 column 9"
-            ),
+            describe_without_values("invalid type: string \"s3cret\", expected u32 at line 1 column 9"),
             "invalid type: string, expected u32"
         );
     }

@@ -37,9 +37,7 @@ pub async fn with_context<F: std::future::Future>(context: RequestContext, futur
 /// Installs the process logger. Safe to call twice (tests): the second call changes nothing.
 pub fn init(filter: &str, format: LogFormat) {
     let mut builder = env_logger::Builder::new();
-    builder
-        .parse_filters(filter)
-        .target(env_logger::Target::Stdout);
+    builder.parse_filters(filter).target(env_logger::Target::Stdout);
     match format {
         LogFormat::Json => builder.format(|buf, record| writeln!(buf, "{}", json_line(record))),
         LogFormat::Text => builder.format(|buf, record| writeln!(buf, "{}", text_line(record))),
@@ -106,16 +104,11 @@ mod tests {
 
     #[tokio::test]
     async fn json_lines_carry_request_context_and_fields() {
-        let context = RequestContext {
-            request_id: Arc::from("req-1"),
-            role: "kms",
-        };
+        let context = RequestContext { request_id: Arc::from("req-1"), role: "kms" };
         let line = with_context(context, async {
             let args = format_args!("listening");
-            let kvs: [(&str, kv::Value<'_>); 2] = [
-                ("port", kv::Value::from(8003u64)),
-                ("addr", kv::Value::from("127.0.0.1")),
-            ];
+            let kvs: [(&str, kv::Value<'_>); 2] =
+                [("port", kv::Value::from(8003u64)), ("addr", kv::Value::from("127.0.0.1"))];
             let record = log::Record::builder()
                 .args(args)
                 .level(log::Level::Info)

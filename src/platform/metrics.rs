@@ -1,16 +1,12 @@
 //! Prometheus metrics, one registry per role so that a scrape of a role's `/metrics` shows that
 //! role alone even when every role shares one process.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// Request latency buckets in seconds: sub-millisecond resolution for the gateway's hot path,
 /// up to the tens of seconds a slow upstream may take.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 const REQUEST_LABELS: &[&str] = &["role", "method", "route", "status"];
 
@@ -27,39 +23,23 @@ impl RoleMetrics {
     pub fn new(role: &'static str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests served, by route template and status",
-            ),
+            Opts::new("http_requests_total", "HTTP requests served, by route template and status"),
             REQUEST_LABELS,
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "HTTP request latency in seconds",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency in seconds")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             REQUEST_LABELS,
         )?;
         let build_info = prometheus::IntGaugeVec::new(
-            Opts::new(
-                "fountain_build_info",
-                "Always 1; labels name the role and fountain version",
-            ),
+            Opts::new("fountain_build_info", "Always 1; labels name the role and fountain version"),
             &["role", "version"],
         )?;
-        build_info
-            .with_label_values(&[role, env!("CARGO_PKG_VERSION")])
-            .set(1);
+        build_info.with_label_values(&[role, env!("CARGO_PKG_VERSION")]).set(1);
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        Ok(Self {
-            role,
-            registry,
-            requests,
-            latency,
-        })
+        Ok(Self { role, registry, requests, latency })
     }
 
     /// Where a role registers its own counters (logins, rotations, outbox depth…).
@@ -103,15 +83,10 @@ mod tests {
         metrics.observe("BREW", "unmatched", 404, 0.001);
         let text = metrics.render().unwrap();
         assert!(
-            text.contains(
-                r#"http_requests_total{method="GET",role="kms",route="/health",status="200"} 1"#
-            ),
+            text.contains(r#"http_requests_total{method="GET",role="kms",route="/health",status="200"} 1"#),
             "{text}"
         );
         assert!(text.contains(r#"method="OTHER""#), "{text}");
-        assert!(
-            text.contains("http_request_duration_seconds_bucket"),
-            "{text}"
-        );
+        assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
     }
 }

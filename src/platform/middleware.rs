@@ -37,15 +37,11 @@ impl Observability {
         next: Next<impl MessageBody + 'static>,
     ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
         let started = Instant::now();
-        let request_id =
-            accepted_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
+        let request_id = accepted_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
         req.extensions_mut().insert(RequestId(request_id.clone()));
         let method = req.method().to_string();
         let path = req.path().to_string();
-        let context = RequestContext {
-            request_id: request_id.clone(),
-            role: self.role,
-        };
+        let context = RequestContext { request_id: request_id.clone(), role: self.role };
 
         with_context(context, async move {
             let response = match next.call(req).await {
@@ -65,20 +61,10 @@ impl Observability {
                 response.headers_mut().insert(REQUEST_ID, value);
             }
             let status = response.status().as_u16();
-            let route = response
-                .request()
-                .match_pattern()
-                .unwrap_or_else(|| "unmatched".to_string());
+            let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
             let elapsed = started.elapsed();
-            self.metrics
-                .observe(&method, &route, status, elapsed.as_secs_f64());
-            log_access(
-                &method,
-                &path,
-                &route,
-                status,
-                elapsed.as_secs_f64() * 1000.0,
-            );
+            self.metrics.observe(&method, &route, status, elapsed.as_secs_f64());
+            log_access(&method, &path, &route, status, elapsed.as_secs_f64() * 1000.0);
             Ok(response)
         })
         .await
@@ -91,9 +77,7 @@ fn accepted_request_id(req: &ServiceRequest) -> Option<Arc<str>> {
     let value = req.headers().get(REQUEST_ID)?.to_str().ok()?;
     let plain = !value.is_empty()
         && value.len() <= MAX_REQUEST_ID_LEN
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     plain.then(|| Arc::from(value))
 }
 
@@ -114,9 +98,7 @@ fn json_errors_only(response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBo
     *replacement.status_mut() = status;
     for (name, value) in original.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            replacement
-                .headers_mut()
-                .insert(name.clone(), value.clone());
+            replacement.headers_mut().insert(name.clone(), value.clone());
         }
     }
     ServiceResponse::new(request, replacement)

@@ -2,11 +2,14 @@
 //! metrics and logging.
 
 pub mod audit;
+pub mod auth;
+pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod extract;
 pub mod fs;
 pub mod logging;
+pub mod meta;
 pub mod metrics;
 pub mod middleware;
 pub mod server;

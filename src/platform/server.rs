@@ -4,6 +4,7 @@
 //! its own routes. Roles talk to each other over HTTP even when they share this process, exactly
 //! as they do across containers.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,45 +13,78 @@ use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceRespon
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+use super::crypto::{self, MasterKey};
 use super::db::Db;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{path_error, query_error, BodyLimit};
+use super::meta;
 use super::metrics::RoleMetrics;
 use super::middleware::Observability;
 use super::standard;
 use crate::config::Config;
 use crate::roles::RoleSpec;
 
-/// What a role's handlers can reach: its identity, configuration, database and metrics.
+/// What every role of a process shares: configuration, database and master key.
+#[derive(Clone)]
+pub struct Platform {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub master_key: Arc<MasterKey>,
+}
+
+impl Platform {
+    /// Connects the database (with retry, running migrations) and loads the master key,
+    /// refusing a key that does not match the data already sealed in this database.
+    /// Blocking: call before serving, or inside `web::block`.
+    pub fn open(config: Arc<Config>) -> Result<Platform, String> {
+        let db = Db::connect(&config).map_err(|e| e.to_string())?;
+        let key_file = crypto::configured_key_file(&config.security.master_key_file);
+        let master_key =
+            MasterKey::load_or_create(key_file.as_deref(), &config.data.dir).map_err(|e| e.to_string())?;
+        let mut conn = db.conn().map_err(|e| e.to_string())?;
+        meta::ensure_master_key_matches(&mut conn, &master_key).map_err(|e| e.to_string())?;
+        Ok(Platform { config, db, master_key: Arc::new(master_key) })
+    }
+}
+
+/// State a role builds once per process and shares across its workers.
+pub type RoleState = Arc<dyn Any + Send + Sync>;
+
+/// What a role's handlers can reach: its identity, the platform, its metrics and state.
 #[derive(Clone)]
 pub struct RoleContext {
     pub spec: &'static RoleSpec,
     pub config: Arc<Config>,
     pub db: Db,
+    pub master_key: Arc<MasterKey>,
     pub metrics: RoleMetrics,
     /// The role's OpenAPI document, rendered once at start.
     pub openapi_json: web::Bytes,
+    /// What the role's `init` built, if anything.
+    pub state: Option<RoleState>,
 }
 
 impl RoleContext {
-    pub fn new(spec: &'static RoleSpec, config: Arc<Config>, db: Db) -> Result<Self, HostError> {
-        let metrics = RoleMetrics::new(spec.name).map_err(|e| HostError::Setup {
-            role: spec.name,
-            reason: e.to_string(),
-        })?;
-        let openapi = standard::role_openapi(spec)
-            .to_json()
-            .map_err(|e| HostError::Setup {
-                role: spec.name,
-                reason: e.to_string(),
-            })?;
-        Ok(Self {
+    pub fn new(spec: &'static RoleSpec, platform: &Platform) -> Result<Self, HostError> {
+        let setup = |reason: String| HostError::Setup { role: spec.name, reason };
+        let metrics = RoleMetrics::new(spec.name).map_err(|e| setup(e.to_string()))?;
+        let openapi = standard::role_openapi(spec).to_json().map_err(|e| setup(e.to_string()))?;
+        let mut context = Self {
             spec,
-            config,
-            db,
+            config: platform.config.clone(),
+            db: platform.db.clone(),
+            master_key: platform.master_key.clone(),
             metrics,
             openapi_json: web::Bytes::from(openapi),
-        })
+            state: None,
+        };
+        context.state = (spec.init)(&context).map_err(setup)?;
+        Ok(context)
+    }
+
+    /// The role's state as its concrete type.
+    pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.state.clone()?.downcast::<T>().ok()
     }
 }
 
@@ -60,11 +94,7 @@ pub type ExtraRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("role {role} cannot listen on {addr}: {reason}")]
-    Bind {
-        role: &'static str,
-        addr: String,
-        reason: String,
-    },
+    Bind { role: &'static str, addr: String, reason: String },
     #[error("role {role} cannot start: {reason}")]
     Setup { role: &'static str, reason: String },
 }
@@ -85,17 +115,14 @@ impl Host {
     /// Binds every selected role's listener first, then starts serving: if any address cannot
     /// be bound, nothing is served and the error names the role and the address.
     pub fn start(
-        config: Arc<Config>,
-        db: Db,
+        platform: &Platform,
         roles: &[&'static RoleSpec],
         extra: Option<ExtraRoutes>,
     ) -> Result<Host, HostError> {
+        let config = platform.config.clone();
         let mut listeners = Vec::with_capacity(roles.len());
         for spec in roles {
-            let addr = SocketAddr::new(
-                config.server.host,
-                config.role_port(spec.name, spec.default_port),
-            );
+            let addr = SocketAddr::new(config.server.host, config.role_port(spec.name, spec.default_port));
             let listener = std::net::TcpListener::bind(addr).map_err(|e| HostError::Bind {
                 role: spec.name,
                 addr: addr.to_string(),
@@ -106,11 +133,10 @@ impl Host {
         let workers = worker_count(&config);
         let mut running = Vec::with_capacity(listeners.len());
         for (spec, listener) in listeners {
-            let context = RoleContext::new(spec, config.clone(), db.clone())?;
-            let addr = listener.local_addr().map_err(|e| HostError::Setup {
-                role: spec.name,
-                reason: e.to_string(),
-            })?;
+            let context = RoleContext::new(spec, platform)?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| HostError::Setup { role: spec.name, reason: e.to_string() })?;
             let extra = extra.clone();
             let server = HttpServer::new(move || build_app(context.clone(), extra.clone()))
                 .workers(workers)
@@ -128,12 +154,7 @@ impl Host {
                 target: "fountain::server", role = spec.name, addr = addr.to_string().as_str();
                 "role {} listening on http://{addr}", spec.name
             );
-            running.push(RunningRole {
-                name: spec.name,
-                addr,
-                handle,
-                task: actix_web::rt::spawn(server),
-            });
+            running.push(RunningRole { name: spec.name, addr, handle, task: actix_web::rt::spawn(server) });
         }
         Ok(Host { roles: running })
     }
@@ -176,10 +197,7 @@ fn build_app(
         InitError = (),
     >,
 > {
-    let observability = Observability {
-        role: context.spec.name,
-        metrics: context.metrics.clone(),
-    };
+    let observability = Observability { role: context.spec.name, metrics: context.metrics.clone() };
     let body_limit = usize::try_from(context.config.server.body_limit_bytes).unwrap_or(usize::MAX);
     let spec = context.spec;
     App::new()

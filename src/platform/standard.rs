@@ -64,14 +64,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // Swagger UI uses relative asset paths: `/docs` must become `/docs/`. The target is
         // relative too, so it stays right behind the gateway's `/<service>/` prefix.
         .service(web::resource("/docs").get(|| async {
-            HttpResponse::PermanentRedirect()
-                .insert_header((header::LOCATION, "docs/"))
-                .finish()
+            HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "docs/")).finish()
         }))
-        .service(
-            SwaggerUi::new("/docs/{_:.*}")
-                .config(utoipa_swagger_ui::Config::new(["../openapi.json"])),
-        );
+        .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::new(["../openapi.json"])));
 }
 
 /// Display landing page
@@ -102,9 +97,7 @@ code{{background:#f3f3f3;padding:0 .3em}}</style></head>
         version = VERSION,
         description = escape_html(role.description),
     );
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(html)
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html)
 }
 
 /// Retrieve service health status
@@ -129,14 +122,8 @@ async fn health() -> web::Json<HealthStatus> {
     )
 )]
 async fn ready(ctx: web::Data<RoleContext>) -> ApiResult<web::Json<ReadyStatus>> {
-    ctx.db
-        .ping()
-        .await
-        .map_err(|e| ApiError::unavailable("database", e))?;
-    Ok(web::Json(ReadyStatus {
-        status: "ready",
-        checks: serde_json::json!({ "database": "ok" }),
-    }))
+    ctx.db.ping().await.map_err(|e| ApiError::unavailable("database", e))?;
+    Ok(web::Json(ReadyStatus { status: "ready", checks: serde_json::json!({ "database": "ok" }) }))
 }
 
 /// Export Prometheus metrics
@@ -148,9 +135,7 @@ async fn ready(ctx: web::Data<RoleContext>) -> ApiResult<web::Json<ReadyStatus>>
 )]
 async fn metrics(ctx: web::Data<RoleContext>) -> ApiResult<HttpResponse> {
     let text = ctx.metrics.render().map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(text))
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }
 
 /// Get the OpenAPI document
@@ -161,16 +146,11 @@ async fn metrics(ctx: web::Data<RoleContext>) -> ApiResult<HttpResponse> {
     responses((status = 200, description = "OpenAPI 3.0.3 document", content_type = "application/json"))
 )]
 async fn openapi_document(ctx: web::Data<RoleContext>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(ctx.openapi_json.clone())
+    HttpResponse::Ok().content_type("application/json").body(ctx.openapi_json.clone())
 }
 
 fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -179,9 +159,6 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(
-            escape_html(r#"<a href="x">&"#),
-            "&lt;a href=&quot;x&quot;&gt;&amp;"
-        );
+        assert_eq!(escape_html(r#"<a href="x">&"#), "&lt;a href=&quot;x&quot;&gt;&amp;");
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use actix_web::web;
 
-use crate::platform::server::RoleContext;
+use crate::platform::server::{RoleContext, RoleState};
 
 #[cfg(feature = "gateway")]
 pub mod gateway;
@@ -35,6 +35,8 @@ pub struct RoleSpec {
     pub routes: fn(&mut web::ServiceConfig, &RoleContext),
     /// The OpenAPI document of the role's own endpoints, merged with the standard ones.
     pub openapi: fn() -> utoipa::openapi::OpenApi,
+    /// Builds the role's shared state once per process, before it serves (may block).
+    pub init: fn(&RoleContext) -> Result<Option<RoleState>, String>,
 }
 
 impl RoleSpec {
@@ -52,20 +54,22 @@ impl RoleSpec {
             default_port,
             routes: no_routes,
             openapi: no_operations,
+            init: no_state,
         }
     }
 }
 
 impl fmt::Debug for RoleSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RoleSpec")
-            .field("name", &self.name)
-            .field("port", &self.default_port)
-            .finish()
+        f.debug_struct("RoleSpec").field("name", &self.name).field("port", &self.default_port).finish()
     }
 }
 
 fn no_routes(_: &mut web::ServiceConfig, _: &RoleContext) {}
+
+fn no_state(_: &RoleContext) -> Result<Option<RoleState>, String> {
+    Ok(None)
+}
 
 fn no_operations() -> utoipa::openapi::OpenApi {
     utoipa::openapi::OpenApiBuilder::new().build()
@@ -121,16 +125,10 @@ mod tests {
     #[test]
     fn selection_accepts_all_and_lists_and_refuses_unknown_or_repeated_names() {
         assert_eq!(select("all").unwrap().len(), ALL.len());
-        let picked: Vec<_> = select("kms, gateway")
-            .unwrap()
-            .iter()
-            .map(|r| r.name)
-            .collect();
+        let picked: Vec<_> = select("kms, gateway").unwrap().iter().map(|r| r.name).collect();
         assert_eq!(picked, ["kms", "gateway"]);
         assert!(select("kms,kms").unwrap_err().contains("twice"));
-        assert!(select("kmsx")
-            .unwrap_err()
-            .contains("unknown role \"kmsx\""));
+        assert!(select("kmsx").unwrap_err().contains("unknown role \"kmsx\""));
         assert!(select("").is_err());
     }
 

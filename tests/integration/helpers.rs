@@ -12,8 +12,7 @@ use actix_web::web;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use fountain::config::{Config, Overrides};
-use fountain::platform::db::Db;
-use fountain::platform::server::{ExtraRoutes, Host};
+use fountain::platform::server::{ExtraRoutes, Host, Platform};
 use fountain::roles;
 use serde_json::Value;
 
@@ -42,29 +41,16 @@ impl TestDatabase {
         match backend {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}", dir.path().join("fountain.db").display());
-                TestDatabase {
-                    url,
-                    pg_name: None,
-                    dir,
-                }
+                TestDatabase { url, pg_name: None, dir }
             }
             Backend::Postgres => {
                 let name = format!("fountain_test_{}", uuid::Uuid::new_v4().simple());
                 let mut admin = PgConnection::establish(&pg_admin_url())
                     .expect("PostgreSQL must be running for the PostgreSQL tests (see .ci/run)");
-                admin
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .expect("create test database");
+                admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
                 let base = pg_admin_url();
-                let url = format!(
-                    "{}/{name}",
-                    base.rsplit_once('/').expect("admin url has a database").0
-                );
-                TestDatabase {
-                    url,
-                    pg_name: Some(name),
-                    dir,
-                }
+                let url = format!("{}/{name}", base.rsplit_once('/').expect("admin url has a database").0);
+                TestDatabase { url, pg_name: Some(name), dir }
             }
         }
     }
@@ -79,8 +65,7 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {
             if let Ok(mut admin) = PgConnection::establish(&pg_admin_url()) {
-                let _ =
-                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
         }
     }
@@ -88,15 +73,9 @@ impl Drop for TestDatabase {
 
 /// A configuration for tests: every role on port 0, the given database, quiet logs.
 pub fn test_config(database: &TestDatabase) -> Config {
-    let overrides = Overrides {
-        file: None,
-        data_dir: Some(database.dir.path().join("data")),
-    };
-    let mut config = Config::load_from(
-        &overrides,
-        figment::providers::Env::prefixed("FOUNTAIN_TEST_NONE_"),
-    )
-    .expect("test config loads");
+    let overrides = Overrides { file: None, data_dir: Some(database.dir.path().join("data")) };
+    let mut config = Config::load_from(&overrides, figment::providers::Env::prefixed("FOUNTAIN_TEST_NONE_"))
+        .expect("test config loads");
     config.database.url = database.url.clone();
     config.database.connect_attempts = 3;
     config.database.connect_timeout_seconds = 2;
@@ -104,10 +83,7 @@ pub fn test_config(database: &TestDatabase) -> Config {
     config.server.body_limit_bytes = 64 * 1024;
     config.server.shutdown_timeout_seconds = 5;
     for role in roles::ALL {
-        config.roles.insert(
-            role.name.to_string(),
-            fountain::config::RoleConfig { port: 0 },
-        );
+        config.roles.insert(role.name.to_string(), fountain::config::RoleConfig { port: 0 });
     }
     config
 }
@@ -134,46 +110,26 @@ impl TestApp {
         let mut config = test_config(&database);
         adjust(&mut config);
         let config = Arc::new(config);
-        let db = {
-            let config = config.clone();
-            web::block(move || Db::connect(&config))
-                .await
-                .expect("join")
-                .expect("database connects")
-        };
-        let host = Host::start(config, db, roles::ALL, extra).expect("roles start");
+        let platform =
+            web::block(move || Platform::open(config)).await.expect("join").expect("platform opens");
+        let host = Host::start(&platform, roles::ALL, extra).expect("roles start");
         TestApp {
             host: Some(host),
-            client: awc::Client::builder()
-                .disable_timeout()
-                .disable_redirects()
-                .finish(),
+            client: awc::Client::builder().disable_timeout().disable_redirects().finish(),
             database,
         }
     }
 
     pub fn addr(&self, role: &str) -> SocketAddr {
-        self.host
-            .as_ref()
-            .and_then(|h| h.addr(role))
-            .unwrap_or_else(|| panic!("role {role} is not running"))
+        self.host.as_ref().and_then(|h| h.addr(role)).unwrap_or_else(|| panic!("role {role} is not running"))
     }
 
     pub fn url(&self, role: &str, path: &str) -> String {
         format!("http://{}{path}", self.addr(role))
     }
 
-    pub async fn get(
-        &self,
-        role: &str,
-        path: &str,
-    ) -> (u16, awc::http::header::HeaderMap, web::Bytes) {
-        let mut response = self
-            .client
-            .get(self.url(role, path))
-            .send()
-            .await
-            .expect("request sent");
+    pub async fn get(&self, role: &str, path: &str) -> (u16, awc::http::header::HeaderMap, web::Bytes) {
+        let mut response = self.client.get(self.url(role, path)).send().await.expect("request sent");
         let body = response.body().limit(8 << 20).await.expect("body read");
         (response.status().as_u16(), response.headers().clone(), body)
     }
@@ -182,19 +138,12 @@ impl TestApp {
         let (status, _, body) = self.get(role, path).await;
         (
             status,
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}")),
+            serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}")),
         )
     }
 
     /// Sends `body` as-is with the given content type; returns status and the JSON answer.
-    pub async fn post_raw(
-        &self,
-        role: &str,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> (u16, Value) {
+    pub async fn post_raw(&self, role: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
         let mut response = self
             .client
             .post(self.url(role, path))
@@ -203,8 +152,8 @@ impl TestApp {
             .await
             .expect("request sent");
         let body = response.body().limit(8 << 20).await.expect("body read");
-        let json = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}"));
+        let json =
+            serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}"));
         (response.status().as_u16(), json)
     }
 
@@ -217,13 +166,8 @@ impl TestApp {
 
 /// Asserts the standard error shape and returns the error code.
 pub fn assert_error_shape(body: &Value) -> String {
-    let code = body["errorCode"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no errorCode in {body}"));
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "no message in {body}"
-    );
+    let code = body["errorCode"].as_str().unwrap_or_else(|| panic!("no errorCode in {body}"));
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {body}");
     assert!(body.get("details").is_some(), "no details in {body}");
     code.to_string()
 }
@@ -242,10 +186,7 @@ pub fn fountain_command(data_dir: &Path) -> Command {
             command.env_remove(key);
         }
     }
-    command
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_BACKTRACE", "1");
+    command.arg("--data-dir").arg(data_dir).env("RUST_BACKTRACE", "1");
     command
 }
 
@@ -264,28 +205,19 @@ impl ServeProcess {
         let mut command = fountain_command(data_dir);
         command.arg("serve").arg("--role").arg(roles.join(","));
         for role in fountain::roles::ALL {
-            command.env(
-                format!("FOUNTAIN_ROLES__{}__PORT", role.name.to_uppercase()),
-                "0",
-            );
+            command.env(format!("FOUNTAIN_ROLES__{}__PORT", role.name.to_uppercase()), "0");
         }
         for (key, value) in extra_env {
             command.env(key, value);
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fountain");
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn fountain");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut addrs = std::collections::HashMap::new();
         let mut log_lines = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while addrs.len() < roles.len() {
-            assert!(
-                Instant::now() < deadline,
-                "roles did not start: {log_lines:?}"
-            );
+            assert!(Instant::now() < deadline, "roles did not start: {log_lines:?}");
             let mut line = String::new();
             if stdout.read_line(&mut line).expect("read stdout") == 0 {
                 let mut err = String::new();
@@ -293,19 +225,14 @@ impl ServeProcess {
                 let _ = child.kill();
                 panic!("fountain exited before listening: {err} {log_lines:?}");
             }
-            let value: Value = serde_json::from_str(line.trim())
-                .unwrap_or_else(|_| panic!("non-JSON log line {line:?}"));
+            let value: Value =
+                serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("non-JSON log line {line:?}"));
             if let (Some(role), Some(addr)) = (value["role"].as_str(), value["addr"].as_str()) {
                 addrs.insert(role.to_string(), addr.parse().expect("addr"));
             }
             log_lines.push(line.trim().to_string());
         }
-        ServeProcess {
-            child,
-            addrs,
-            log_lines,
-            stdout,
-        }
+        ServeProcess { child, addrs, log_lines, stdout }
     }
 
     pub fn addr(&self, role: &str) -> SocketAddr {
@@ -333,10 +260,7 @@ impl ServeProcess {
                 lines.extend(rest.lines().map(str::to_string));
                 return (status.code(), lines);
             }
-            assert!(
-                Instant::now() < deadline,
-                "fountain did not exit within {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "fountain did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -350,15 +274,9 @@ impl Drop for ServeProcess {
 }
 
 /// A minimal blocking HTTP/1.1 GET, for process tests that run outside an async runtime.
-pub fn blocking_get(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String, String) {
+pub fn blocking_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -368,11 +286,7 @@ pub fn blocking_get(
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.to_string(), body.to_string())
 }
 

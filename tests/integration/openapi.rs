@@ -9,9 +9,7 @@ use serde_json::Value;
 
 use crate::helpers::{Backend, TestApp};
 
-const METHODS: [&str; 8] = [
-    "get", "put", "post", "delete", "options", "head", "patch", "trace",
-];
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
 fn is_camel_case(id: &str) -> bool {
     let mut chars = id.chars();
@@ -23,44 +21,25 @@ fn is_camel_case(id: &str) -> bool {
 fn check_rules(role: &str, doc: &Value) {
     assert_eq!(doc["openapi"], "3.0.3", "{role}");
     let description = doc["info"]["description"].as_str().unwrap_or_default();
-    assert!(
-        !description.is_empty() && description.chars().count() <= 300,
-        "{role} info.description"
-    );
+    assert!(!description.is_empty() && description.chars().count() <= 300, "{role} info.description");
     let mut ids = HashSet::new();
-    let paths = doc["paths"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{role} has no paths"));
+    let paths = doc["paths"].as_object().unwrap_or_else(|| panic!("{role} has no paths"));
     for (path, item) in paths {
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
             let id = op["operationId"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{role} {method} {path}: no operationId"));
-            assert!(
-                is_camel_case(id),
-                "{role} {method} {path}: operationId {id} is not camelCase"
-            );
-            assert!(
-                ids.insert(id.to_string()),
-                "{role}: operationId {id} is not unique"
-            );
+            assert!(is_camel_case(id), "{role} {method} {path}: operationId {id} is not camelCase");
+            assert!(ids.insert(id.to_string()), "{role}: operationId {id} is not unique");
             for field in ["summary", "description"] {
-                let text = op[field]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{role} {id}: no {field}"));
+                let text = op[field].as_str().unwrap_or_else(|| panic!("{role} {id}: no {field}"));
                 assert!(!text.trim().is_empty(), "{role} {id}: empty {field}");
-                assert!(
-                    text.chars().count() <= 300,
-                    "{role} {id}: {field} longer than 300 characters"
-                );
+                assert!(text.chars().count() <= 300, "{role} {id}: {field} longer than 300 characters");
             }
         }
     }
-    assert!(
-        ids.contains("getHealthStatus"),
-        "{role} lacks getHealthStatus"
-    );
+    assert!(ids.contains("getHealthStatus"), "{role} lacks getHealthStatus");
 }
 
 fn validate_with_python(role: &str, doc: &Value) {

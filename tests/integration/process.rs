@@ -21,20 +21,13 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, tempfile::TempDir) {
 fn assert_one_line_failure(output: &Output, code: i32, expected: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "exactly one line expected: {stderr:?}"
-    );
+    assert_eq!(stderr.lines().count(), 1, "exactly one line expected: {stderr:?}");
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(
         stderr.to_lowercase().contains(&expected.to_lowercase()),
         "{stderr:?} should contain {expected:?}"
     );
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 }
 
 #[test]
@@ -67,35 +60,20 @@ fn usage_errors_are_one_line_with_exit_2() {
 #[test]
 fn configuration_problems_are_one_line_with_exit_1() {
     let (output, _dir) = run(&["serve", "--config", "/nonexistent/fountain.toml"], &[]);
-    assert_one_line_failure(
-        &output,
-        1,
-        "cannot read config file /nonexistent/fountain.toml",
-    );
+    assert_one_line_failure(&output, 1, "cannot read config file /nonexistent/fountain.toml");
 
-    let (output, _dir) = run(
-        &["config", "check"],
-        &[("FOUNTAIN_ROLES__KMS__PORT", "99999")],
-    );
+    let (output, _dir) = run(&["config", "check"], &[("FOUNTAIN_ROLES__KMS__PORT", "99999")]);
     assert_one_line_failure(&output, 1, "roles.kms.port");
 
-    let (output, _dir) = run(
-        &["config", "check"],
-        &[(
-            "FOUNTAIN_DATABASE__URL",
-            "postgres://u:hunter2@127.0.0.1/db",
-        )],
-    );
+    let (output, _dir) =
+        run(&["config", "check"], &[("FOUNTAIN_DATABASE__URL", "postgres://u:hunter2@127.0.0.1/db")]);
     assert_one_line_failure(&output, 1, "must not contain a password");
     assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2"));
 
     let (output, _dir) = run(
         &["serve", "--role", "kms"],
         &[
-            (
-                "FOUNTAIN_DATABASE__URL",
-                "postgres://postgres@127.0.0.1:1/none",
-            ),
+            ("FOUNTAIN_DATABASE__URL", "postgres://postgres@127.0.0.1:1/none"),
             ("FOUNTAIN_DATABASE__CONNECT_ATTEMPTS", "2"),
         ],
     );
@@ -110,10 +88,7 @@ fn configuration_problems_are_one_line_with_exit_1() {
 fn a_port_in_use_is_one_line_naming_the_role_and_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let (output, _dir) = run(
-        &["serve", "--role", "kms"],
-        &[("FOUNTAIN_ROLES__KMS__PORT", port.as_str())],
-    );
+    let (output, _dir) = run(&["serve", "--role", "kms"], &[("FOUNTAIN_ROLES__KMS__PORT", port.as_str())]);
     assert_one_line_failure(
         &output,
         1,
@@ -125,11 +100,8 @@ fn a_port_in_use_is_one_line_naming_the_role_and_address() {
 fn config_check_shows_file_then_environment_then_flag_precedence() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("custom.toml");
-    std::fs::write(
-        &file,
-        "[server]\nworkers = 3\nbody_limit_bytes = 2048\n[roles.kms]\nport = 9103\n",
-    )
-    .unwrap();
+    std::fs::write(&file, "[server]\nworkers = 3\nbody_limit_bytes = 2048\n[roles.kms]\nport = 9103\n")
+        .unwrap();
     let mut command = fountain_command(&dir.path().join("flag-data"));
     let output = command
         .args(["config", "check", "--config"])
@@ -137,26 +109,12 @@ fn config_check_shows_file_then_environment_then_flag_precedence() {
         .env("FOUNTAIN_SERVER__BODY_LIMIT_BYTES", "4096")
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let effective: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(effective["server"]["workers"], 3, "file over defaults");
-    assert_eq!(
-        effective["roles"]["kms"]["port"], 9103,
-        "file over defaults"
-    );
-    assert_eq!(
-        effective["server"]["body_limit_bytes"], 4096,
-        "environment over file"
-    );
-    assert_eq!(
-        effective["data"]["dir"],
-        dir.path().join("flag-data").display().to_string(),
-        "flag over all"
-    );
+    assert_eq!(effective["roles"]["kms"]["port"], 9103, "file over defaults");
+    assert_eq!(effective["server"]["body_limit_bytes"], 4096, "environment over file");
+    assert_eq!(effective["data"]["dir"], dir.path().join("flag-data").display().to_string(), "flag over all");
     assert_eq!(effective["roles"]["gateway"]["port"], 8000, "defaults stay");
 }
 
@@ -165,22 +123,21 @@ fn migrate_applies_once_then_reports_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let first = fountain_command(&data).arg("migrate").output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let migrations =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
     assert!(
-        first.status.success(),
+        String::from_utf8_lossy(&first.stdout).contains(&format!("applied {migrations} migration(s)")),
         "{}",
-        String::from_utf8_lossy(&first.stderr)
+        String::from_utf8_lossy(&first.stdout)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1 migration(s)"));
     let second = fountain_command(&data).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&second.stdout).contains("database is up to date"));
     assert!(data.join("fountain.db").exists());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
     }
 }
 
@@ -188,17 +145,10 @@ fn migrate_applies_once_then_reports_up_to_date() {
 fn serve_logs_json_with_request_ids_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let process = ServeProcess::start(&dir.path().join("data"), &["kms", "gateway"], &[]);
-    let (status, head, body) = blocking_get(
-        process.addr("kms"),
-        "/",
-        &[("X-Request-ID", "trace-from-test-1")],
-    );
+    let (status, head, body) =
+        blocking_get(process.addr("kms"), "/", &[("X-Request-ID", "trace-from-test-1")]);
     assert_eq!(status, 200);
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("x-request-id: trace-from-test-1"),
-        "{head}"
-    );
+    assert!(head.to_ascii_lowercase().contains("x-request-id: trace-from-test-1"), "{head}");
     assert!(body.contains("Key Management Service"));
     let (status, _, body) = blocking_get(process.addr("gateway"), "/health", &[]);
     assert_eq!((status, body.as_str()), (200, r#"{"status":"healthy"}"#));
@@ -222,10 +172,7 @@ fn serve_logs_json_with_request_ids_and_stops_cleanly_on_sigterm() {
     assert_eq!(access["role"], "kms");
     assert_eq!(access["status"], 200);
     assert_eq!(access["route"], "/");
-    assert!(
-        records.iter().any(|r| r["message"] == "all roles stopped"),
-        "{lines:?}"
-    );
+    assert!(records.iter().any(|r| r["message"] == "all roles stopped"), "{lines:?}");
 }
 
 #[test]
@@ -237,4 +184,33 @@ fn sigint_also_stops_cleanly() {
     process.signal("INT");
     let (code, _) = process.wait(Duration::from_secs(30));
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_master_key_that_does_not_match_the_database_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = ServeProcess::start(&data, &["kms"], &[]);
+    first.signal("TERM");
+    assert_eq!(first.wait(Duration::from_secs(30)).0, Some(0));
+    let generated = std::fs::read_to_string(data.join("master.key")).unwrap();
+    assert_eq!(generated.trim().len(), 44, "32 bytes, base64");
+
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=\n").unwrap();
+    let output = fountain_command(&data)
+        .args(["serve", "--role", "kms"])
+        .env("FOUNTAIN_MASTER_KEY_FILE", &other)
+        .env("FOUNTAIN_ROLES__KMS__PORT", "0")
+        .output()
+        .unwrap();
+    assert_one_line_failure(&output, 1, "the master key does not match");
+
+    std::fs::write(&other, "too short").unwrap();
+    let output = fountain_command(&data)
+        .args(["serve", "--role", "kms"])
+        .env("FOUNTAIN_MASTER_KEY_FILE", &other)
+        .output()
+        .unwrap();
+    assert_one_line_failure(&output, 1, "must hold 32 bytes");
 }

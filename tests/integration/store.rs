@@ -34,18 +34,7 @@ async fn audit_entries_page_newest_first_and_filter(backend: Backend) {
     .await
     .unwrap();
 
-    let all = db
-        .run(|conn| {
-            audit::list(
-                conn,
-                &Query {
-                    limit: 100,
-                    ..Default::default()
-                },
-            )
-        })
-        .await
-        .unwrap();
+    let all = db.run(|conn| audit::list(conn, &Query { limit: 100, ..Default::default() })).await.unwrap();
     assert_eq!(all.len(), 6);
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     assert_eq!(all[0].action, "secrets.rotate");
@@ -67,53 +56,22 @@ async fn audit_entries_page_newest_first_and_filter(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        kms_admin
-            .iter()
-            .map(|e| e.action.as_str())
-            .collect::<Vec<_>>(),
+        kms_admin.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
         ["keys.action4", "keys.action2", "keys.action0"]
     );
 
-    let first_page = db
-        .run(|conn| {
-            audit::list(
-                conn,
-                &Query {
-                    limit: 2,
-                    ..Default::default()
-                },
-            )
-        })
-        .await
-        .unwrap();
+    let first_page =
+        db.run(|conn| audit::list(conn, &Query { limit: 2, ..Default::default() })).await.unwrap();
     let before = first_page.last().unwrap().id;
     let second_page = db
         .run(move |conn| {
-            audit::list(
-                conn,
-                &Query {
-                    limit: 2,
-                    before_id: Some(before),
-                    ..Default::default()
-                },
-            )
+            audit::list(conn, &Query { limit: 2, before_id: Some(before), ..Default::default() })
         })
         .await
         .unwrap();
     assert_eq!(second_page.len(), 2);
     assert!(second_page[0].id < before);
-    let clamped = db
-        .run(|conn| {
-            audit::list(
-                conn,
-                &Query {
-                    limit: 0,
-                    ..Default::default()
-                },
-            )
-        })
-        .await
-        .unwrap();
+    let clamped = db.run(|conn| audit::list(conn, &Query { limit: 0, ..Default::default() })).await.unwrap();
     assert_eq!(clamped.len(), 1, "limits are clamped to at least one");
 }
 on_both_backends!(audit_entries_page_newest_first_and_filter);
@@ -130,18 +88,7 @@ async fn a_failed_transaction_leaves_nothing_behind(backend: Backend) {
         })
         .await;
     assert!(result.is_err());
-    let all = db
-        .run(|conn| {
-            audit::list(
-                conn,
-                &Query {
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-        })
-        .await
-        .unwrap();
+    let all = db.run(|conn| audit::list(conn, &Query { limit: 10, ..Default::default() })).await.unwrap();
     assert!(all.is_empty(), "nothing half-written: {all:?}");
 }
 on_both_backends!(a_failed_transaction_leaves_nothing_behind);
@@ -157,20 +104,10 @@ async fn migrations_are_idempotent_and_concurrent_starts_are_safe(backend: Backe
     });
     let applied = a.unwrap().len() + b.unwrap().len();
     assert!(applied >= 1, "the first start applies the migrations");
-    assert!(
-        db::migrate_only(&config).unwrap().is_empty(),
-        "a later start has nothing to apply"
-    );
+    assert!(db::migrate_only(&config).unwrap().is_empty(), "a later start has nothing to apply");
     let db = Db::connect(&config).unwrap();
     db.ping().await.unwrap();
-    assert_eq!(
-        db.backend().name(),
-        if backend == Backend::Sqlite {
-            "sqlite"
-        } else {
-            "postgres"
-        }
-    );
+    assert_eq!(db.backend().name(), if backend == Backend::Sqlite { "sqlite" } else { "postgres" });
 }
 on_both_backends!(migrations_are_idempotent_and_concurrent_starts_are_safe);
 
@@ -191,16 +128,10 @@ async fn sqlite_runs_in_wal_mode_with_a_busy_timeout() {
     let database = TestDatabase::create(Backend::Sqlite);
     let db = Db::connect(&test_config(&database)).unwrap();
     let mut conn = db.conn().unwrap();
-    let db::AnyConnection::Sqlite(sqlite) = &mut *conn else {
-        panic!("expected SQLite")
-    };
-    let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
-        .get_result(sqlite)
-        .unwrap();
+    let db::AnyConnection::Sqlite(sqlite) = &mut *conn else { panic!("expected SQLite") };
+    let mode: Mode = diesel::sql_query("PRAGMA journal_mode").get_result(sqlite).unwrap();
     assert_eq!(mode.journal_mode, "wal");
-    let timeout: Timeout = diesel::sql_query("PRAGMA busy_timeout")
-        .get_result(sqlite)
-        .unwrap();
+    let timeout: Timeout = diesel::sql_query("PRAGMA busy_timeout").get_result(sqlite).unwrap();
     assert_eq!(timeout.timeout, 5000);
     assert!(database.sqlite_path().unwrap().exists());
 }
@@ -215,10 +146,12 @@ fn an_unreachable_postgres_is_retried_then_reported_in_one_line() {
         Err(err) => err.to_string(),
         Ok(_) => panic!("connected to a closed port"),
     };
-    assert!(err.starts_with("cannot connect to database postgres://postgres@127.0.0.1:1/nowhere after 2 attempt(s): "), "{err}");
-    assert!(!err.contains('\n'), "{err}");
     assert!(
-        !std::path::Path::new("postgres:").exists(),
-        "no SQLite file is created from a PostgreSQL URL"
+        err.starts_with(
+            "cannot connect to database postgres://postgres@127.0.0.1:1/nowhere after 2 attempt(s): "
+        ),
+        "{err}"
     );
+    assert!(!err.contains('\n'), "{err}");
+    assert!(!std::path::Path::new("postgres:").exists(), "no SQLite file is created from a PostgreSQL URL");
 }

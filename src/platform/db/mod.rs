@@ -50,11 +50,7 @@ impl Backend {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot connect to database {target} after {attempts} attempt(s): {reason}")]
-    Unreachable {
-        target: String,
-        attempts: u32,
-        reason: String,
-    },
+    Unreachable { target: String, attempts: u32, reason: String },
     #[error("database migration failed: {0}")]
     Migration(String),
     #[error("cannot prepare database directory {path}: {reason}")]
@@ -68,9 +64,7 @@ pub enum DbError {
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err {
-            DbError::Pool(_) | DbError::Unreachable { .. } => {
-                ApiError::unavailable("database", err)
-            }
+            DbError::Pool(_) | DbError::Unreachable { .. } => ApiError::unavailable("database", err),
             other => ApiError::internal(other),
         }
     }
@@ -171,16 +165,10 @@ impl Db {
         let pool = r2d2::Pool::builder()
             .max_size(config.database.pool_size)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(
-                config.database.connect_timeout_seconds.max(1),
-            ))
+            .connection_timeout(Duration::from_secs(config.database.connect_timeout_seconds.max(1)))
             .test_on_check_out(true)
             .build_unchecked(factory.clone());
-        Ok(Db {
-            pool,
-            backend: factory.backend,
-            display: factory.display,
-        })
+        Ok(Db { pool, backend: factory.backend, display: factory.display })
     }
 
     pub fn backend(&self) -> Backend {
@@ -219,10 +207,7 @@ impl Db {
     }
 }
 
-fn connect_with_retry(
-    factory: &ConnectionFactory,
-    config: &Config,
-) -> Result<AnyConnection, DbError> {
+fn connect_with_retry(factory: &ConnectionFactory, config: &Config) -> Result<AnyConnection, DbError> {
     let attempts = config.database.connect_attempts;
     let mut delay = Duration::from_millis(250);
     let mut last_error = String::new();
@@ -243,11 +228,7 @@ fn connect_with_retry(
             }
         }
     }
-    Err(DbError::Unreachable {
-        target: factory.display.clone(),
-        attempts,
-        reason: last_error,
-    })
+    Err(DbError::Unreachable { target: factory.display.clone(), attempts, reason: last_error })
 }
 
 /// Connects (with retry) and applies pending migrations; returns the versions applied.
@@ -281,34 +262,25 @@ fn prepare_sqlite_dir(path: &Path) -> Result<(), DbError> {
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
-    crate::platform::fs::create_private_dir(dir).map_err(|e| DbError::Directory {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })
+    crate::platform::fs::create_private_dir(dir)
+        .map_err(|e| DbError::Directory { path: dir.display().to_string(), reason: e.to_string() })
 }
 
 /// Adds the password from `database.password_file` and a connect timeout to a libpq URL.
 fn postgres_dsn(url: &str, config: &Config) -> Result<String, DbError> {
-    let unreachable = |reason: String| DbError::Unreachable {
-        target: redact_url(url),
-        attempts: 0,
-        reason,
-    };
+    let unreachable = |reason: String| DbError::Unreachable { target: redact_url(url), attempts: 0, reason };
     let mut parsed = url::Url::parse(url).map_err(|e| unreachable(e.to_string()))?;
     let password_file = config.database.password_file.trim();
     if !password_file.is_empty() {
-        let password = std::fs::read_to_string(password_file).map_err(|e| {
-            unreachable(format!("cannot read database.password_file: {}", e.kind()))
-        })?;
+        let password = std::fs::read_to_string(password_file)
+            .map_err(|e| unreachable(format!("cannot read database.password_file: {}", e.kind())))?;
         parsed
             .set_password(Some(password.trim_end_matches(['\r', '\n'])))
             .map_err(|_| unreachable("database URL cannot carry a password".into()))?;
     }
     if !parsed.query_pairs().any(|(k, _)| k == "connect_timeout") {
         let timeout = config.database.connect_timeout_seconds.max(1).to_string();
-        parsed
-            .query_pairs_mut()
-            .append_pair("connect_timeout", &timeout);
+        parsed.query_pairs_mut().append_pair("connect_timeout", &timeout);
     }
     Ok(parsed.to_string())
 }

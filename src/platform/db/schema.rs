@@ -14,3 +14,10 @@ diesel::table! {
         details -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    instance_meta (name) {
+        name -> Text,
+        value -> Text,
+    }
+}

@@ -1,0 +1,180 @@
+//! JWT claims and local verification, shared by every role that checks tokens.
+//!
+//! Only EdDSA (Ed25519) tokens with a known `kid` are accepted: `alg: none`, HS256 (including
+//! HS256 "signed" with a published public key) and every other algorithm are refused before any
+//! key is touched. `iss`, `aud`, `exp`, `nbf` and `iat` are required and checked.
+
+use std::collections::HashSet;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ErrorCode};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECONDS: u64 = 5;
+
+/// The role name that grants administration. Matched exactly, never as a substring.
+pub const ADMIN_ROLE: &str = "admin";
+/// The role carried by service tokens (client credentials).
+pub const SERVICE_ROLE: &str = "service";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub roles: Vec<String>,
+    pub iss: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    /// Set by the 2FA step-up: the holder proved a second factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<bool>,
+    /// The login session (refresh-token family) this access token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl Claims {
+    /// Exact role membership: `superadmin` or `admin2` is not `admin`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has_role(ADMIN_ROLE)
+    }
+
+    pub fn is_service(&self) -> bool {
+        self.has_role(SERVICE_ROLE)
+    }
+}
+
+/// Why a token was refused. Clients see one uniform 401; the reason goes to logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed,
+    Algorithm,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    Revoked,
+    Disabled,
+}
+
+impl Rejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed",
+            Rejection::Algorithm => "algorithm",
+            Rejection::UnknownKey => "unknown_kid",
+            Rejection::BadSignature => "signature",
+            Rejection::Expired => "expired",
+            Rejection::NotYetValid => "not_yet_valid",
+            Rejection::WrongIssuer => "issuer",
+            Rejection::WrongAudience => "audience",
+            Rejection::Revoked => "revoked",
+            Rejection::Disabled => "disabled",
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        log::info!(target: "fountain::auth", reason = rejection.reason(); "token rejected");
+        invalid_token()
+    }
+}
+
+/// The one answer every bad token gets, so that a client learns nothing about why.
+pub fn invalid_token() -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, "invalid or expired token")
+}
+
+/// The `kid` of a token whose header is well-formed EdDSA, or why it is not.
+pub fn eddsa_kid(token: &str) -> Result<String, Rejection> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(Rejection::Algorithm);
+    }
+    header.kid.filter(|k| !k.is_empty()).ok_or(Rejection::Malformed)
+}
+
+/// Verifies signature and claims of an EdDSA token with the key its `kid` names.
+pub fn verify(token: &str, key: &DecodingKey, issuer: &str, audience: &str) -> Result<Claims, Rejection> {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.leeway = LEEWAY_SECONDS;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.required_spec_claims =
+        ["exp", "nbf", "iat", "sub", "iss", "aud"].into_iter().map(String::from).collect::<HashSet<_>>();
+    jsonwebtoken::decode::<Claims>(token, key, &validation).map(|data| data.claims).map_err(|err| {
+        use jsonwebtoken::errors::ErrorKind;
+        match err.kind() {
+            ErrorKind::ExpiredSignature => Rejection::Expired,
+            ErrorKind::ImmatureSignature => Rejection::NotYetValid,
+            ErrorKind::InvalidIssuer => Rejection::WrongIssuer,
+            ErrorKind::InvalidAudience => Rejection::WrongAudience,
+            ErrorKind::InvalidSignature => Rejection::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Rejection::Algorithm,
+            _ => Rejection::Malformed,
+        }
+    })
+}
+
+/// The bearer token of a request, if it carries one.
+pub fn bearer_token(req: &actix_web::HttpRequest) -> Option<&str> {
+    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(roles: &[&str]) -> Claims {
+        Claims {
+            sub: "u".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            iss: "i".into(),
+            aud: "a".into(),
+            exp: 0,
+            iat: 0,
+            nbf: 0,
+            jti: "j".into(),
+            mfa: None,
+            sid: None,
+        }
+    }
+
+    #[test]
+    fn roles_match_exactly() {
+        assert!(claims(&["user", "admin"]).is_admin());
+        for near_miss in ["superadmin", "admin2", "Admin", "ADMIN", " admin", "administrator"] {
+            assert!(!claims(&[near_miss]).is_admin(), "{near_miss}");
+        }
+        assert!(!claims(&["services"]).is_service());
+    }
+
+    #[test]
+    fn alg_none_and_hs256_headers_are_refused_before_key_lookup() {
+        // {"alg":"none","typ":"JWT"}.{"sub":"x"}.
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0.";
+        assert!(eddsa_kid(none).is_err());
+        let hs = jsonwebtoken::encode(
+            &jsonwebtoken::Header { kid: Some("k".into()), ..jsonwebtoken::Header::new(Algorithm::HS256) },
+            &claims(&["admin"]),
+            &jsonwebtoken::EncodingKey::from_secret(b"public key bytes"),
+        )
+        .unwrap();
+        assert_eq!(eddsa_kid(&hs), Err(Rejection::Algorithm));
+        assert_eq!(eddsa_kid("not.a.jwt"), Err(Rejection::Malformed));
+    }
+}
