@@ -50,10 +50,33 @@ enum Command {
         #[arg(long, value_name = "ROLE")]
         role: String,
     },
+    /// Administer users directly in the database (e.g. the first admin).
+    #[cfg(feature = "kms")]
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[cfg(feature = "kms")]
+#[derive(Debug, Subcommand)]
+enum AdminAction {
+    /// Create a user with the given roles. The password is read from a file or from stdin,
+    /// never from the command line (it would show in `ps` and shell history).
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        /// A role to grant; repeat for several (e.g. --role admin).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// File holding the password; `-` or absent reads one line from stdin.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
     },
 }
 
@@ -139,12 +162,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        #[cfg(feature = "kms")]
+        Command::Admin { action: AdminAction::CreateUser { username, roles, password_file } } => {
+            let password = read_password(password_file.as_deref())?;
+            let config = load_and_init_logging(&overrides)?;
+            let platform = Platform::open(Arc::new(config)).map_err(Failure::runtime)?;
+            let roles = if roles.is_empty() { vec!["user".to_string()] } else { roles };
+            let created = roles::kms::create_user_offline(&platform, &username, &password, &roles)
+                .map_err(Failure::runtime)?;
+            println!("created user {created} with roles {}", roles.join(","));
+            Ok(())
+        }
         Command::Serve { role } => {
             let selected = roles::select(&role).map_err(Failure::usage)?;
             let config = load_and_init_logging(&overrides)?;
             serve(Arc::new(config), selected)
         }
     }
+}
+
+#[cfg(feature = "kms")]
+fn read_password(file: Option<&std::path::Path>) -> Result<String, Failure> {
+    let raw = match file {
+        Some(path) if path != std::path::Path::new("-") => std::fs::read_to_string(path).map_err(|e| {
+            Failure::runtime(format!("cannot read password file {}: {}", path.display(), e.kind()))
+        })?,
+        _ => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(Failure::runtime)?;
+            line
+        }
+    };
+    Ok(raw.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn load_and_init_logging(overrides: &Overrides) -> Result<Config, Failure> {

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub workers: usize,
     pub body_limit_bytes: u64,
     pub shutdown_timeout_seconds: u64,
+    /// Peers whose `X-Forwarded-For` is believed (the gateway, Caddy).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -105,3 +105,42 @@ pub fn list(conn: &mut AnyConnection, query: &Query) -> Result<Vec<Entry>, DbErr
     let limit = query.limit.clamp(1, MAX_PAGE);
     Ok(select.order(audit_log::id.desc()).limit(limit).load(conn)?)
 }
+
+/// Where a request came from, captured on the request thread so that audit records written on
+/// the database thread still name the client address and request id.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub addr: String,
+    pub request_id: Option<String>,
+}
+
+impl Origin {
+    pub fn of(req: &actix_web::HttpRequest, trusted_proxies: &[std::net::IpAddr]) -> Self {
+        Self {
+            addr: super::net::client_addr(req, trusted_proxies),
+            request_id: super::logging::current_context().map(|c| c.request_id.to_string()),
+        }
+    }
+
+    /// An audit entry for an action taken in this request.
+    pub fn entry<'a>(
+        &'a self,
+        role: &'a str,
+        actor: &'a str,
+        action: &'a str,
+        target: &'a str,
+        outcome: Outcome,
+        details: Option<serde_json::Value>,
+    ) -> NewEntry<'a> {
+        NewEntry {
+            role,
+            actor,
+            action,
+            target,
+            outcome,
+            source_addr: Some(&self.addr),
+            request_id: self.request_id.as_deref(),
+            details,
+        }
+    }
+}

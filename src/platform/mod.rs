@@ -12,5 +12,6 @@ pub mod logging;
 pub mod meta;
 pub mod metrics;
 pub mod middleware;
+pub mod net;
 pub mod server;
 pub mod standard;

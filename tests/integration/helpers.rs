@@ -82,6 +82,7 @@ pub fn test_config(database: &TestDatabase) -> Config {
     config.server.workers = 1;
     config.server.body_limit_bytes = 64 * 1024;
     config.server.shutdown_timeout_seconds = 5;
+    config.kms.bcrypt_cost = 4;
     for role in roles::ALL {
         config.roles.insert(role.name.to_string(), fountain::config::RoleConfig { port: 0 });
     }

@@ -59,6 +59,9 @@ pub enum DbError {
     Pool(String),
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
+    /// Stored data that cannot be used (damaged, or sealed with another key).
+    #[error("stored data is unusable: {0}")]
+    Data(String),
 }
 
 impl From<DbError> for ApiError {

@@ -1,10 +1,174 @@
-//! The Key Management Service role.
+//! The Key Management Service role: users, login, EdDSA JWTs with JWKS, and per-service API keys.
 
+mod caller;
+pub mod keys;
+mod schema;
+pub mod session;
+mod signing;
+mod state;
+mod store;
+pub mod users;
+
+use actix_web::web;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use self::caller::Admin;
+use self::state::KmsState;
 use super::RoleSpec;
+use crate::platform::audit::{self, Entry};
+use crate::platform::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
+use crate::platform::server::{Platform, RoleContext};
 
-pub const ROLE: RoleSpec = RoleSpec::standard_only(
-    "kms",
-    "Key Management Service",
-    8003,
-    "FountainAI's source of identity: users and login, EdDSA-signed JWTs published as a JWKS, refresh and revocation, and per-service API keys with rotation, grace periods and constant-time verification.",
-);
+const ROLE_NAME: &str = "kms";
+
+pub const ROLE: RoleSpec = RoleSpec {
+    name: ROLE_NAME,
+    title: "Key Management Service",
+    default_port: 8003,
+    description: "FountainAI's source of identity: users and login, EdDSA-signed JWTs published as a JWKS, refresh and revocation, and per-service API keys with rotation, grace periods and constant-time verification.",
+    routes,
+    openapi,
+    init: state::init,
+};
+
+fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
+    if let Some(state) = ctx.state::<KmsState>() {
+        cfg.app_data(web::Data::from(state));
+    }
+    cfg.service(web::resource("/register").post(users::register))
+        .service(web::resource("/login").post(users::login))
+        .service(web::resource("/token").post(session::token))
+        .service(web::resource("/logout").post(session::logout))
+        .service(web::resource("/.well-known/jwks.json").get(session::jwks))
+        .service(web::resource("/signing-keys/rotate").post(session::rotate_signing_key))
+        .service(web::resource("/users").get(users::list_users))
+        .service(
+            web::resource("/users/{username}")
+                .get(users::get_user)
+                .patch(users::update_user)
+                .delete(users::delete_user),
+        )
+        .service(web::resource("/keys").post(keys::create_key).get(keys::list_keys))
+        // Registered before /keys/{service_name} so that "verify" is never taken for a name.
+        .service(web::resource("/keys/verify").post(keys::verify_key))
+        .service(web::resource("/keys/{service_name}").get(keys::get_key).delete(keys::delete_key))
+        .service(web::resource("/keys/{service_name}/rotate").post(keys::rotate_key))
+        .service(web::resource("/audit").get(list_audit));
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        users::register, users::login, session::token, session::logout, session::jwks,
+        session::rotate_signing_key, users::list_users, users::get_user, users::update_user,
+        users::delete_user, keys::create_key, keys::list_keys, keys::get_key, keys::delete_key,
+        keys::rotate_key, keys::verify_key, list_audit
+    ),
+    components(schemas(
+        users::RegisterRequest, users::RegisterResponse, users::LoginRequest, users::UserView,
+        users::UserList, users::UpdateUserRequest, session::TokenResponse, session::TokenRequest,
+        session::RotatedSigningKey, keys::CreateKeyRequest, keys::KeyResponse, keys::KeyMetadata,
+        keys::KeyList, keys::RotateKeyRequest, keys::RotatedKey, keys::VerifyRequest,
+        keys::VerifyResponse, keys::VerifyCode, AuditPage, Entry, ErrorBody
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "Users", description = "Accounts and their roles"),
+        (name = "Sessions", description = "Login, tokens, logout and signing keys"),
+        (name = "API keys", description = "Per-service API keys"),
+        (name = "Audit", description = "Who did what, when and from where")
+    )
+)]
+struct KmsApi;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+fn openapi() -> utoipa::openapi::OpenApi {
+    KmsApi::openapi()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditParams {
+    /// Only entries older than this id (the `next` of a previous page).
+    pub before: Option<i64>,
+    /// Only entries by this actor.
+    pub actor: Option<String>,
+    /// Page size, 1–500 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<Entry>,
+    pub next: Option<i64>,
+}
+
+/// List audit records
+///
+/// Admin only. kms audit records, newest first: actor, action, target, outcome, address, request id.
+#[utoipa::path(
+    get, path = "/audit", operation_id = "listAuditRecords", tag = "Audit", params(AuditParams),
+    responses((status = 200, description = "A page of records", body = AuditPage), (status = 403, description = "Not an admin", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+async fn list_audit(
+    state: web::Data<KmsState>,
+    _admin: Admin,
+    params: web::Query<AuditParams>,
+) -> ApiResult<web::Json<AuditPage>> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=audit::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(ErrorCode::BadRequest, "limit must be between 1 and 500"));
+    }
+    let query = audit::Query {
+        role: Some(ROLE_NAME.to_string()),
+        actor: params.actor.clone(),
+        before_id: params.before,
+        limit,
+    };
+    let entries = state.db.run(move |conn| audit::list(conn, &query)).await?;
+    let next = (entries.len() as i64 == limit).then(|| entries.last().map(|e| e.id)).flatten();
+    Ok(web::Json(AuditPage { entries, next }))
+}
+
+/// `fountain admin create-user`: creates a user directly in the database (the first admin).
+pub fn create_user_offline(
+    platform: &Platform,
+    username: &str,
+    password: &str,
+    roles: &[String],
+) -> Result<String, String> {
+    let username = users::validate_username(username).map_err(|e| e.message)?;
+    let roles = users::validate_roles(roles).map_err(|e| e.message)?;
+    if password.chars().count() < 12 || password.len() > 72 {
+        return Err("password: must be 12 characters to 72 bytes".into());
+    }
+    let hash = bcrypt::hash(password, platform.config.kms.bcrypt_cost).map_err(|e| e.to_string())?;
+    let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
+    let origin = audit::Origin { addr: "cli".into(), request_id: None };
+    let result = diesel::Connection::transaction(&mut *conn, |conn| {
+        store::insert_user(conn, &username, &hash, &roles)?;
+        let details = serde_json::json!({ "roles": roles });
+        audit::record(
+            conn,
+            origin.entry(ROLE_NAME, "cli", "users.create", &username, audit::Outcome::Success, Some(details)),
+        )
+    });
+    match result {
+        Ok(()) => Ok(username),
+        Err(err) if store::is_unique_violation(&err) => Err(format!("user {username} already exists")),
+        Err(err) => Err(err.to_string()),
+    }
+}

@@ -1,0 +1,442 @@
+//! Per-service API keys: create, read (admin or owner), list (metadata only), rotate with a
+//! grace period, revoke, and verify by keyed-hash lookup.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::NaiveDateTime;
+use diesel::Connection;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::caller::{Admin, Caller};
+use super::state::KmsState;
+use super::{store, ROLE_NAME};
+use crate::platform::audit::{self, Origin, Outcome};
+use crate::platform::crypto::{constant_time_eq, random_token};
+use crate::platform::error::{ApiError, ApiResult, ErrorCode};
+use crate::platform::extract::Json;
+
+const KEY_PREFIX: &str = "fk_";
+const HASH_CONTEXT: &str = "kms-api-key";
+const SEAL_CONTEXT: &str = "kms-api-key-value";
+/// The longest grace a rotation may give the old key (30 days).
+const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    #[schema(example = "service_a")]
+    pub service_name: String,
+    /// Bring your own key (32–256 printable ASCII characters); generated when absent.
+    pub api_key: Option<String>,
+    /// When the key stops verifying.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyResponse {
+    pub service_name: String,
+    pub api_key: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyMetadata {
+    pub service_name: String,
+    /// The first characters of the key, to tell keys apart.
+    pub key_prefix: String,
+    /// `active` or `retiring` (verifies until `valid_until`).
+    pub state: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: NaiveDateTime,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<NaiveDateTime>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub valid_until: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyMetadata>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// How long the old key keeps verifying (0–2592000 s; default from config).
+    pub grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedKey {
+    pub service_name: String,
+    pub api_key: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub previous_valid_until: NaiveDateTime,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VerifyCode {
+    Valid,
+    NotFound,
+    Revoked,
+    Expired,
+}
+
+impl VerifyCode {
+    fn label(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "VALID",
+            VerifyCode::NotFound => "NOT_FOUND",
+            VerifyCode::Revoked => "REVOKED",
+            VerifyCode::Expired => "EXPIRED",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    pub valid: bool,
+    pub code: VerifyCode,
+    pub service_name: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+fn validate_service_name(name: &str) -> ApiResult<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation("service_name", "must be 1-64 characters of a-z 0-9 _ -"))
+    }
+}
+
+fn validate_custom_key(key: &str) -> ApiResult<()> {
+    let ok = (32..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation("api_key", "must be 32-256 printable ASCII characters without spaces"))
+    }
+}
+
+fn generate_key() -> String {
+    format!("{KEY_PREFIX}{}", random_token(32))
+}
+
+/// What is stored for a key: the lookup hash, the sealed value, a short visible prefix.
+fn stored_forms(state: &KmsState, key: &str) -> (String, String, String) {
+    let hash = state.master_key.lookup_hash(HASH_CONTEXT, key.as_bytes());
+    let sealed = state.master_key.seal(SEAL_CONTEXT, key.as_bytes());
+    let prefix: String = key.chars().take(7).collect();
+    (hash, sealed, prefix)
+}
+
+/// Create an API key for a service
+///
+/// Admin only. Stores the key encrypted, with a keyed hash for verification; 409 if the service already has one.
+#[utoipa::path(
+    post, path = "/keys", operation_id = "createApiKey", tag = "API keys",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "Created; the only time a generated key is shown besides GET", body = KeyResponse),
+        (status = 409, description = "The service already has a key", body = ErrorBody),
+        (status = 422, description = "Invalid service name or key", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_key(
+    state: web::Data<KmsState>,
+    admin: Admin,
+    req: HttpRequest,
+    body: Json<CreateKeyRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    validate_service_name(&body.service_name)?;
+    if let Some(custom) = &body.api_key {
+        validate_custom_key(custom)?;
+    }
+    let key = body.api_key.unwrap_or_else(generate_key);
+    let (hash, sealed, prefix) = stored_forms(&state, &key);
+    let expires_at = body.expires_at.map(|t| t.naive_utc());
+    let origin = Origin::of(&req, &state.trusted_proxies);
+    let service = body.service_name.clone();
+    let created = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                if store::active_key(conn, &service)?.is_some() {
+                    return Ok(false);
+                }
+                let new = store::NewApiKey {
+                    service_name: &service,
+                    key_hash: &hash,
+                    sealed_key: &sealed,
+                    key_prefix: &prefix,
+                    expires_at,
+                };
+                store::insert_key(conn, &new)?;
+                audit::record(
+                    conn,
+                    origin.entry(ROLE_NAME, &admin.0.sub, "keys.create", &service, Outcome::Success, None),
+                )?;
+                Ok(true)
+            })
+        })
+        .await;
+    match created {
+        Ok(true) => {}
+        Ok(false) => return Err(ApiError::new(ErrorCode::Conflict, "this service already has an API key")),
+        Err(err) if store::is_unique_violation(&err) => {
+            return Err(ApiError::new(ErrorCode::Conflict, "this API key or service key already exists"))
+        }
+        Err(err) => return Err(err.into()),
+    }
+    Ok(HttpResponse::Created().insert_header(("cache-control", "no-store")).json(KeyResponse {
+        service_name: body.service_name,
+        api_key: key,
+        expires_at,
+    }))
+}
+
+/// Get a service's API key
+///
+/// Returns the current key in plaintext to an admin or to that service's own token only.
+#[utoipa::path(
+    get, path = "/keys/{service_name}", operation_id = "getApiKey", tag = "API keys",
+    params(("service_name" = String, Path, description = "The service")),
+    responses(
+        (status = 200, description = "The key", body = KeyResponse),
+        (status = 403, description = "Neither admin nor the owning service", body = ErrorBody),
+        (status = 404, description = "The service has no key", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_key(
+    state: web::Data<KmsState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let service = path.into_inner();
+    let claims = caller.0;
+    let owner = claims.is_service() && constant_time_eq(claims.sub.as_bytes(), service.as_bytes());
+    if !(claims.is_admin() || owner) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only an admin or the owning service may read this key",
+        ));
+    }
+    let lookup = service.clone();
+    let key = state.db.run(move |conn| store::active_key(conn, &lookup)).await?;
+    let key = key.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "this service has no API key"))?;
+    let plain = state.master_key.open(SEAL_CONTEXT, &key.sealed_key).map_err(ApiError::internal)?;
+    let api_key = String::from_utf8(plain).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(KeyResponse {
+        service_name: service,
+        api_key,
+        expires_at: key.expires_at,
+    }))
+}
+
+/// List API keys
+///
+/// Admin only. Metadata of every active or retiring key; never the keys themselves.
+#[utoipa::path(
+    get, path = "/keys", operation_id = "listApiKeys", tag = "API keys",
+    responses((status = 200, description = "Key metadata", body = KeyList), (status = 403, description = "Not an admin", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_keys(state: web::Data<KmsState>, _admin: Admin) -> ApiResult<web::Json<KeyList>> {
+    let keys = state.db.run(store::list_keys).await?;
+    let keys = keys
+        .into_iter()
+        .map(|k| KeyMetadata {
+            service_name: k.service_name,
+            key_prefix: k.key_prefix,
+            state: k.state,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            valid_until: k.valid_until,
+        })
+        .collect();
+    Ok(web::Json(KeyList { keys }))
+}
+
+/// Revoke a service's API keys
+///
+/// Admin only. The active key and any key still in its grace period stop verifying at once.
+#[utoipa::path(
+    delete, path = "/keys/{service_name}", operation_id = "deleteApiKey", tag = "API keys",
+    params(("service_name" = String, Path, description = "The service")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "The service has no key", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn delete_key(
+    state: web::Data<KmsState>,
+    admin: Admin,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let service = path.into_inner();
+    let origin = Origin::of(&req, &state.trusted_proxies);
+    let revoked = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let count = store::revoke_service_keys(conn, &service)?;
+                if count > 0 {
+                    audit::record(
+                        conn,
+                        origin.entry(
+                            ROLE_NAME,
+                            &admin.0.sub,
+                            "keys.revoke",
+                            &service,
+                            Outcome::Success,
+                            None,
+                        ),
+                    )?;
+                }
+                Ok(count)
+            })
+        })
+        .await?;
+    if revoked == 0 {
+        return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Rotate a service's API key
+///
+/// Admin only. Issues a new key; the old one keeps verifying for grace_seconds so callers never fail mid-rotation.
+#[utoipa::path(
+    post, path = "/keys/{service_name}/rotate", operation_id = "rotateApiKey", tag = "API keys",
+    params(("service_name" = String, Path, description = "The service")),
+    request_body = RotateKeyRequest,
+    responses(
+        (status = 200, description = "The new key", body = RotatedKey),
+        (status = 404, description = "The service has no key", body = ErrorBody),
+        (status = 422, description = "Grace out of range", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn rotate_key(
+    state: web::Data<KmsState>,
+    admin: Admin,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Option<Json<RotateKeyRequest>>,
+) -> ApiResult<HttpResponse> {
+    let service = path.into_inner();
+    let grace = body
+        .map(|b| b.into_inner())
+        .unwrap_or_default()
+        .grace_seconds
+        .unwrap_or(state.config.key_rotation_grace_seconds);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::validation("grace_seconds", format!("must be at most {MAX_GRACE_SECONDS}")));
+    }
+    let key = generate_key();
+    let (hash, sealed, prefix) = stored_forms(&state, &key);
+    let valid_until = store::now() + chrono::Duration::seconds(grace as i64);
+    let origin = Origin::of(&req, &state.trusted_proxies);
+    let name = service.clone();
+    let rotated = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let Some(old) = store::active_key(conn, &name)? else { return Ok(false) };
+                store::retire_active(conn, &name, valid_until)?;
+                let new = store::NewApiKey {
+                    service_name: &name,
+                    key_hash: &hash,
+                    sealed_key: &sealed,
+                    key_prefix: &prefix,
+                    expires_at: old.expires_at,
+                };
+                store::insert_key(conn, &new)?;
+                let details = serde_json::json!({ "graceSeconds": grace });
+                audit::record(
+                    conn,
+                    origin.entry(
+                        ROLE_NAME,
+                        &admin.0.sub,
+                        "keys.rotate",
+                        &name,
+                        Outcome::Success,
+                        Some(details),
+                    ),
+                )?;
+                Ok(true)
+            })
+        })
+        .await?;
+    if !rotated {
+        return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
+    }
+    state.metrics.key_rotations.inc();
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(RotatedKey {
+        service_name: service,
+        api_key: key,
+        previous_valid_until: valid_until,
+    }))
+}
+
+/// Verify an API key
+///
+/// For the gateway: says whether a key is valid and whose it is. One keyed-hash lookup, no scan.
+#[utoipa::path(
+    post, path = "/keys/verify", operation_id = "verifyApiKey", tag = "API keys",
+    request_body = VerifyRequest,
+    responses((status = 200, description = "The verdict (also for unknown keys)", body = VerifyResponse))
+)]
+pub async fn verify_key(
+    state: web::Data<KmsState>,
+    body: Json<VerifyRequest>,
+) -> ApiResult<web::Json<VerifyResponse>> {
+    let verdict = check_key(&state, body.into_inner().api_key).await?;
+    Ok(web::Json(verdict))
+}
+
+/// Looks a key up by its keyed hash and classifies it.
+pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<VerifyResponse> {
+    let hash = state.master_key.lookup_hash(HASH_CONTEXT, key.as_bytes());
+    let lookup = hash.clone();
+    let found = state.db.run(move |conn| store::key_by_hash(conn, &lookup)).await?;
+    let now = store::now();
+    let verdict = match found {
+        // The index lookup already matched; the comparison is repeated in constant time so that
+        // correctness never rests on the database's collation or comparison.
+        Some(k) if constant_time_eq(k.key_hash.as_bytes(), hash.as_bytes()) => {
+            let code = if k.state == store::KEY_REVOKED {
+                VerifyCode::Revoked
+            } else if k.expires_at.is_some_and(|t| t <= now) || k.valid_until.is_some_and(|t| t <= now) {
+                VerifyCode::Expired
+            } else {
+                VerifyCode::Valid
+            };
+            VerifyResponse {
+                valid: code == VerifyCode::Valid,
+                code,
+                service_name: Some(k.service_name),
+                expires_at: k.expires_at.or(k.valid_until),
+            }
+        }
+        _ => {
+            VerifyResponse { valid: false, code: VerifyCode::NotFound, service_name: None, expires_at: None }
+        }
+    };
+    state.metrics.verifications.with_label_values(&[verdict.code.label()]).inc();
+    Ok(verdict)
+}

@@ -1,0 +1,414 @@
+//! Users: registration, login and administration.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use diesel::Connection;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::caller::{Admin, MaybeCaller};
+use super::session::issue_session;
+use super::state::KmsState;
+use super::{store, ROLE_NAME};
+use crate::platform::audit::{self, Origin, Outcome};
+use crate::platform::error::{ApiError, ApiResult, ErrorCode};
+use crate::platform::extract::Json;
+
+/// bcrypt reads at most 72 bytes; longer passwords would be silently truncated.
+const MAX_PASSWORD_BYTES: usize = 72;
+const MIN_PASSWORD_CHARS: usize = 12;
+const DEFAULT_ROLE: &str = "user";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// 3–64 characters of `A-Z a-z 0-9 . _ -`; stored lower-case.
+    #[schema(example = "alice")]
+    pub username: String,
+    /// At least 12 characters, at most 72 bytes.
+    pub password: String,
+    /// Roles to grant; honoured only for an admin caller (anonymous callers get `user`).
+    pub roles: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisterResponse {
+    pub message: String,
+    pub username: String,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub username: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: chrono::NaiveDateTime,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: chrono::NaiveDateTime,
+}
+
+impl From<store::User> for UserView {
+    fn from(user: store::User) -> Self {
+        let roles = user.role_list();
+        Self {
+            username: user.username,
+            roles,
+            disabled: user.disabled,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListParams {
+    /// Opaque cursor from a previous page.
+    pub after: Option<String>,
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub roles: Option<Vec<String>>,
+    pub disabled: Option<bool>,
+}
+
+pub fn validate_username(raw: &str) -> ApiResult<String> {
+    let valid_chars = raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !(3..=64).contains(&raw.len()) || !valid_chars {
+        return Err(ApiError::validation("username", "must be 3-64 characters of A-Z a-z 0-9 . _ -"));
+    }
+    Ok(raw.to_ascii_lowercase())
+}
+
+fn validate_password(password: &str) -> ApiResult<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(ApiError::validation(
+            "password",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::validation("password", format!("must be at most {MAX_PASSWORD_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// Role names are short identifiers; duplicates are folded.
+pub fn validate_roles(roles: &[String]) -> ApiResult<Vec<String>> {
+    if roles.len() > 16 {
+        return Err(ApiError::validation("roles", "at most 16 roles"));
+    }
+    let mut clean: Vec<String> = Vec::with_capacity(roles.len());
+    for role in roles {
+        let ok = (1..=32).contains(&role.len())
+            && role.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        if !ok {
+            return Err(ApiError::validation("roles", "each role must be 1-32 characters of a-z 0-9 _ -"));
+        }
+        if !clean.contains(role) {
+            clean.push(role.clone());
+        }
+    }
+    Ok(clean)
+}
+
+/// Hashes a password with the configured bcrypt cost on the blocking pool.
+pub async fn hash_password(password: String, cost: u32) -> ApiResult<String> {
+    web::block(move || bcrypt::hash(password, cost))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// Register a user
+///
+/// Creates a user. Anonymous callers always get the role `user`; only an admin token may grant roles.
+#[utoipa::path(
+    post, path = "/register", operation_id = "registerUser", tag = "Users",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "User created", body = RegisterResponse),
+        (status = 409, description = "Username taken", body = ErrorBody),
+        (status = 422, description = "Invalid username, password or roles", body = ErrorBody)
+    )
+)]
+pub async fn register(
+    state: web::Data<KmsState>,
+    req: HttpRequest,
+    caller: MaybeCaller,
+    body: Json<RegisterRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let username = validate_username(&body.username)?;
+    validate_password(&body.password)?;
+    let admin = caller.0.as_ref().filter(|c| c.is_admin());
+    let roles = match (admin, &body.roles) {
+        (Some(_), Some(requested)) => validate_roles(requested)?,
+        _ => vec![DEFAULT_ROLE.to_string()],
+    };
+    let hash = hash_password(body.password, state.config.bcrypt_cost).await?;
+    let actor = admin.map_or_else(|| username.clone(), |c| c.sub.clone());
+    let origin = Origin::of(&req, &state.trusted_proxies);
+    let (name, granted) = (username.clone(), roles.clone());
+    let inserted = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                store::insert_user(conn, &name, &hash, &granted)?;
+                let details = serde_json::json!({ "roles": granted });
+                audit::record(
+                    conn,
+                    origin.entry(ROLE_NAME, &actor, "users.create", &name, Outcome::Success, Some(details)),
+                )
+            })
+        })
+        .await;
+    match inserted {
+        Err(err) if store::is_unique_violation(&err) => {
+            Err(ApiError::new(ErrorCode::Conflict, "this username is taken"))
+        }
+        other => other.map_err(ApiError::from),
+    }?;
+    Ok(HttpResponse::Created().json(RegisterResponse { message: "user created".into(), username, roles }))
+}
+
+/// Log in
+///
+/// Exchanges a username and password for an access token and a rotating refresh token.
+#[utoipa::path(
+    post, path = "/login", operation_id = "loginUser", tag = "Sessions",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 401, description = "Wrong username or password (one answer for both)", body = ErrorBody),
+        (status = 429, description = "Too many failures for this user or address", body = ErrorBody)
+    )
+)]
+pub async fn login(
+    state: web::Data<KmsState>,
+    req: HttpRequest,
+    body: Json<LoginRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let username = body.username.to_ascii_lowercase();
+    let origin = Origin::of(&req, &state.trusted_proxies);
+    if let Err(retry_after) = state.limiter.check(&username, &origin.addr) {
+        state.metrics.logins.with_label_values(&["limited"]).inc();
+        return Err(ApiError::from_code(ErrorCode::RateLimited).with_retry_after(retry_after));
+    }
+    let user = {
+        let name = username.clone();
+        state.db.run(move |conn| store::find_user(conn, &name)).await?
+    };
+    // Unknown users are checked against a decoy hash so that both failures take as long.
+    let hash = user.as_ref().map_or_else(|| state.decoy_hash.clone(), |u| u.password_hash.clone());
+    let password = body.password;
+    let matches = web::block(move || bcrypt::verify(password, &hash).unwrap_or(false))
+        .await
+        .map_err(ApiError::internal)?;
+    let user = user.filter(|u| matches && !u.disabled);
+    let Some(user) = user else {
+        state.limiter.record_failure(&username, &origin.addr);
+        state.metrics.logins.with_label_values(&["failure"]).inc();
+        let entry_name = username.clone();
+        state
+            .db
+            .run(move |conn| {
+                audit::record(
+                    conn,
+                    origin.entry(ROLE_NAME, &entry_name, "login", &entry_name, Outcome::Denied, None),
+                )
+            })
+            .await?;
+        return Err(ApiError::new(ErrorCode::Unauthorized, "invalid username or password"));
+    };
+    state.metrics.logins.with_label_values(&["success"]).inc();
+    let tokens = issue_session(&state, &user.username, user.role_list(), origin).await?;
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(tokens))
+}
+
+/// List users
+///
+/// Admin only. Users in creation order, one page at a time.
+#[utoipa::path(
+    get, path = "/users", operation_id = "listUsers", tag = "Users", params(ListParams),
+    responses((status = 200, description = "A page of users", body = UserList), (status = 403, description = "Not an admin", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_users(
+    state: web::Data<KmsState>,
+    _admin: Admin,
+    params: web::Query<ListParams>,
+) -> ApiResult<web::Json<UserList>> {
+    let after = match &params.after {
+        Some(cursor) => cursor
+            .parse::<i64>()
+            .map_err(|_| ApiError::new(ErrorCode::BadRequest, "after: not a cursor from this API"))?,
+        None => 0,
+    };
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::new(ErrorCode::BadRequest, "limit must be between 1 and 200"));
+    }
+    let users = state.db.run(move |conn| store::list_users(conn, after, limit)).await?;
+    let next = (users.len() as i64 == limit).then(|| users.last().map(|u| u.id.to_string())).flatten();
+    Ok(web::Json(UserList { users: users.into_iter().map(UserView::from).collect(), next }))
+}
+
+/// Get a user
+///
+/// Admin only. One user's roles and state.
+#[utoipa::path(
+    get, path = "/users/{username}", operation_id = "getUser", tag = "Users",
+    params(("username" = String, Path, description = "The username")),
+    responses((status = 200, description = "The user", body = UserView), (status = 404, description = "No such user", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get_user(
+    state: web::Data<KmsState>,
+    _admin: Admin,
+    path: web::Path<String>,
+) -> ApiResult<web::Json<UserView>> {
+    let username = path.into_inner().to_ascii_lowercase();
+    let user = state.db.run(move |conn| store::find_user(conn, &username)).await?;
+    user.map(|u| web::Json(UserView::from(u)))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such user"))
+}
+
+/// Update a user
+///
+/// Admin only. Sets roles and/or disables the user; disabling ends the user's sessions.
+#[utoipa::path(
+    patch, path = "/users/{username}", operation_id = "updateUser", tag = "Users",
+    params(("username" = String, Path, description = "The username")),
+    request_body = UpdateUserRequest,
+    responses(
+        (status = 200, description = "The updated user", body = UserView),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "Would leave no enabled admin", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_user(
+    state: web::Data<KmsState>,
+    admin: Admin,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Json<UpdateUserRequest>,
+) -> ApiResult<web::Json<UserView>> {
+    let username = path.into_inner().to_ascii_lowercase();
+    let body = body.into_inner();
+    let roles = body.roles.as_deref().map(validate_roles).transpose()?;
+    let disabled = body.disabled;
+    let origin = Origin::of(&req, &state.trusted_proxies);
+    let actor = admin.0.sub;
+    let user = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                if !store::update_user(conn, &username, roles.as_deref(), disabled)? {
+                    return Ok(None);
+                }
+                if store::count_admins(conn)? == 0 {
+                    return Err(diesel::result::Error::RollbackTransaction.into());
+                }
+                if disabled == Some(true) {
+                    store::revoke_user_sessions(conn, &username)?;
+                }
+                let details = serde_json::json!({ "roles": roles, "disabled": disabled });
+                audit::record(
+                    conn,
+                    origin.entry(
+                        ROLE_NAME,
+                        &actor,
+                        "users.update",
+                        &username,
+                        Outcome::Success,
+                        Some(details),
+                    ),
+                )?;
+                store::find_user(conn, &username)
+            })
+        })
+        .await
+        .map_err(last_admin_guard)?;
+    user.map(|u| web::Json(UserView::from(u)))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such user"))
+}
+
+/// Delete a user
+///
+/// Admin only. Removes the user and ends their sessions; the last enabled admin cannot be deleted.
+#[utoipa::path(
+    delete, path = "/users/{username}", operation_id = "deleteUser", tag = "Users",
+    params(("username" = String, Path, description = "The username")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "Would leave no enabled admin", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_user(
+    state: web::Data<KmsState>,
+    admin: Admin,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let username = path.into_inner().to_ascii_lowercase();
+    let origin = Origin::of(&req, &state.trusted_proxies);
+    let actor = admin.0.sub;
+    let deleted = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                if !store::delete_user(conn, &username)? {
+                    return Ok(false);
+                }
+                if store::count_admins(conn)? == 0 {
+                    return Err(diesel::result::Error::RollbackTransaction.into());
+                }
+                store::revoke_user_sessions(conn, &username)?;
+                audit::record(
+                    conn,
+                    origin.entry(ROLE_NAME, &actor, "users.delete", &username, Outcome::Success, None),
+                )?;
+                Ok(true)
+            })
+        })
+        .await
+        .map_err(last_admin_guard)?;
+    if !deleted {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such user"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A rolled-back transaction in user administration means the change would have left no admin.
+fn last_admin_guard(err: crate::platform::db::DbError) -> ApiError {
+    match err {
+        crate::platform::db::DbError::Query(diesel::result::Error::RollbackTransaction) => {
+            ApiError::new(ErrorCode::Conflict, "this change would leave no enabled admin")
+        }
+        other => other.into(),
+    }
+}
