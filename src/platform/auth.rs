@@ -163,6 +163,49 @@ mod tests {
         assert!(!claims(&["services"]).is_service());
     }
 
+    fn signed(claims: &Claims) -> (String, DecodingKey) {
+        use base64::Engine;
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let der = key.to_pkcs8_der().unwrap();
+        let header =
+            jsonwebtoken::Header { kid: Some("k1".into()), ..jsonwebtoken::Header::new(Algorithm::EdDSA) };
+        let token =
+            jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()))
+                .unwrap();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+        (token, DecodingKey::from_ed_components(&x).unwrap())
+    }
+
+    #[test]
+    fn claims_are_checked_after_the_signature() {
+        let now = chrono::Utc::now().timestamp();
+        let good = Claims {
+            iss: "kms".into(),
+            aud: "fountain".into(),
+            exp: now + 60,
+            iat: now,
+            nbf: now,
+            ..claims(&[])
+        };
+        let check = |c: Claims| {
+            let (token, key) = signed(&c);
+            assert_eq!(eddsa_kid(&token).as_deref(), Ok("k1"));
+            verify(&token, &key, "kms", "fountain")
+        };
+        assert_eq!(check(good.clone()), Ok(good.clone()));
+        assert_eq!(check(Claims { iss: "evil".into(), ..good.clone() }), Err(Rejection::WrongIssuer));
+        assert_eq!(check(Claims { aud: "other".into(), ..good.clone() }), Err(Rejection::WrongAudience));
+        assert_eq!(check(Claims { exp: now - 60, ..good.clone() }), Err(Rejection::Expired));
+        assert_eq!(check(Claims { nbf: now + 60, ..good.clone() }), Err(Rejection::NotYetValid));
+        let (token, _) = signed(&good);
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+        use base64::Engine;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(other.verifying_key().as_bytes());
+        let wrong_key = DecodingKey::from_ed_components(&x).unwrap();
+        assert_eq!(verify(&token, &wrong_key, "kms", "fountain"), Err(Rejection::BadSignature));
+    }
+
     #[test]
     fn alg_none_and_hs256_headers_are_refused_before_key_lookup() {
         // {"alg":"none","typ":"JWT"}.{"sub":"x"}.

@@ -60,6 +60,32 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
+/// An optional JSON body: an empty body is `None`; anything else must be valid JSON of `T`
+/// (actix's `Option<Json<T>>` would silently turn a malformed body into `None`).
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req.app_data::<BodyLimit>().map_or(1 << 20, |l| l.0);
+        let content_type_ok = is_json_content_type(req);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let body = read_limited(&mut payload, limit).await?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(None));
+            }
+            if !content_type_ok {
+                return Err(ApiError::from_code(ErrorCode::UnsupportedMediaType));
+            }
+            parse_json(&body).map(|value| OptionalJson(Some(value)))
+        })
+    }
+}
+
 /// Parses a JSON document, mapping syntax errors to 400 and shape errors to 422 naming the path.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);

@@ -92,6 +92,7 @@ pub fn test_config(database: &TestDatabase) -> Config {
 /// The running roles of one test, with a client pointed at them.
 pub struct TestApp {
     pub host: Option<Host>,
+    pub platform: Platform,
     pub client: awc::Client,
     pub database: TestDatabase,
 }
@@ -116,6 +117,7 @@ impl TestApp {
         let host = Host::start(&platform, roles::ALL, extra).expect("roles start");
         TestApp {
             host: Some(host),
+            platform,
             client: awc::Client::builder().disable_timeout().disable_redirects().finish(),
             database,
         }
@@ -155,6 +157,31 @@ impl TestApp {
         let body = response.body().limit(8 << 20).await.expect("body read");
         let json =
             serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}"));
+        (response.status().as_u16(), json)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
+    pub async fn call(
+        &self,
+        method: &str,
+        role: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, self.url(role, path));
+        if let Some(token) = token {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        let mut response = match body {
+            Some(body) => request.send_json(&body).await,
+            None => request.send().await,
+        }
+        .expect("request sent");
+        let bytes = response.body().limit(8 << 20).await.expect("body read");
+        let json =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON answer") };
         (response.status().as_u16(), json)
     }
 

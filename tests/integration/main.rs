@@ -4,6 +4,7 @@
 mod helpers;
 
 mod errors;
+mod kms;
 mod openapi;
 mod process;
 mod standard_endpoints;

@@ -13,7 +13,7 @@ use super::{store, ROLE_NAME};
 use crate::platform::audit::{self, Origin, Outcome};
 use crate::platform::crypto::{constant_time_eq, random_token};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
-use crate::platform::extract::Json;
+use crate::platform::extract::{Json, OptionalJson};
 
 const KEY_PREFIX: &str = "fk_";
 const HASH_CONTEXT: &str = "kms-api-key";
@@ -336,14 +336,10 @@ pub async fn rotate_key(
     admin: Admin,
     req: HttpRequest,
     path: web::Path<String>,
-    body: Option<Json<RotateKeyRequest>>,
+    body: OptionalJson<RotateKeyRequest>,
 ) -> ApiResult<HttpResponse> {
     let service = path.into_inner();
-    let grace = body
-        .map(|b| b.into_inner())
-        .unwrap_or_default()
-        .grace_seconds
-        .unwrap_or(state.config.key_rotation_grace_seconds);
+    let grace = body.0.unwrap_or_default().grace_seconds.unwrap_or(state.config.key_rotation_grace_seconds);
     if grace > MAX_GRACE_SECONDS {
         return Err(ApiError::validation("grace_seconds", format!("must be at most {MAX_GRACE_SECONDS}")));
     }

@@ -1,0 +1,570 @@
+//! kms over real HTTP: users, sessions, tokens, API keys and their security requirements,
+//! on SQLite and PostgreSQL.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error_shape, Backend, TestApp};
+use crate::on_both_backends;
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn admin_token(app: &TestApp) -> String {
+    fountain::roles::kms::create_user_offline(&app.platform, "root", PASSWORD, &["admin".to_string()])
+        .unwrap();
+    login(app, "root", PASSWORD).await["access_token"].as_str().unwrap().to_string()
+}
+
+async fn login(app: &TestApp, username: &str, password: &str) -> Value {
+    let (status, body) = app
+        .call("POST", "kms", "/login", None, Some(json!({"username": username, "password": password})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn register(app: &TestApp, token: Option<&str>, username: &str, roles: Option<Value>) -> (u16, Value) {
+    let mut body = json!({"username": username, "password": PASSWORD});
+    if let Some(roles) = roles {
+        body["roles"] = roles;
+    }
+    app.call("POST", "kms", "/register", token, Some(body)).await
+}
+
+fn unauthorized(status: u16, body: &Value) {
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(assert_error_shape(body), "unauthorized");
+}
+
+async fn registration_login_and_exact_roles(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = admin_token(&app).await;
+
+    let (status, body) = register(&app, None, "Alice", Some(json!(["admin"]))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["roles"], json!(["user"]), "anonymous callers cannot grant themselves roles");
+    assert_eq!(body["username"], "alice");
+    let (status, body) = register(&app, None, "alice", None).await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (409, "conflict"));
+
+    for (username, password, field) in [
+        ("bob", "short", "password"),
+        ("bob", &"x".repeat(73)[..], "password"),
+        ("b", PASSWORD, "username"),
+        ("аdmin", PASSWORD, "username"), // Cyrillic а
+        ("bob smith", PASSWORD, "username"),
+        ("bob\u{200b}", PASSWORD, "username"),
+    ] {
+        let (status, body) = app
+            .call("POST", "kms", "/register", None, Some(json!({"username": username, "password": password})))
+            .await;
+        assert_eq!(status, 422, "{username:?}: {body}");
+        assert_eq!(body["details"]["field"], field);
+        assert!(!body.to_string().contains(password), "the password is never echoed");
+    }
+    let (status, _) =
+        app.call("POST", "kms", "/register", None, Some(json!({"username": 5, "password": []}))).await;
+    assert_eq!(status, 422);
+
+    let (status, body) =
+        register(&app, Some(&admin), "mallory", Some(json!(["superadmin", "admin2", "user"]))).await;
+    assert_eq!(status, 201, "{body}");
+    let near_admin = login(&app, "mallory", PASSWORD).await;
+    let token = near_admin["access_token"].as_str().unwrap();
+    assert_eq!(near_admin["token_type"], "bearer");
+    assert!(near_admin["refresh_token"].as_str().unwrap().starts_with("frt_"));
+    let (status, body) = app.call("GET", "kms", "/users", Some(token), None).await;
+    assert_eq!(
+        (status, assert_error_shape(&body).as_str()),
+        (403, "forbidden"),
+        "superadmin/admin2 are not admin"
+    );
+
+    let (status, body) = app.call("GET", "kms", "/users", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> =
+        body["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    assert_eq!(names, ["root", "alice", "mallory"]);
+    let (status, body) = app.call("GET", "kms", "/users/mallory", Some(&admin), None).await;
+    assert_eq!((status, body["roles"].clone()), (200, json!(["superadmin", "admin2", "user"])));
+
+    // Wrong password and unknown user: the same answer.
+    let (s1, wrong) = app
+        .call(
+            "POST",
+            "kms",
+            "/login",
+            None,
+            Some(json!({"username": "alice", "password": "wrong password!"})),
+        )
+        .await;
+    let (s2, unknown) = app
+        .call(
+            "POST",
+            "kms",
+            "/login",
+            None,
+            Some(json!({"username": "nobody", "password": "wrong password!"})),
+        )
+        .await;
+    assert_eq!((s1, &wrong), (s2, &unknown));
+    unauthorized(s1, &wrong);
+    app.stop().await;
+}
+on_both_backends!(registration_login_and_exact_roles);
+
+/// Builds a token with the given header and claims, signed (or not) as given.
+fn raw_token(header: Value, claims: Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+#[actix_web::test]
+async fn forged_and_revoked_tokens_get_the_same_401() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = admin_token(&app).await;
+    let (_, jwks) = app.call("GET", "kms", "/.well-known/jwks.json", None, None).await;
+    let jwk = &jwks["keys"][0];
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str(), jwk["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    assert_eq!(jwk["use"], "sig");
+    let kid = jwk["kid"].as_str().unwrap();
+    let public = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"sub": "root", "roles": ["admin"], "iss": "fountain-kms", "aud": "fountain",
+                        "exp": now + 600, "iat": now, "nbf": now, "jti": "forged"});
+
+    let hs256_with_public_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(kid.into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let other_der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&other_key).unwrap();
+    let sign_with_other = |kid: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header {
+                kid: Some(kid.into()),
+                ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA)
+            },
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(other_der.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut tampered = admin.clone();
+    tampered.insert(admin.find('.').unwrap() + 2, 'x');
+    let forged = [
+        raw_token(json!({"alg": "none", "typ": "JWT", "kid": kid}), claims.clone(), b""),
+        raw_token(json!({"alg": "none", "typ": "JWT"}), claims.clone(), b""),
+        hs256_with_public_key,
+        sign_with_other(kid),
+        sign_with_other("unknown-kid"),
+        tampered,
+        "not-a-token".to_string(),
+    ];
+    let mut bodies = Vec::new();
+    for token in &forged {
+        let (status, body) = app.call("GET", "kms", "/users", Some(token), None).await;
+        unauthorized(status, &body);
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "one uniform answer: {bodies:?}");
+
+    // A real token works until logout revokes it.
+    let (status, _) = app.call("GET", "kms", "/users", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.call("POST", "kms", "/logout", Some(&admin), None).await;
+    assert_eq!(status, 204);
+    let (status, body) = app.call("GET", "kms", "/users", Some(&admin), None).await;
+    unauthorized(status, &body);
+    assert_eq!(body, bodies[0]);
+    app.stop().await;
+}
+
+async fn refresh_tokens_rotate_and_reuse_revokes_the_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = admin_token(&app).await;
+    register(&app, None, "carol", None).await;
+    let first = login(&app, "carol", PASSWORD).await;
+    let refresh1 = first["refresh_token"].as_str().unwrap().to_string();
+
+    let form = |token: &str| format!("grant_type=refresh_token&refresh_token={token}");
+    let post_form = |body: String| {
+        app.client
+            .post(app.url("kms", "/token"))
+            .insert_header(("content-type", "application/x-www-form-urlencoded"))
+            .send_body(body)
+    };
+    let mut response = post_form(form(&refresh1)).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let second: Value = response.json().await.unwrap();
+    let refresh2 = second["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(refresh1, refresh2);
+    let (status, _) =
+        app.call("POST", "kms", "/logout", Some(second["access_token"].as_str().unwrap()), None).await;
+    assert_eq!(status, 204, "the refreshed access token is valid");
+
+    // A fresh session: reuse of a spent refresh token ends the whole family.
+    let session = login(&app, "carol", PASSWORD).await;
+    let r1 = session["refresh_token"].as_str().unwrap().to_string();
+    let (status, rotated) = app
+        .call(
+            "POST",
+            "kms",
+            "/token",
+            None,
+            Some(json!({"grant_type": "refresh_token", "refresh_token": r1})),
+        )
+        .await;
+    assert_eq!(status, 200, "JSON bodies work too: {rotated}");
+    let r2 = rotated["refresh_token"].as_str().unwrap().to_string();
+    let (status, body) = app
+        .call(
+            "POST",
+            "kms",
+            "/token",
+            None,
+            Some(json!({"grant_type": "refresh_token", "refresh_token": r1})),
+        )
+        .await;
+    unauthorized(status, &body);
+    let (status, _) = app
+        .call(
+            "POST",
+            "kms",
+            "/token",
+            None,
+            Some(json!({"grant_type": "refresh_token", "refresh_token": r2})),
+        )
+        .await;
+    assert_eq!(status, 401, "the newer token of a reused family is revoked too");
+
+    // Disabling a user ends their sessions and their tokens.
+    let session = login(&app, "carol", PASSWORD).await;
+    let (status, body) =
+        app.call("PATCH", "kms", "/users/carol", Some(&admin), Some(json!({"disabled": true}))).await;
+    assert_eq!((status, body["disabled"].as_bool()), (200, Some(true)));
+    let (status, _) = app
+        .call(
+            "POST",
+            "kms",
+            "/token",
+            None,
+            Some(json!({"grant_type": "refresh_token", "refresh_token": session["refresh_token"]})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) =
+        app.call("POST", "kms", "/logout", Some(session["access_token"].as_str().unwrap()), None).await;
+    assert_eq!(status, 401, "a disabled user's access token is refused");
+    let (status, _) = app
+        .call("POST", "kms", "/login", None, Some(json!({"username": "carol", "password": PASSWORD})))
+        .await;
+    assert_eq!(status, 401);
+
+    // Bad grants.
+    for body in [json!({"grant_type": "password"}), json!({"grant_type": "refresh_token"}), json!({})] {
+        let (status, body) = app.call("POST", "kms", "/token", None, Some(body)).await;
+        assert!(status == 400 || status == 422, "{body}");
+    }
+    // The last admin cannot be demoted or deleted.
+    let (status, body) =
+        app.call("PATCH", "kms", "/users/root", Some(&admin), Some(json!({"roles": ["user"]}))).await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (409, "conflict"));
+    let (status, _) = app.call("DELETE", "kms", "/users/root", Some(&admin), None).await;
+    assert_eq!(status, 409);
+    let (status, _) = app.call("DELETE", "kms", "/users/carol", Some(&admin), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.call("GET", "kms", "/users/carol", Some(&admin), None).await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}
+on_both_backends!(refresh_tokens_rotate_and_reuse_revokes_the_session);
+
+async fn api_keys_lifecycle_and_nothing_in_plaintext_at_rest(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = admin_token(&app).await;
+    let (status, created) =
+        app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "service_a"}))).await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["api_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("fk_") && URL_SAFE_NO_PAD.decode(&key[3..]).unwrap().len() == 32, "256-bit key");
+    let (status, _) =
+        app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "service_a"}))).await;
+    assert_eq!(status, 409);
+    for bad in [
+        json!({"service_name": "Service A"}),
+        json!({"service_name": "x", "api_key": "short"}),
+        json!({"service_name": ""}),
+    ] {
+        let (status, _) = app.call("POST", "kms", "/keys", Some(&admin), Some(bad)).await;
+        assert_eq!(status, 422);
+    }
+    let (status, _) = app.call("POST", "kms", "/keys", None, Some(json!({"service_name": "b"}))).await;
+    assert_eq!(status, 401);
+
+    let verify = |k: String| app.call("POST", "kms", "/keys/verify", None, Some(json!({"api_key": k})));
+    let (status, verdict) = verify(key.clone()).await;
+    assert_eq!(
+        (status, verdict["valid"].as_bool(), verdict["code"].as_str()),
+        (200, Some(true), Some("VALID"))
+    );
+    assert_eq!(verdict["service_name"], "service_a");
+    assert_eq!(verify("fk_unknown".into()).await.1["code"], "NOT_FOUND");
+
+    // The service exchanges its key for a service token and may read its own key only.
+    let (status, service) = app
+        .call(
+            "POST",
+            "kms",
+            "/token",
+            None,
+            Some(json!({"grant_type": "client_credentials", "client_secret": key})),
+        )
+        .await;
+    assert_eq!(status, 200, "{service}");
+    let service_token = service["access_token"].as_str().unwrap();
+    assert!(service.get("refresh_token").is_none());
+    let (status, own) = app.call("GET", "kms", "/keys/service_a", Some(service_token), None).await;
+    assert_eq!((status, own["api_key"].as_str()), (200, Some(key.as_str())));
+    app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "other"}))).await;
+    let (status, _) = app.call("GET", "kms", "/keys/other", Some(service_token), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = app.call("GET", "kms", "/users", Some(service_token), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = app
+        .call(
+            "POST",
+            "kms",
+            "/token",
+            None,
+            Some(json!({"grant_type": "client_credentials", "client_secret": "fk_nope"})),
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    let (status, list) = app.call("GET", "kms", "/keys", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["keys"].as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains(&key[7..]), "listing never shows keys");
+
+    // Rotation with grace: both keys verify; without grace the old one is expired at once.
+    let (status, rotated) = app
+        .call("POST", "kms", "/keys/service_a/rotate", Some(&admin), Some(json!({"grace_seconds": 60})))
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let key2 = rotated["api_key"].as_str().unwrap().to_string();
+    assert_eq!(verify(key.clone()).await.1["code"], "VALID");
+    assert_eq!(verify(key2.clone()).await.1["code"], "VALID");
+    let (status, rotated) = app
+        .call("POST", "kms", "/keys/service_a/rotate", Some(&admin), Some(json!({"grace_seconds": 0})))
+        .await;
+    assert_eq!(status, 200);
+    let key3 = rotated["api_key"].as_str().unwrap().to_string();
+    assert_eq!(verify(key2.clone()).await.1["code"], "EXPIRED");
+    let (status, _) = app
+        .call("POST", "kms", "/keys/service_a/rotate", Some(&admin), Some(json!({"grace_seconds": -1})))
+        .await;
+    assert_eq!(status, 422);
+    let (status, _) = app.call("DELETE", "kms", "/keys/service_a", Some(&admin), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(verify(key3.clone()).await.1["code"], "REVOKED");
+    assert_eq!(verify(key.clone()).await.1["code"], "REVOKED");
+    let (status, _) = app.call("DELETE", "kms", "/keys/service_a", Some(&admin), None).await;
+    assert_eq!(status, 404);
+
+    // Audit: every mutation recorded, no secret in it.
+    let (status, audit) = app.call("GET", "kms", "/audit?limit=500", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for action in ["users.create", "login", "keys.create", "keys.rotate", "keys.revoke"] {
+        assert!(actions.contains(&action), "{action} missing from {actions:?}");
+    }
+    let audit_text = audit.to_string();
+    for secret in [key.as_str(), key2.as_str(), key3.as_str(), PASSWORD] {
+        assert!(!audit_text.contains(secret));
+    }
+
+    // Nothing secret at rest: not in the SQLite file (and its WAL), not in any PostgreSQL row.
+    let secrets = [key.as_str(), key2.as_str(), key3.as_str(), PASSWORD];
+    match app.database.sqlite_path() {
+        Some(path) => {
+            for file in [path.clone(), path.with_extension("db-wal")] {
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                for secret in secrets {
+                    assert!(!contains(&bytes, secret.as_bytes()), "{secret} found in {}", file.display());
+                }
+            }
+        }
+        None => {
+            use diesel::{Connection, RunQueryDsl};
+            #[derive(diesel::QueryableByName)]
+            struct Dump {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                row: String,
+            }
+            let mut conn = diesel::PgConnection::establish(&app.database.url).unwrap();
+            for table in ["api_keys", "users", "audit_log", "refresh_tokens", "signing_keys"] {
+                let rows: Vec<Dump> = diesel::sql_query(format!("SELECT t::text AS row FROM {table} t"))
+                    .load(&mut conn)
+                    .unwrap();
+                for row in rows {
+                    for secret in secrets {
+                        assert!(!row.row.contains(secret), "{secret} found in {table}");
+                    }
+                }
+            }
+        }
+    }
+    app.stop().await;
+}
+on_both_backends!(api_keys_lifecycle_and_nothing_in_plaintext_at_rest);
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[actix_web::test]
+async fn signing_key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = admin_token(&app).await;
+    let old_kid = jsonwebtoken::decode_header(&admin).unwrap().kid.unwrap();
+    let (status, rotated) = app.call("POST", "kms", "/signing-keys/rotate", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let new_kid = rotated["kid"].as_str().unwrap();
+    assert_ne!(new_kid, old_kid);
+    let (_, jwks) = app.call("GET", "kms", "/.well-known/jwks.json", None, None).await;
+    let kids: Vec<&str> =
+        jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid), "{kids:?}");
+    let (status, _) = app.call("GET", "kms", "/users", Some(&admin), None).await;
+    assert_eq!(status, 200, "tokens signed by the previous key still verify");
+    let fresh = login(&app, "root", PASSWORD).await;
+    let fresh_kid =
+        jsonwebtoken::decode_header(fresh["access_token"].as_str().unwrap()).unwrap().kid.unwrap();
+    assert_eq!(fresh_kid, new_kid);
+    let user = {
+        register(&app, None, "dave", None).await;
+        login(&app, "dave", PASSWORD).await["access_token"].as_str().unwrap().to_string()
+    };
+    let (status, _) = app.call("POST", "kms", "/signing-keys/rotate", Some(&user), None).await;
+    assert_eq!(status, 403);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_independent_jose_library_verifies_tokens_against_the_jwks() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = admin_token(&app).await;
+    let (_, jwks) = app.call("GET", "kms", "/.well-known/jwks.json", None, None).await;
+    let script = r#"
+import json, sys, jwt
+token, jwks = sys.argv[1], json.loads(sys.argv[2])
+kid = jwt.get_unverified_header(token)["kid"]
+key = next(k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id == kid)
+claims = jwt.decode(token, key.key, algorithms=["EdDSA"], audience="fountain", issuer="fountain-kms")
+print(json.dumps(claims))
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &admin, &jwks.to_string()])
+        .output()
+        .expect("python3 with PyJWT (see .ci/run)");
+    assert!(output.status.success(), "PyJWT rejected the token: {}", String::from_utf8_lossy(&output.stderr));
+    let claims: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(claims["sub"], "root");
+    assert_eq!(claims["roles"], json!(["admin"]));
+    for claim in ["exp", "iat", "nbf", "jti"] {
+        assert!(claims.get(claim).is_some(), "{claim}");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn repeated_login_failures_are_limited_per_username_and_per_address() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |c| {
+            c.kms.login_failures_per_username = 3;
+            c.kms.login_failures_per_address = 6;
+        },
+        None,
+    )
+    .await;
+    register(&app, None, "erin", None).await;
+    let attempt = |user: &'static str, password: &'static str, from: &'static str| {
+        app.client
+            .post(app.url("kms", "/login"))
+            .insert_header(("x-forwarded-for", from))
+            .send_json(&json!({"username": user, "password": password}))
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt("erin", "wrong password!", "10.0.0.1").await.unwrap().status().as_u16(), 401);
+    }
+    let limited = attempt("erin", PASSWORD, "10.0.0.1").await.unwrap();
+    assert_eq!(limited.status().as_u16(), 429, "even the right password waits");
+    let retry_after: u64 = limited.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    // Another user from another address is unaffected; one address trying many users is not.
+    assert_eq!(attempt("erin2", "wrong password!", "10.0.0.2").await.unwrap().status().as_u16(), 401);
+    for user in ["u1", "u2", "u3", "u4", "u5"] {
+        let _ = attempt(user, "wrong password!", "10.0.0.3").await;
+    }
+    let _ = attempt("u6", "wrong password!", "10.0.0.3").await;
+    assert_eq!(attempt("u7", "wrong password!", "10.0.0.3").await.unwrap().status().as_u16(), 429);
+    let (_, _, metrics) = app.get("kms", "/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains(r#"kms_logins_total{outcome="failure"}"#), "{metrics}");
+    assert!(metrics.contains(r#"kms_logins_total{outcome="limited"}"#));
+    app.stop().await;
+}
+
+#[test]
+fn admin_create_user_reads_the_password_from_a_file_or_stdin_never_argv() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("pw");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let output = crate::helpers::fountain_command(&data)
+        .args(["admin", "create-user", "--username", "ops", "--role", "admin", "--password-file"])
+        .arg(&file)
+        .env("FOUNTAIN_KMS__BCRYPT_COST", "4")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created user ops with roles admin"));
+
+    let mut child = crate::helpers::fountain_command(&data)
+        .args(["admin", "create-user", "--username", "ops2"])
+        .env("FOUNTAIN_KMS__BCRYPT_COST", "4")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("password"));
+
+    let again = crate::helpers::fountain_command(&data)
+        .args(["admin", "create-user", "--username", "ops", "--password-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
