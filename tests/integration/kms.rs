@@ -368,6 +368,16 @@ async fn api_keys_lifecycle_and_nothing_in_plaintext_at_rest(backend: Backend) {
     let key2 = rotated["api_key"].as_str().unwrap().to_string();
     assert_eq!(verify(key.clone()).await.1["code"], "VALID");
     assert_eq!(verify(key2.clone()).await.1["code"], "VALID");
+    let (status, body) =
+        app.call("PATCH", "kms", "/keys/service_a", Some(&admin), Some(json!({"disabled": true}))).await;
+    assert_eq!((status, body["disabled"].as_bool()), (200, Some(true)));
+    let (_, verdict) = verify(key2.clone()).await;
+    assert_eq!((verdict["code"].as_str(), verdict["valid"].as_bool()), (Some("DISABLED"), Some(false)));
+    app.call("PATCH", "kms", "/keys/service_a", Some(&admin), Some(json!({"disabled": false}))).await;
+    assert_eq!(verify(key2.clone()).await.1["code"], "VALID");
+    let (status, _) =
+        app.call("PATCH", "kms", "/keys/nobody", Some(&admin), Some(json!({"disabled": true}))).await;
+    assert_eq!(status, 404);
     let (status, rotated) = app
         .call("POST", "kms", "/keys/service_a/rotate", Some(&admin), Some(json!({"grace_seconds": 0})))
         .await;
@@ -390,7 +400,7 @@ async fn api_keys_lifecycle_and_nothing_in_plaintext_at_rest(backend: Backend) {
     assert_eq!(status, 200);
     let actions: Vec<&str> =
         audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    for action in ["users.create", "login", "keys.create", "keys.rotate", "keys.revoke"] {
+    for action in ["users.create", "login", "keys.create", "keys.rotate", "keys.revoke", "keys.disable"] {
         assert!(actions.contains(&action), "{action} missing from {actions:?}");
     }
     let audit_text = audit.to_string();

@@ -51,6 +51,7 @@ CREATE TABLE api_keys (
     sealed_key   TEXT NOT NULL,
     key_prefix   TEXT NOT NULL,
     state        TEXT NOT NULL,
+    disabled     BOOLEAN NOT NULL DEFAULT FALSE,
     created_at   TIMESTAMP NOT NULL,
     expires_at   TIMESTAMP,
     valid_until  TIMESTAMP,

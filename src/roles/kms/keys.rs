@@ -48,6 +48,8 @@ pub struct KeyMetadata {
     pub key_prefix: String,
     /// `active` or `retiring` (verifies until `valid_until`).
     pub state: String,
+    /// A disabled key does not verify until it is enabled again.
+    pub disabled: bool,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: NaiveDateTime,
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -89,6 +91,7 @@ pub enum VerifyCode {
     NotFound,
     Revoked,
     Expired,
+    Disabled,
 }
 
 impl VerifyCode {
@@ -98,6 +101,7 @@ impl VerifyCode {
             VerifyCode::NotFound => "NOT_FOUND",
             VerifyCode::Revoked => "REVOKED",
             VerifyCode::Expired => "EXPIRED",
+            VerifyCode::Disabled => "DISABLED",
         }
     }
 }
@@ -184,6 +188,7 @@ pub async fn create_key(
                     sealed_key: &sealed,
                     key_prefix: &prefix,
                     expires_at,
+                    disabled: false,
                 };
                 store::insert_key(conn, &new)?;
                 audit::record(
@@ -264,12 +269,69 @@ pub async fn list_keys(state: web::Data<KmsState>, _admin: Admin) -> ApiResult<w
             service_name: k.service_name,
             key_prefix: k.key_prefix,
             state: k.state,
+            disabled: k.disabled,
             created_at: k.created_at,
             expires_at: k.expires_at,
             valid_until: k.valid_until,
         })
         .collect();
     Ok(web::Json(KeyList { keys }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    /// true stops the service's keys from verifying; false lets them verify again.
+    pub disabled: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdatedKey {
+    pub service_name: String,
+    pub disabled: bool,
+}
+
+/// Disable or enable a service's API keys
+///
+/// Admin only. A reversible stop: disabled keys answer DISABLED on verify until enabled again.
+#[utoipa::path(
+    patch, path = "/keys/{service_name}", operation_id = "updateApiKey", tag = "API keys",
+    params(("service_name" = String, Path, description = "The service")),
+    request_body = UpdateKeyRequest,
+    responses((status = 200, description = "Updated", body = UpdatedKey), (status = 404, description = "The service has no key", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn update_key(
+    state: web::Data<KmsState>,
+    admin: Admin,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Json<UpdateKeyRequest>,
+) -> ApiResult<web::Json<UpdatedKey>> {
+    let service = path.into_inner();
+    let disabled = body.disabled;
+    let origin = Origin::of(&req, &state.trusted_proxies);
+    let name = service.clone();
+    let changed = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let count = store::set_service_disabled(conn, &name, disabled)?;
+                if count > 0 {
+                    let action = if disabled { "keys.disable" } else { "keys.enable" };
+                    audit::record(
+                        conn,
+                        origin.entry(ROLE_NAME, &admin.0.sub, action, &name, Outcome::Success, None),
+                    )?;
+                }
+                Ok(count)
+            })
+        })
+        .await?;
+    if changed == 0 {
+        return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
+    }
+    Ok(web::Json(UpdatedKey { service_name: service, disabled }))
 }
 
 /// Revoke a service's API keys
@@ -360,6 +422,7 @@ pub async fn rotate_key(
                     sealed_key: &sealed,
                     key_prefix: &prefix,
                     expires_at: old.expires_at,
+                    disabled: old.disabled,
                 };
                 store::insert_key(conn, &new)?;
                 let details = serde_json::json!({ "graceSeconds": grace });
@@ -417,6 +480,8 @@ pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<Ve
         Some(k) if constant_time_eq(k.key_hash.as_bytes(), hash.as_bytes()) => {
             let code = if k.state == store::KEY_REVOKED {
                 VerifyCode::Revoked
+            } else if k.disabled {
+                VerifyCode::Disabled
             } else if k.expires_at.is_some_and(|t| t <= now) || k.valid_until.is_some_and(|t| t <= now) {
                 VerifyCode::Expired
             } else {

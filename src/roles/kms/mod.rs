@@ -53,7 +53,12 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
         .service(web::resource("/keys").post(keys::create_key).get(keys::list_keys))
         // Registered before /keys/{service_name} so that "verify" is never taken for a name.
         .service(web::resource("/keys/verify").post(keys::verify_key))
-        .service(web::resource("/keys/{service_name}").get(keys::get_key).delete(keys::delete_key))
+        .service(
+            web::resource("/keys/{service_name}")
+                .get(keys::get_key)
+                .patch(keys::update_key)
+                .delete(keys::delete_key),
+        )
         .service(web::resource("/keys/{service_name}/rotate").post(keys::rotate_key))
         .service(web::resource("/audit").get(list_audit));
 }
@@ -63,7 +68,7 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
     paths(
         users::register, users::login, session::token, session::logout, session::jwks,
         session::rotate_signing_key, users::list_users, users::get_user, users::update_user,
-        users::delete_user, keys::create_key, keys::list_keys, keys::get_key, keys::delete_key,
+        users::delete_user, keys::create_key, keys::list_keys, keys::get_key, keys::update_key, keys::delete_key,
         keys::rotate_key, keys::verify_key, list_audit
     ),
     components(schemas(
@@ -71,7 +76,7 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
         users::UserList, users::UpdateUserRequest, session::TokenResponse, session::TokenRequest,
         session::RotatedSigningKey, keys::CreateKeyRequest, keys::KeyResponse, keys::KeyMetadata,
         keys::KeyList, keys::RotateKeyRequest, keys::RotatedKey, keys::VerifyRequest,
-        keys::VerifyResponse, keys::VerifyCode, AuditPage, Entry, ErrorBody
+        keys::VerifyResponse, keys::VerifyCode, keys::UpdateKeyRequest, keys::UpdatedKey, AuditPage, Entry, ErrorBody
     )),
     modifiers(&BearerAuth),
     tags(

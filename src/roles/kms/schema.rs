@@ -50,6 +50,7 @@ diesel::table! {
         sealed_key -> Text,
         key_prefix -> Text,
         state -> Text,
+        disabled -> Bool,
         created_at -> Timestamp,
         expires_at -> Nullable<Timestamp>,
         valid_until -> Nullable<Timestamp>,

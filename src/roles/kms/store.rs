@@ -226,6 +226,7 @@ pub struct ApiKey {
     pub sealed_key: String,
     pub key_prefix: String,
     pub state: String,
+    pub disabled: bool,
     pub created_at: NaiveDateTime,
     pub expires_at: Option<NaiveDateTime>,
     pub valid_until: Option<NaiveDateTime>,
@@ -237,6 +238,7 @@ pub struct NewApiKey<'a> {
     pub sealed_key: &'a str,
     pub key_prefix: &'a str,
     pub expires_at: Option<NaiveDateTime>,
+    pub disabled: bool,
 }
 
 pub fn insert_key(conn: &mut AnyConnection, key: &NewApiKey<'_>) -> Result<(), DbError> {
@@ -247,6 +249,7 @@ pub fn insert_key(conn: &mut AnyConnection, key: &NewApiKey<'_>) -> Result<(), D
             api_keys::sealed_key.eq(key.sealed_key),
             api_keys::key_prefix.eq(key.key_prefix),
             api_keys::state.eq(KEY_ACTIVE),
+            api_keys::disabled.eq(key.disabled),
             api_keys::created_at.eq(now()),
             api_keys::expires_at.eq(key.expires_at),
         ))
@@ -292,6 +295,19 @@ pub fn retire_active(
     .set((api_keys::state.eq(KEY_RETIRING), api_keys::valid_until.eq(valid_until)))
     .execute(conn)?;
     Ok(updated > 0)
+}
+
+/// Disables or re-enables every live key of a service (a reversible stop, unlike revoke).
+pub fn set_service_disabled(
+    conn: &mut AnyConnection,
+    service: &str,
+    disabled: bool,
+) -> Result<usize, DbError> {
+    Ok(diesel::update(
+        api_keys::table.filter(api_keys::service_name.eq(service)).filter(api_keys::state.ne(KEY_REVOKED)),
+    )
+    .set(api_keys::disabled.eq(disabled))
+    .execute(conn)?)
 }
 
 /// Revokes every key of a service (active and retiring); returns how many.
