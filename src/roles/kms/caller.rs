@@ -23,10 +23,8 @@ fn kms_state(req: &HttpRequest) -> Result<web::Data<KmsState>, ApiError> {
 
 /// Verifies a bearer token completely: signature, claims, revocation and account state.
 pub async fn authenticate(state: web::Data<KmsState>, token: String) -> Result<Claims, ApiError> {
-    let kid = auth::eddsa_kid(&token)?;
-    let key = match state.keys.decoding_key(&kid) {
-        Some(key) => key,
-        None => {
+    let claims = match state.verified.verify(&token, |kid| state.keys.decoding_key(kid)) {
+        Err(Rejection::UnknownKey) => {
             // Another kms replica may have rotated: reload once before refusing the kid.
             let reload_state = state.clone();
             state
@@ -35,10 +33,10 @@ pub async fn authenticate(state: web::Data<KmsState>, token: String) -> Result<C
                     reload_state.keys.reload(conn, &reload_state.master_key).map_err(|e| e.into_db())
                 })
                 .await?;
-            state.keys.decoding_key(&kid).ok_or(Rejection::UnknownKey)?
+            state.verified.verify(&token, |kid| state.keys.decoding_key(kid))?
         }
+        other => other?,
     };
-    let claims = auth::verify(&token, &key, &state.config.issuer, &state.config.audience)?;
     let (jti, sub, is_service) = (claims.jti.clone(), claims.sub.clone(), claims.is_service());
     let standing = state
         .db

@@ -26,6 +26,8 @@ pub struct KmsState {
     pub decoy_hash: String,
     pub metrics: KmsMetrics,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Tokens whose signature and claims were already verified.
+    pub verified: crate::platform::auth::VerifiedTokens,
 }
 
 pub struct KmsMetrics {
@@ -59,6 +61,7 @@ impl KmsMetrics {
 /// Builds the kms state: loads (or creates) the signing keys and prepares the limits.
 pub fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
     let config = ctx.config.kms.clone();
+    let (config_issuer, config_audience) = (config.issuer.clone(), config.audience.clone());
     let mut conn = ctx.db.conn().map_err(|e| e.to_string())?;
     let keys = KeyRing::load(&mut conn, &ctx.master_key).map_err(|e| e.to_string())?;
     let purged = super::store::purge_expired(&mut conn).map_err(|e| e.to_string())?;
@@ -76,6 +79,7 @@ pub fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
         decoy_hash,
         metrics,
         trusted_proxies: ctx.config.server.trusted_proxies.clone(),
+        verified: crate::platform::auth::VerifiedTokens::new(10_000, &config_issuer, &config_audience),
     };
     Ok(Some(Arc::new(state)))
 }
