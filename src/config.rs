@@ -50,6 +50,7 @@ pub struct KmsConfig {
     pub service_token_ttl_seconds: u64,
     pub bcrypt_cost: u32,
     pub key_rotation_grace_seconds: u64,
+    pub key_cache_ttl_ms: u64,
     pub login_failures_per_username: u32,
     pub login_failures_per_address: u32,
     pub login_failure_window_seconds: u64,

@@ -199,6 +199,7 @@ pub async fn create_key(
             })
         })
         .await;
+    state.key_lookups.clear();
     match created {
         Ok(true) => {}
         Ok(false) => return Err(ApiError::new(ErrorCode::Conflict, "this service already has an API key")),
@@ -328,6 +329,7 @@ pub async fn update_key(
             })
         })
         .await?;
+    state.key_lookups.clear();
     if changed == 0 {
         return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
     }
@@ -373,6 +375,7 @@ pub async fn delete_key(
             })
         })
         .await?;
+    state.key_lookups.clear();
     if revoked == 0 {
         return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
     }
@@ -441,6 +444,7 @@ pub async fn rotate_key(
             })
         })
         .await?;
+    state.key_lookups.clear();
     if !rotated {
         return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
     }
@@ -471,8 +475,15 @@ pub async fn verify_key(
 /// Looks a key up by its keyed hash and classifies it.
 pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<VerifyResponse> {
     let hash = state.master_key.lookup_hash(HASH_CONTEXT, key.as_bytes());
-    let lookup = hash.clone();
-    let found = state.db.run(move |conn| store::key_by_hash(conn, &lookup)).await?;
+    let found = match state.key_lookups.get(&hash) {
+        Some(cached) => cached,
+        None => {
+            let lookup = hash.clone();
+            let found = state.db.run(move |conn| store::key_by_hash(conn, &lookup)).await?;
+            state.key_lookups.put(hash.clone(), found.clone());
+            found
+        }
+    };
     let now = store::now();
     let verdict = match found {
         // The index lookup already matched; the comparison is repeated in constant time so that
