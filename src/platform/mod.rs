@@ -6,6 +6,7 @@ pub mod auth;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod fs;
 pub mod logging;

@@ -408,6 +408,24 @@ async fn api_keys_lifecycle_and_nothing_in_plaintext_at_rest(backend: Backend) {
         assert!(!audit_text.contains(secret));
     }
 
+    // Every mutation published its event durably, in its own transaction; no secret in them.
+    let events = app
+        .platform
+        .db
+        .run(|conn| fountain::platform::events::read_after(conn, 0, None, 1000))
+        .await
+        .unwrap();
+    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+    for topic in ["users.changed", "keys.created", "keys.rotated", "keys.changed", "keys.revoked"] {
+        assert!(topics.contains(&topic), "{topic} missing from {topics:?}");
+    }
+    assert!(events.iter().all(|e| e.source == "kms"));
+    for event in &events {
+        for secret in [key.as_str(), key2.as_str(), key3.as_str(), PASSWORD] {
+            assert!(!event.payload.contains(secret), "{secret} in event {}", event.topic);
+        }
+    }
+
     // Nothing secret at rest: not in the SQLite file (and its WAL), not in any PostgreSQL row.
     let secrets = [key.as_str(), key2.as_str(), key3.as_str(), PASSWORD];
     match app.database.sqlite_path() {

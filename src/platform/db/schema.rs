@@ -21,3 +21,13 @@ diesel::table! {
         value -> Text,
     }
 }
+
+diesel::table! {
+    events (id) {
+        id -> BigInt,
+        topic -> Text,
+        payload -> Text,
+        source -> Text,
+        created_at -> Timestamp,
+    }
+}

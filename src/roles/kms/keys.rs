@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::caller::{Admin, Caller};
 use super::state::KmsState;
-use super::{store, ROLE_NAME};
+use super::{publish, store, ROLE_NAME};
 use crate::platform::audit::{self, Origin, Outcome};
 use crate::platform::crypto::{constant_time_eq, random_token};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
@@ -191,6 +191,7 @@ pub async fn create_key(
                     disabled: false,
                 };
                 store::insert_key(conn, &new)?;
+                publish(conn, "keys.created", serde_json::json!({ "serviceName": service }))?;
                 audit::record(
                     conn,
                     origin.entry(ROLE_NAME, &admin.0.sub, "keys.create", &service, Outcome::Success, None),
@@ -319,6 +320,11 @@ pub async fn update_key(
             conn.transaction(|conn| {
                 let count = store::set_service_disabled(conn, &name, disabled)?;
                 if count > 0 {
+                    publish(
+                        conn,
+                        "keys.changed",
+                        serde_json::json!({ "serviceName": name, "disabled": disabled }),
+                    )?;
                     let action = if disabled { "keys.disable" } else { "keys.enable" };
                     audit::record(
                         conn,
@@ -359,6 +365,7 @@ pub async fn delete_key(
             conn.transaction(|conn| {
                 let count = store::revoke_service_keys(conn, &service)?;
                 if count > 0 {
+                    publish(conn, "keys.revoked", serde_json::json!({ "serviceName": service }))?;
                     audit::record(
                         conn,
                         origin.entry(
@@ -428,6 +435,8 @@ pub async fn rotate_key(
                     disabled: old.disabled,
                 };
                 store::insert_key(conn, &new)?;
+                let rotated = serde_json::json!({ "serviceName": name, "previousValidUntil": valid_until });
+                publish(conn, "keys.rotated", rotated)?;
                 let details = serde_json::json!({ "graceSeconds": grace });
                 audit::record(
                     conn,

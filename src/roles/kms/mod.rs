@@ -148,6 +148,15 @@ async fn list_audit(
     Ok(web::Json(AuditPage { entries, next }))
 }
 
+/// Publishes a kms event in the caller's transaction (see `platform::events`).
+fn publish(
+    conn: &mut crate::platform::db::AnyConnection,
+    topic: &str,
+    payload: serde_json::Value,
+) -> Result<(), crate::platform::db::DbError> {
+    crate::platform::events::publish(conn, ROLE_NAME, topic, &payload).map(|_| ())
+}
+
 /// `fountain admin create-user`: creates a user directly in the database (the first admin).
 pub fn create_user_offline(
     platform: &Platform,
@@ -165,6 +174,11 @@ pub fn create_user_offline(
     let origin = audit::Origin { addr: "cli".into(), request_id: None };
     let result = diesel::Connection::transaction(&mut *conn, |conn| {
         store::insert_user(conn, &username, &hash, &roles)?;
+        publish(
+            conn,
+            "users.changed",
+            serde_json::json!({"username": username, "change": "created", "roles": roles}),
+        )?;
         let details = serde_json::json!({ "roles": roles });
         audit::record(
             conn,

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::caller::{Admin, Caller};
 use super::keys::{check_key, VerifyCode};
 use super::state::KmsState;
-use super::{store, ROLE_NAME};
+use super::{publish, store, ROLE_NAME};
 use crate::platform::audit::{self, Origin, Outcome};
 use crate::platform::auth::{Claims, LEEWAY_SECONDS, SERVICE_ROLE};
 use crate::platform::crypto::random_token;
@@ -195,6 +195,8 @@ async fn refresh(state: &web::Data<KmsState>, token: String, origin: Origin) -> 
                 if stored.used_at.is_some() || !won || user.is_none() {
                     // A used token coming back means it leaked: end the whole session.
                     store::revoke_family(conn, &stored.family_id)?;
+                    let revoked = serde_json::json!({"username": stored.username, "sid": stored.family_id});
+                    publish(conn, "sessions.revoked", revoked)?;
                     let action = if user.is_none() { "refresh.disabled" } else { "refresh.reuse" };
                     let entry = origin.entry(
                         ROLE_NAME,
@@ -270,6 +272,8 @@ pub async fn logout(state: web::Data<KmsState>, req: HttpRequest, caller: Caller
                 if let Some(family) = &claims.sid {
                     store::revoke_family(conn, family)?;
                 }
+                let revoked = serde_json::json!({"jti": claims.jti, "sub": claims.sub, "exp": claims.exp, "sid": claims.sid});
+                publish(conn, "tokens.revoked", revoked)?;
                 audit::record(
                     conn,
                     origin.entry(ROLE_NAME, &claims.sub, "logout", &claims.sub, Outcome::Success, None),
@@ -318,6 +322,7 @@ pub async fn rotate_signing_key(
         .db
         .run(move |conn| {
             let kid = inner.keys.rotate(conn, &inner.master_key, publish_for).map_err(|e| e.into_db())?;
+            publish(conn, "signingkeys.rotated", serde_json::json!({ "kid": kid }))?;
             audit::record(
                 conn,
                 origin.entry(ROLE_NAME, &admin.0.sub, "signingkeys.rotate", &kid, Outcome::Success, None),

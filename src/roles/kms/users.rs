@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::caller::{Admin, MaybeCaller};
 use super::session::issue_session;
 use super::state::KmsState;
-use super::{store, ROLE_NAME};
+use super::{publish, store, ROLE_NAME};
 use crate::platform::audit::{self, Origin, Outcome};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::Json;
@@ -174,6 +174,11 @@ pub async fn register(
         .run(move |conn| {
             conn.transaction(|conn| {
                 store::insert_user(conn, &name, &hash, &granted)?;
+                publish(
+                    conn,
+                    "users.changed",
+                    serde_json::json!({"username": name, "change": "created", "roles": granted}),
+                )?;
                 let details = serde_json::json!({ "roles": granted });
                 audit::record(
                     conn,
@@ -334,6 +339,8 @@ pub async fn update_user(
                 if disabled == Some(true) {
                     store::revoke_user_sessions(conn, &username)?;
                 }
+                let change = serde_json::json!({"username": username, "change": "updated", "roles": roles, "disabled": disabled});
+                publish(conn, "users.changed", change)?;
                 let details = serde_json::json!({ "roles": roles, "disabled": disabled });
                 audit::record(
                     conn,
@@ -388,6 +395,11 @@ pub async fn delete_user(
                     return Err(diesel::result::Error::RollbackTransaction.into());
                 }
                 store::revoke_user_sessions(conn, &username)?;
+                publish(
+                    conn,
+                    "users.changed",
+                    serde_json::json!({"username": username, "change": "deleted"}),
+                )?;
                 audit::record(
                     conn,
                     origin.entry(ROLE_NAME, &actor, "users.delete", &username, Outcome::Success, None),
