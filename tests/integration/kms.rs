@@ -596,3 +596,50 @@ fn admin_create_user_reads_the_password_from_a_file_or_stdin_never_argv() {
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
+
+#[test]
+fn no_log_line_carries_a_password_key_or_token() {
+    use crate::helpers::{blocking_request, ServeProcess};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("pw");
+    std::fs::write(&file, PASSWORD).unwrap();
+    let created = crate::helpers::fountain_command(&data)
+        .args(["admin", "create-user", "--username", "ops", "--role", "admin", "--password-file"])
+        .arg(&file)
+        .env("FOUNTAIN_KMS__BCRYPT_COST", "4")
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let process = ServeProcess::start(
+        &data,
+        &["kms"],
+        &[("FOUNTAIN_KMS__BCRYPT_COST", "4"), ("FOUNTAIN_LOG__LEVEL", "debug")],
+    );
+    let kms = process.addr("kms");
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (status, _, body) = blocking_request(kms, "POST", path, &headers, Some(&body));
+        (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
+    };
+    let (status, session) = post("/login", None, json!({"username": "ops", "password": PASSWORD}));
+    assert_eq!(status, 200);
+    let token = session["access_token"].as_str().unwrap().to_string();
+    let refresh = session["refresh_token"].as_str().unwrap().to_string();
+    let (_, created) = post("/keys", Some(&token), json!({"service_name": "svc"}));
+    let key = created["api_key"].as_str().unwrap().to_string();
+    post("/keys/verify", None, json!({"api_key": key}));
+    post("/login", None, json!({"username": "ops", "password": "wrong-but-long-password"}));
+    post("/token", None, json!({"grant_type": "refresh_token", "refresh_token": refresh}));
+    post("/token", None, json!({"grant_type": "refresh_token", "refresh_token": refresh}));
+    post("/logout", Some(&token), json!({}));
+    process.signal("TERM");
+    let (code, lines) = process.wait(std::time::Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    assert!(lines.len() > 5, "debug logging produced lines: {lines:?}");
+    let all = lines.join("\n");
+    for secret in [PASSWORD, "wrong-but-long-password", &token, &refresh, &key] {
+        assert!(!all.contains(secret), "a secret reached the logs");
+    }
+}
