@@ -30,7 +30,25 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub security: SecurityConfig,
     pub kms: KmsConfig,
+    pub notify: NotifyConfig,
+    /// Where each role is reachable: `role name -> base URL`. Roles served by this process are
+    /// filled in with their bound address at start.
+    pub peers: BTreeMap<String, String>,
     pub roles: BTreeMap<String, RoleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// How often the delivery worker looks for new events and due retries.
+    pub poll_interval_ms: u64,
+    /// First retry delay; doubled per attempt (with jitter) up to `max_retry_delay_seconds`.
+    pub initial_retry_delay_ms: u64,
+    pub max_retry_delay_seconds: u64,
+    /// A delivery still failing this long after its event was published is dead-lettered.
+    pub max_delivery_age_seconds: u64,
+    /// Timeout of one webhook call.
+    pub delivery_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +210,11 @@ impl Config {
         })?;
         self.database_target()?;
         Ok(())
+    }
+
+    /// The base URL of a role (`peers.<role>`), without a trailing slash.
+    pub fn peer_url(&self, role: &str) -> Option<String> {
+        self.peers.get(role).map(|u| u.trim_end_matches('/').to_string())
     }
 
     /// The port a role listens on: from `[roles.<name>]`, else the role's built-in default.

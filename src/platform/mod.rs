@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod fs;
+pub mod identity;
 pub mod logging;
 pub mod meta;
 pub mod metrics;

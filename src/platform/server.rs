@@ -130,6 +130,18 @@ impl Host {
             })?;
             listeners.push((spec, listener));
         }
+        // Roles in this process reach each other at the addresses actually bound.
+        let mut config = (*config).clone();
+        for (spec, listener) in &listeners {
+            if let Ok(addr) = listener.local_addr() {
+                let host =
+                    if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+                let host = if host.contains(':') { format!("[{host}]") } else { host };
+                config.peers.insert(spec.name.to_string(), format!("http://{host}:{}", addr.port()));
+            }
+        }
+        let config = Arc::new(config);
+        let platform = &Platform { config: config.clone(), ..platform.clone() };
         let workers = worker_count(&config);
         let mut running = Vec::with_capacity(listeners.len());
         for (spec, listener) in listeners {

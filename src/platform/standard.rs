@@ -41,6 +41,20 @@ pub struct ReadyStatus {
     pub checks: serde_json::Value,
 }
 
+/// Declares the `bearer` (JWT) security scheme that protected operations refer to.
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
 /// The complete OpenAPI 3.0.3 document of a role: standard endpoints plus the role's own.
 pub fn role_openapi(role: &RoleSpec) -> OpenApiDoc {
     let mut doc = StandardApi::openapi();

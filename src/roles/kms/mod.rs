@@ -11,8 +11,7 @@ pub mod users;
 
 use actix_web::web;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use self::caller::Admin;
 use self::state::KmsState;
@@ -20,6 +19,7 @@ use super::RoleSpec;
 use crate::platform::audit::{self, Entry};
 use crate::platform::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::platform::server::{Platform, RoleContext};
+use crate::platform::standard::BearerAuth;
 
 const ROLE_NAME: &str = "kms";
 
@@ -87,18 +87,6 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
     )
 )]
 struct KmsApi;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
-    }
-}
 
 fn openapi() -> utoipa::openapi::OpenApi {
     KmsApi::openapi()

@@ -1,0 +1,478 @@
+//! notify endpoints: publish, replay, live stream, subscriptions and the dead-letter queue.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::state::NotifyState;
+use super::store::{self, Subscription};
+use super::worker::SECRET_CONTEXT;
+use crate::platform::crypto::random_token;
+use crate::platform::error::{ApiError, ApiResult, ErrorCode};
+use crate::platform::events::{self, valid_topic, StoredEvent};
+use crate::platform::extract::Json;
+use crate::platform::identity::AdminOrService;
+
+const MAX_TOPICS: usize = 32;
+const STREAM_BATCH: i64 = 100;
+const STREAM_POLL: Duration = Duration::from_millis(200);
+const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// Dot-separated lower-case words, e.g. `secrets.rotated`.
+    #[schema(example = "secrets.rotated")]
+    pub topic: String,
+    /// Any JSON value; never put a secret in it.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Published {
+    pub id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub id: i64,
+    pub topic: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub source: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: chrono::NaiveDateTime,
+}
+
+impl From<StoredEvent> for EventView {
+    fn from(event: StoredEvent) -> Self {
+        Self {
+            id: event.id,
+            payload: serde_json::from_str(&event.payload).unwrap_or(serde_json::Value::Null),
+            topic: event.topic,
+            source: event.source,
+            created_at: event.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    /// Pass as `since` for the next page; absent when there is nothing more yet.
+    pub next: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReplayParams {
+    /// Only this topic (exact).
+    pub topic: Option<String>,
+    /// Only events with a larger id (default 0: from the beginning).
+    pub since: Option<i64>,
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StreamParams {
+    /// Comma-separated topics (exact); all topics when absent.
+    pub topics: Option<String>,
+    /// Resume after this id (the `Last-Event-ID` header wins when both are given).
+    pub since: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubscribeRequest {
+    /// Topics (exact, `prefix.*` or `*`).
+    pub topics: Vec<String>,
+    /// http(s) URL that receives a POST per event.
+    pub callback_url: String,
+    /// HMAC secret for `X-Fountain-Signature` (16–256 characters); generated when absent.
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub id: String,
+    pub topics: Vec<String>,
+    pub callback_url: String,
+    pub owner: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: chrono::NaiveDateTime,
+    /// Only in the creation response, and only when fountain generated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl SubscriptionView {
+    fn of(sub: Subscription, secret: Option<String>) -> Self {
+        Self {
+            topics: sub.topic_list(),
+            id: sub.id,
+            callback_url: sub.callback_url,
+            owner: sub.owner,
+            created_at: sub.created_at,
+            secret,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeliveryParams {
+    /// `pending`, `delivered` or `dead`.
+    pub status: Option<String>,
+    pub subscription: Option<String>,
+    /// 1–500 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub id: i64,
+    pub subscription_id: String,
+    pub event_id: i64,
+    pub status: String,
+    pub attempts: i32,
+    #[schema(value_type = String, format = DateTime)]
+    pub next_attempt_at: chrono::NaiveDateTime,
+    pub last_error: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: chrono::NaiveDateTime,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub delivered_at: Option<chrono::NaiveDateTime>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
+}
+
+fn check_limit(limit: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be between 1 and {max}")))
+    }
+}
+
+/// Publish an event
+///
+/// Service or admin. Stores the event durably first, then delivers it to subscribers (at least once).
+#[utoipa::path(
+    post, path = "/events", operation_id = "publishEvent", tag = "Events",
+    request_body = PublishRequest,
+    responses((status = 202, description = "Stored; delivery follows", body = Published), (status = 422, description = "Invalid topic", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn publish(
+    state: web::Data<NotifyState>,
+    caller: AdminOrService,
+    body: Json<PublishRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    if !valid_topic(&body.topic) {
+        return Err(ApiError::validation(
+            "topic",
+            "must be dot-separated words of a-z 0-9 _ - (at most 128 characters)",
+        ));
+    }
+    let source = caller.0.sub;
+    let id = state.db.run(move |conn| events::publish(conn, &source, &body.topic, &body.payload)).await?;
+    state.metrics.published.inc();
+    Ok(HttpResponse::Accepted().json(Published { id }))
+}
+
+/// Replay events
+///
+/// Service or admin. Stored events after an id, oldest first, optionally of one topic.
+#[utoipa::path(
+    get, path = "/events", operation_id = "listEvents", tag = "Events", params(ReplayParams),
+    responses((status = 200, description = "A page of events", body = EventPage)),
+    security(("bearer" = []))
+)]
+pub async fn replay(
+    state: web::Data<NotifyState>,
+    _caller: AdminOrService,
+    params: web::Query<ReplayParams>,
+) -> ApiResult<web::Json<EventPage>> {
+    let limit = check_limit(params.limit, 100, 1000)?;
+    let since = params.since.unwrap_or(0).max(0);
+    let topics = params.topic.clone().map(|t| vec![t]);
+    let found = state.db.run(move |conn| events::read_after(conn, since, topics.as_deref(), limit)).await?;
+    let next = found.last().map(|e| e.id);
+    Ok(web::Json(EventPage { events: found.into_iter().map(EventView::from).collect(), next }))
+}
+
+/// Stream events live
+///
+/// Service or admin. Server-Sent Events; each event's id is its event id, so Last-Event-ID resumes.
+#[utoipa::path(
+    get, path = "/events/stream", operation_id = "streamEvents", tag = "Events", params(StreamParams),
+    responses((status = 200, description = "text/event-stream of events", content_type = "text/event-stream")),
+    security(("bearer" = []))
+)]
+pub async fn stream(
+    state: web::Data<NotifyState>,
+    _caller: AdminOrService,
+    req: HttpRequest,
+    params: web::Query<StreamParams>,
+) -> ApiResult<HttpResponse> {
+    let last_event_id =
+        req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    // Without a resume point the stream starts with the events published from now on.
+    let start = match last_event_id.or(params.since) {
+        Some(id) => id.max(0),
+        None => latest_id(&state).await?,
+    };
+    let topics: Option<Vec<String>> = params
+        .topics
+        .as_ref()
+        .map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+    if let Some(topics) = &topics {
+        if topics.len() > MAX_TOPICS || topics.iter().any(|t| !valid_topic(t)) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "topics must be a comma-separated list of valid topic names",
+            ));
+        }
+    }
+    let db = state.db.clone();
+    let events = futures_util::stream::unfold((db, start, topics), |(db, after, topics)| async move {
+        let mut waited = Duration::ZERO;
+        loop {
+            let wanted = topics.clone();
+            match db.run(move |conn| events::read_after(conn, after, wanted.as_deref(), STREAM_BATCH)).await {
+                Ok(batch) if !batch.is_empty() => {
+                    let last = batch.last().map_or(after, |e| e.id);
+                    let text: String = batch.into_iter().map(sse_frame).collect();
+                    return Some((Ok::<_, actix_web::Error>(web::Bytes::from(text)), (db, last, topics)));
+                }
+                Ok(_) => {}
+                Err(err) => log::warn!(target: "fountain::notify", "event stream read failed: {err}"),
+            }
+            if waited >= STREAM_KEEPALIVE {
+                return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), (db, after, topics)));
+            }
+            actix_web::rt::time::sleep(STREAM_POLL).await;
+            waited += STREAM_POLL;
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(events))
+}
+
+async fn latest_id(state: &NotifyState) -> ApiResult<i64> {
+    use diesel::prelude::*;
+    let latest: Option<i64> = state
+        .db
+        .run(|conn| {
+            Ok(crate::platform::db::schema::events::table
+                .select(diesel::dsl::max(crate::platform::db::schema::events::id))
+                .first(conn)?)
+        })
+        .await?;
+    Ok(latest.unwrap_or(0))
+}
+
+fn sse_frame(event: StoredEvent) -> String {
+    let id = event.id;
+    let topic = event.topic.clone();
+    let data = serde_json::to_string(&EventView::from(event)).unwrap_or_default();
+    format!("id: {id}\nevent: {topic}\ndata: {data}\n\n")
+}
+
+/// Subscribe a webhook
+///
+/// Service or admin. Every event on the topics is POSTed to callbackUrl, signed with HMAC-SHA256 of timestamp.body.
+#[utoipa::path(
+    post, path = "/subscriptions", operation_id = "createSubscription", tag = "Subscriptions",
+    request_body = SubscribeRequest,
+    responses((status = 201, description = "Subscribed", body = SubscriptionView), (status = 422, description = "Invalid topics, URL or secret", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn subscribe(
+    state: web::Data<NotifyState>,
+    caller: AdminOrService,
+    body: Json<SubscribeRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    if body.topics.is_empty() || body.topics.len() > MAX_TOPICS {
+        return Err(ApiError::validation("topics", format!("must list 1 to {MAX_TOPICS} topics")));
+    }
+    for topic in &body.topics {
+        let pattern = topic.strip_suffix(".*").unwrap_or(topic);
+        if topic != "*" && !valid_topic(pattern) {
+            return Err(ApiError::validation("topics", "each must be a topic, a prefix ending in .* or *"));
+        }
+    }
+    check_callback(&state, &body.callback_url)?;
+    let (secret, generated) = match body.secret {
+        Some(secret) if (16..=256).contains(&secret.len()) => (secret, false),
+        Some(_) => return Err(ApiError::validation("secret", "must be 16 to 256 characters")),
+        None => (random_token(32), true),
+    };
+    let sub = Subscription {
+        id: uuid::Uuid::new_v4().to_string(),
+        owner: caller.0.sub,
+        topics: serde_json::to_string(&body.topics).unwrap_or_default(),
+        callback_url: body.callback_url,
+        sealed_secret: state.master_key.seal(SECRET_CONTEXT, secret.as_bytes()),
+        created_at: store::now(),
+    };
+    let stored = sub.clone();
+    state.db.run(move |conn| store::insert_subscription(conn, &stored)).await?;
+    Ok(HttpResponse::Created().json(SubscriptionView::of(sub, generated.then_some(secret))))
+}
+
+/// Callbacks are absolute http(s) URLs without credentials that do not point at notify itself.
+fn check_callback(state: &NotifyState, raw: &str) -> ApiResult<()> {
+    let invalid = |reason: &str| Err(ApiError::validation("callbackUrl", reason));
+    let Ok(url) = url::Url::parse(raw) else { return invalid("must be an absolute URL") };
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return invalid("must be an http or https URL");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return invalid("must not carry credentials (use the subscription secret)");
+    }
+    if raw.len() > 2048 {
+        return invalid("must be at most 2048 characters");
+    }
+    let authority =
+        format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(80));
+    if state.own_authorities.iter().any(|own| own.eq_ignore_ascii_case(&authority)) {
+        return invalid("must not point at the notification service itself");
+    }
+    Ok(())
+}
+
+async fn owned_subscription(
+    state: &NotifyState,
+    caller: &AdminOrService,
+    id: String,
+) -> ApiResult<Subscription> {
+    let found = state.db.run(move |conn| store::find_subscription(conn, &id)).await?;
+    match found {
+        Some(sub) if caller.0.is_admin() || sub.owner == caller.0.sub => Ok(sub),
+        // Someone else's subscription is reported as absent, not as forbidden.
+        _ => Err(ApiError::new(ErrorCode::NotFound, "no such subscription")),
+    }
+}
+
+/// Get a subscription
+///
+/// Its owner or an admin. Topics and callback URL; the secret is never shown again.
+#[utoipa::path(
+    get, path = "/subscriptions/{id}", operation_id = "getSubscription", tag = "Subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, description = "The subscription", body = SubscriptionView), (status = 404, description = "No such subscription", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get_subscription(
+    state: web::Data<NotifyState>,
+    caller: AdminOrService,
+    path: web::Path<String>,
+) -> ApiResult<web::Json<SubscriptionView>> {
+    let sub = owned_subscription(&state, &caller, path.into_inner()).await?;
+    Ok(web::Json(SubscriptionView::of(sub, None)))
+}
+
+/// Delete a subscription
+///
+/// Its owner or an admin. Stops deliveries, including pending retries.
+#[utoipa::path(
+    delete, path = "/subscriptions/{id}", operation_id = "deleteSubscription", tag = "Subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such subscription", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn delete_subscription(
+    state: web::Data<NotifyState>,
+    caller: AdminOrService,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let sub = owned_subscription(&state, &caller, path.into_inner()).await?;
+    state.db.run(move |conn| store::delete_subscription(conn, &sub.id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn require_admin(caller: &AdminOrService) -> ApiResult<()> {
+    if caller.0.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::Forbidden, "this requires the admin role"))
+    }
+}
+
+/// List deliveries
+///
+/// Admin only. Webhook deliveries by status (pending, delivered, dead), newest first.
+#[utoipa::path(
+    get, path = "/deliveries", operation_id = "listDeliveries", tag = "Subscriptions", params(DeliveryParams),
+    responses((status = 200, description = "Deliveries", body = DeliveryList)),
+    security(("bearer" = []))
+)]
+pub async fn list_deliveries(
+    state: web::Data<NotifyState>,
+    caller: AdminOrService,
+    params: web::Query<DeliveryParams>,
+) -> ApiResult<web::Json<DeliveryList>> {
+    require_admin(&caller)?;
+    let limit = check_limit(params.limit, 100, 500)?;
+    let status = params.status.clone();
+    if status.as_deref().is_some_and(|s| ![store::PENDING, store::DELIVERED, store::DEAD].contains(&s)) {
+        return Err(ApiError::new(ErrorCode::BadRequest, "status must be pending, delivered or dead"));
+    }
+    let subscription = params.subscription.clone();
+    let rows = state
+        .db
+        .run(move |conn| store::list_deliveries(conn, status.as_deref(), subscription.as_deref(), limit))
+        .await?;
+    let deliveries = rows
+        .into_iter()
+        .map(|d| DeliveryView {
+            id: d.id,
+            subscription_id: d.subscription_id,
+            event_id: d.event_id,
+            status: d.status,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at,
+            last_error: d.last_error,
+            created_at: d.created_at,
+            delivered_at: d.delivered_at,
+        })
+        .collect();
+    Ok(web::Json(DeliveryList { deliveries }))
+}
+
+/// Retry a dead delivery
+///
+/// Admin only. Puts a dead-lettered delivery back in the queue for another attempt.
+#[utoipa::path(
+    post, path = "/deliveries/{id}/retry", operation_id = "retryDelivery", tag = "Subscriptions",
+    params(("id" = i64, Path, description = "Delivery id")),
+    responses((status = 202, description = "Queued again"), (status = 404, description = "No such dead delivery", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn retry_delivery(
+    state: web::Data<NotifyState>,
+    caller: AdminOrService,
+    path: web::Path<i64>,
+) -> ApiResult<HttpResponse> {
+    require_admin(&caller)?;
+    let id = path.into_inner();
+    if !state.db.run(move |conn| store::retry_dead(conn, id)).await? {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such dead delivery"));
+    }
+    Ok(HttpResponse::Accepted().finish())
+}

@@ -1,0 +1,321 @@
+//! notify persistence: subscriptions, fan-out of events into deliveries, and the delivery queue.
+
+use chrono::{Duration, NaiveDateTime};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+
+use super::schema::{deliveries, subscriptions};
+use crate::platform::db::schema::{events as event_rows, instance_meta};
+use crate::platform::db::{AnyConnection, DbError};
+use crate::platform::events::{self, StoredEvent};
+
+pub const PENDING: &str = "pending";
+pub const DELIVERED: &str = "delivered";
+pub const DEAD: &str = "dead";
+
+const FANOUT_CURSOR: &str = "notify.fanout_cursor";
+/// Serialises fan-out across notify replicas on PostgreSQL.
+const FANOUT_LOCK_KEY: i64 = 0x6e6f_7469_6679; // "notify"
+/// An id gap younger than this may still be an uncommitted transaction: wait for it.
+const GAP_GRACE_SECONDS: i64 = 5;
+
+pub fn now() -> NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = subscriptions)]
+pub struct Subscription {
+    pub id: String,
+    pub owner: String,
+    pub topics: String,
+    pub callback_url: String,
+    pub sealed_secret: String,
+    pub created_at: NaiveDateTime,
+}
+
+impl Subscription {
+    pub fn topic_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.topics).unwrap_or_default()
+    }
+}
+
+/// `keys.*` matches `keys.rotated`; `*` matches everything; otherwise exact.
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    pattern == "*"
+        || pattern == topic
+        || pattern
+            .strip_suffix(".*")
+            .is_some_and(|prefix| topic.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+}
+
+pub fn insert_subscription(conn: &mut AnyConnection, sub: &Subscription) -> Result<(), DbError> {
+    diesel::insert_into(subscriptions::table)
+        .values((
+            subscriptions::id.eq(&sub.id),
+            subscriptions::owner.eq(&sub.owner),
+            subscriptions::topics.eq(&sub.topics),
+            subscriptions::callback_url.eq(&sub.callback_url),
+            subscriptions::sealed_secret.eq(&sub.sealed_secret),
+            subscriptions::created_at.eq(sub.created_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn find_subscription(conn: &mut AnyConnection, id: &str) -> Result<Option<Subscription>, DbError> {
+    Ok(subscriptions::table
+        .filter(subscriptions::id.eq(id))
+        .select(Subscription::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Removes a subscription and its undelivered deliveries; returns whether it existed.
+pub fn delete_subscription(conn: &mut AnyConnection, id: &str) -> Result<bool, DbError> {
+    conn.transaction(|conn| {
+        diesel::delete(
+            deliveries::table
+                .filter(deliveries::subscription_id.eq(id))
+                .filter(deliveries::status.ne(DELIVERED)),
+        )
+        .execute(conn)?;
+        Ok(diesel::delete(subscriptions::table.filter(subscriptions::id.eq(id))).execute(conn)? > 0)
+    })
+}
+
+/// Turns new events into one pending delivery per matching subscription and advances the
+/// fan-out cursor, in one transaction. Returns how many deliveries were created.
+pub fn fan_out(conn: &mut AnyConnection, batch: i64) -> Result<usize, DbError> {
+    conn.transaction(|conn| {
+        if let AnyConnection::Postgres(pg) = conn {
+            pg.batch_execute(&format!("SELECT pg_advisory_xact_lock({FANOUT_LOCK_KEY})"))?;
+        }
+        let cursor: i64 = instance_meta::table
+            .filter(instance_meta::name.eq(FANOUT_CURSOR))
+            .select(instance_meta::value)
+            .first::<String>(conn)
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let new_events = events::read_after(conn, cursor, None, batch)?;
+        let ready = gapless_prefix(cursor, &new_events, now());
+        if ready.is_empty() {
+            return Ok(0);
+        }
+        let subs: Vec<Subscription> = subscriptions::table.select(Subscription::as_select()).load(conn)?;
+        let at = now();
+        let mut created = 0;
+        for event in ready {
+            for sub in subs.iter().filter(|s| s.topic_list().iter().any(|p| topic_matches(p, &event.topic))) {
+                created += diesel::insert_into(deliveries::table)
+                    .values((
+                        deliveries::subscription_id.eq(&sub.id),
+                        deliveries::event_id.eq(event.id),
+                        deliveries::status.eq(PENDING),
+                        deliveries::attempts.eq(0),
+                        deliveries::next_attempt_at.eq(at),
+                        deliveries::created_at.eq(at),
+                    ))
+                    .execute(conn)?;
+            }
+        }
+        let last = ready.last().map_or(cursor, |e| e.id);
+        save_cursor(conn, last)?;
+        Ok(created)
+    })
+}
+
+/// The events that can be fanned out now: in id order, stopping at a gap in the ids unless the
+/// event after it is old enough that the missing id must belong to a rolled-back transaction.
+fn gapless_prefix(cursor: i64, events: &[StoredEvent], now: NaiveDateTime) -> &[StoredEvent] {
+    let mut expected = cursor + 1;
+    for (index, event) in events.iter().enumerate() {
+        let settled = now - event.created_at > Duration::seconds(GAP_GRACE_SECONDS);
+        if event.id != expected && !settled {
+            return &events[..index];
+        }
+        expected = event.id + 1;
+    }
+    events
+}
+
+fn save_cursor(conn: &mut AnyConnection, value: i64) -> Result<(), DbError> {
+    let updated = diesel::update(instance_meta::table.filter(instance_meta::name.eq(FANOUT_CURSOR)))
+        .set(instance_meta::value.eq(value.to_string()))
+        .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(instance_meta::table)
+            .values((instance_meta::name.eq(FANOUT_CURSOR), instance_meta::value.eq(value.to_string())))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// A delivery leased for one attempt, with what is needed to make it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub attempts: i32,
+    pub callback_url: String,
+    pub sealed_secret: String,
+    pub event: StoredEvent,
+}
+
+/// Leases up to `limit` due deliveries for `lease` (so a crashed worker's work comes back and
+/// other replicas skip them: `FOR UPDATE SKIP LOCKED` on PostgreSQL).
+pub fn claim_due(conn: &mut AnyConnection, limit: i64, lease: Duration) -> Result<Vec<DueDelivery>, DbError> {
+    conn.transaction(|conn| {
+        let at = now();
+        let due = deliveries::table
+            .filter(deliveries::status.eq(PENDING))
+            .filter(deliveries::next_attempt_at.le(at))
+            .order(deliveries::next_attempt_at.asc())
+            .limit(limit)
+            .select(deliveries::id);
+        let ids: Vec<i64> = match conn {
+            AnyConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
+            AnyConnection::Sqlite(sqlite) => due.load(sqlite)?,
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        diesel::update(deliveries::table.filter(deliveries::id.eq_any(&ids)))
+            .set(deliveries::next_attempt_at.eq(at + lease))
+            .execute(conn)?;
+        // Three small lookups instead of a join: the tables belong to different modules.
+        let leased: Vec<(i64, i32, String, i64)> = deliveries::table
+            .filter(deliveries::id.eq_any(&ids))
+            .select((deliveries::id, deliveries::attempts, deliveries::subscription_id, deliveries::event_id))
+            .load(conn)?;
+        let sub_ids: Vec<&String> = leased.iter().map(|l| &l.2).collect();
+        let subs: Vec<Subscription> = subscriptions::table
+            .filter(subscriptions::id.eq_any(sub_ids))
+            .select(Subscription::as_select())
+            .load(conn)?;
+        let event_ids: Vec<i64> = leased.iter().map(|l| l.3).collect();
+        let found: Vec<StoredEvent> = event_rows::table
+            .filter(event_rows::id.eq_any(event_ids))
+            .select(StoredEvent::as_select())
+            .load(conn)?;
+        Ok(leased
+            .into_iter()
+            .filter_map(|(id, attempts, sub_id, event_id)| {
+                let sub = subs.iter().find(|s| s.id == sub_id)?;
+                let event = found.iter().find(|e| e.id == event_id)?.clone();
+                Some(DueDelivery {
+                    id,
+                    attempts,
+                    callback_url: sub.callback_url.clone(),
+                    sealed_secret: sub.sealed_secret.clone(),
+                    event,
+                })
+            })
+            .collect())
+    })
+}
+
+pub fn mark_delivered(conn: &mut AnyConnection, id: i64, attempts: i32) -> Result<(), DbError> {
+    diesel::update(deliveries::table.filter(deliveries::id.eq(id)))
+        .set((
+            deliveries::status.eq(DELIVERED),
+            deliveries::attempts.eq(attempts),
+            deliveries::delivered_at.eq(now()),
+            deliveries::last_error.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Records a failed attempt: retried at `retry_at`, or dead-lettered when `retry_at` is None.
+pub fn mark_failed(
+    conn: &mut AnyConnection,
+    id: i64,
+    attempts: i32,
+    error: &str,
+    retry_at: Option<NaiveDateTime>,
+) -> Result<(), DbError> {
+    let status = if retry_at.is_some() { PENDING } else { DEAD };
+    diesel::update(deliveries::table.filter(deliveries::id.eq(id)))
+        .set((
+            deliveries::status.eq(status),
+            deliveries::attempts.eq(attempts),
+            deliveries::next_attempt_at.eq(retry_at.unwrap_or_else(now)),
+            deliveries::last_error.eq(Some(error)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = deliveries)]
+pub struct Delivery {
+    pub id: i64,
+    pub subscription_id: String,
+    pub event_id: i64,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub delivered_at: Option<NaiveDateTime>,
+}
+
+pub fn list_deliveries(
+    conn: &mut AnyConnection,
+    status: Option<&str>,
+    subscription: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Delivery>, DbError> {
+    let mut query = deliveries::table.select(Delivery::as_select()).into_boxed();
+    if let Some(status) = status {
+        query = query.filter(deliveries::status.eq(status.to_string()));
+    }
+    if let Some(subscription) = subscription {
+        query = query.filter(deliveries::subscription_id.eq(subscription.to_string()));
+    }
+    Ok(query.order(deliveries::id.desc()).limit(limit).load(conn)?)
+}
+
+/// Puts a dead delivery back in the queue; returns false when there is no such dead delivery.
+pub fn retry_dead(conn: &mut AnyConnection, id: i64) -> Result<bool, DbError> {
+    Ok(diesel::update(deliveries::table.filter(deliveries::id.eq(id)).filter(deliveries::status.eq(DEAD)))
+        .set((deliveries::status.eq(PENDING), deliveries::next_attempt_at.eq(now())))
+        .execute(conn)?
+        > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("secrets.rotated", "secrets.rotated"));
+        assert!(topic_matches("secrets.*", "secrets.rotated"));
+        assert!(!topic_matches("secrets.*", "secretsx.rotated"));
+        assert!(!topic_matches("secrets.*", "secrets"));
+        assert!(topic_matches("*", "anything.at.all"));
+        assert!(!topic_matches("keys.rotated", "keys.revoked"));
+    }
+
+    fn event(id: i64, age_seconds: i64) -> StoredEvent {
+        StoredEvent {
+            id,
+            topic: "t".into(),
+            payload: "{}".into(),
+            source: "s".into(),
+            created_at: now() - Duration::seconds(age_seconds),
+        }
+    }
+
+    #[test]
+    fn fan_out_waits_at_young_gaps_and_passes_settled_ones() {
+        let at = now();
+        let fresh = [event(5, 0), event(6, 0), event(8, 0), event(9, 0)];
+        assert_eq!(gapless_prefix(4, &fresh, at).len(), 2, "7 may still commit");
+        let settled = [event(5, 60), event(6, 60), event(8, 60), event(9, 0)];
+        assert_eq!(gapless_prefix(4, &settled, at).len(), 4, "an old gap is a rollback");
+        assert_eq!(gapless_prefix(10, &fresh, at).len(), 0, "first event is past a young gap");
+    }
+}
