@@ -5,6 +5,7 @@ mod helpers;
 
 mod errors;
 mod kms;
+mod notify;
 mod openapi;
 mod process;
 mod standard_endpoints;

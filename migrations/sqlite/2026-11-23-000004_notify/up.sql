@@ -5,6 +5,8 @@ CREATE TABLE subscriptions (
     topics        TEXT NOT NULL,
     callback_url  TEXT NOT NULL,
     sealed_secret TEXT NOT NULL,
+    -- Only events after this id are delivered: a subscription starts at its creation.
+    after_event_id BIGINT NOT NULL DEFAULT 0,
     created_at    TIMESTAMP NOT NULL
 );
 

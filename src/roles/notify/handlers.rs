@@ -273,16 +273,7 @@ pub async fn stream(
 }
 
 async fn latest_id(state: &NotifyState) -> ApiResult<i64> {
-    use diesel::prelude::*;
-    let latest: Option<i64> = state
-        .db
-        .run(|conn| {
-            Ok(crate::platform::db::schema::events::table
-                .select(diesel::dsl::max(crate::platform::db::schema::events::id))
-                .first(conn)?)
-        })
-        .await?;
-    Ok(latest.unwrap_or(0))
+    Ok(state.db.run(store::latest_event_id).await?)
 }
 
 fn sse_frame(event: StoredEvent) -> String {
@@ -322,7 +313,9 @@ pub async fn subscribe(
         Some(_) => return Err(ApiError::validation("secret", "must be 16 to 256 characters")),
         None => (random_token(32), true),
     };
+    let after_event_id = latest_id(&state).await?;
     let sub = Subscription {
+        after_event_id,
         id: uuid::Uuid::new_v4().to_string(),
         owner: caller.0.sub,
         topics: serde_json::to_string(&body.topics).unwrap_or_default(),

@@ -7,6 +7,7 @@ diesel::table! {
         topics -> Text,
         callback_url -> Text,
         sealed_secret -> Text,
+        after_event_id -> BigInt,
         created_at -> Timestamp,
     }
 }

@@ -31,6 +31,7 @@ pub struct Subscription {
     pub topics: String,
     pub callback_url: String,
     pub sealed_secret: String,
+    pub after_event_id: i64,
     pub created_at: NaiveDateTime,
 }
 
@@ -57,10 +58,17 @@ pub fn insert_subscription(conn: &mut AnyConnection, sub: &Subscription) -> Resu
             subscriptions::topics.eq(&sub.topics),
             subscriptions::callback_url.eq(&sub.callback_url),
             subscriptions::sealed_secret.eq(&sub.sealed_secret),
+            subscriptions::after_event_id.eq(sub.after_event_id),
             subscriptions::created_at.eq(sub.created_at),
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// The id of the newest event, 0 when there is none.
+pub fn latest_event_id(conn: &mut AnyConnection) -> Result<i64, DbError> {
+    let latest: Option<i64> = event_rows::table.select(diesel::dsl::max(event_rows::id)).first(conn)?;
+    Ok(latest.unwrap_or(0))
 }
 
 pub fn find_subscription(conn: &mut AnyConnection, id: &str) -> Result<Option<Subscription>, DbError> {
@@ -107,7 +115,10 @@ pub fn fan_out(conn: &mut AnyConnection, batch: i64) -> Result<usize, DbError> {
         let at = now();
         let mut created = 0;
         for event in ready {
-            for sub in subs.iter().filter(|s| s.topic_list().iter().any(|p| topic_matches(p, &event.topic))) {
+            let matching = subs.iter().filter(|s| {
+                event.id > s.after_event_id && s.topic_list().iter().any(|p| topic_matches(p, &event.topic))
+            });
+            for sub in matching {
                 created += diesel::insert_into(deliveries::table)
                     .values((
                         deliveries::subscription_id.eq(&sub.id),

@@ -1,0 +1,422 @@
+//! notify over real HTTP: publish, signed webhook deliveries to a real subscriber server,
+//! retries, dead-lettering, replay, the SSE stream, and bad input.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error_shape, Backend, TestApp};
+use crate::on_both_backends;
+
+const SECRET: &str = "subscriber-secret-0123456789";
+
+/// A webhook receiver on an ephemeral port that records what it gets and can be told to fail.
+struct Subscriber {
+    url: String,
+    received: Arc<Mutex<Vec<(actix_web::http::header::HeaderMap, String)>>>,
+    failing: Arc<AtomicBool>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Subscriber {
+    fn start() -> Subscriber {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(AtomicBool::new(false));
+        let (r, f) = (received.clone(), failing.clone());
+        let server = HttpServer::new(move || {
+            let (r, f) = (r.clone(), f.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: String| {
+                let (r, f) = (r.clone(), f.clone());
+                async move {
+                    r.lock().unwrap().push((req.headers().clone(), body));
+                    if f.load(Ordering::SeqCst) {
+                        HttpResponse::ServiceUnavailable().finish()
+                    } else {
+                        HttpResponse::NoContent().finish()
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Subscriber { url: format!("http://{addr}/hook"), received, failing, handle }
+    }
+
+    fn bodies_for(&self, topic: &str) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| serde_json::from_str::<Value>(body).unwrap())
+            .filter(|b| b["topic"] == topic)
+            .collect()
+    }
+
+    async fn wait_for(&self, topic: &str, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.bodies_for(topic);
+            if got.len() >= count {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{topic}: {} of {count} deliveries arrived", got.len());
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn fast_notify(config: &mut fountain::config::Config) {
+    config.notify.poll_interval_ms = 50;
+    config.notify.initial_retry_delay_ms = 100;
+    config.notify.max_retry_delay_seconds = 1;
+}
+
+/// An admin token, and a service token for `svc` (client credentials).
+async fn tokens(app: &TestApp) -> (String, String) {
+    let password = "correct horse battery";
+    fountain::roles::kms::create_user_offline(&app.platform, "root", password, &["admin".to_string()])
+        .unwrap();
+    let (_, session) = app
+        .call("POST", "kms", "/login", None, Some(json!({"username": "root", "password": password})))
+        .await;
+    let admin = session["access_token"].as_str().unwrap().to_string();
+    let (_, key) = app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "svc"}))).await;
+    let (_, service) = app
+        .call(
+            "POST",
+            "kms",
+            "/token",
+            None,
+            Some(json!({"grant_type": "client_credentials", "client_secret": key["api_key"]})),
+        )
+        .await;
+    (admin, service["access_token"].as_str().unwrap().to_string())
+}
+
+async fn webhooks_are_signed_retried_and_replayable(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast_notify, None).await;
+    let (admin, service) = tokens(&app).await;
+    let subscriber = Subscriber::start();
+    let (status, sub) = app
+        .call(
+            "POST",
+            "notify",
+            "/subscriptions",
+            Some(&service),
+            Some(json!({"topics": ["demo.*", "keys.created"], "callbackUrl": subscriber.url, "secret": SECRET})),
+        )
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    assert!(sub.get("secret").is_none(), "a secret the caller chose is not echoed");
+
+    let (status, published) = app
+        .call(
+            "POST",
+            "notify",
+            "/events",
+            Some(&service),
+            Some(json!({"topic": "demo.hello", "payload": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{published}");
+    let event_id = published["id"].as_i64().unwrap();
+
+    let got = subscriber.wait_for("demo.hello", 1).await;
+    assert_eq!(got[0]["payload"], json!({"n": 1}));
+    assert_eq!(got[0]["source"], "svc");
+    let (headers, body) =
+        subscriber.received.lock().unwrap().iter().find(|(_, b)| b.contains("demo.hello")).cloned().unwrap();
+    assert_eq!(headers.get("x-fountain-event-id").unwrap(), &event_id.to_string());
+    assert_eq!(headers.get("x-fountain-topic").unwrap(), "demo.hello");
+    let timestamp: i64 = headers.get("x-fountain-timestamp").unwrap().to_str().unwrap().parse().unwrap();
+    let expected = fountain::roles::notify::signature(SECRET.as_bytes(), timestamp, &body);
+    assert_eq!(headers.get("x-fountain-signature").unwrap().to_str().unwrap(), expected);
+
+    // Events other roles publish in their own transactions reach subscribers too.
+    app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "other"}))).await;
+    let created = subscriber.wait_for("keys.created", 1).await;
+    assert_eq!(created[0]["payload"]["serviceName"], "other");
+    assert_eq!(created[0]["source"], "kms");
+
+    // A failing subscriber is retried until it recovers; duplicates carry the same event id.
+    subscriber.failing.store(true, Ordering::SeqCst);
+    app.call(
+        "POST",
+        "notify",
+        "/events",
+        Some(&service),
+        Some(json!({"topic": "demo.retry", "payload": {}})),
+    )
+    .await;
+    subscriber.wait_for("demo.retry", 3).await;
+    subscriber.failing.store(false, Ordering::SeqCst);
+    let (status, _) = app.call("GET", "notify", "/deliveries?status=pending", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, delivered) =
+            app.call("GET", "notify", "/deliveries?status=delivered", Some(&admin), None).await;
+        let retried =
+            delivered["deliveries"].as_array().unwrap().iter().find(|d| d["attempts"].as_i64() >= Some(4));
+        if retried.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retried delivery never succeeded: {delivered}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<Value> = subscriber.bodies_for("demo.retry").iter().map(|b| b["id"].clone()).collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "one event, one id: {ids:?}");
+
+    // Replay.
+    let (status, page) =
+        app.call("GET", "notify", "/events?topic=demo.hello&since=0", Some(&service), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["events"][0]["id"], event_id);
+    assert_eq!(page["events"][0]["payload"], json!({"n": 1}));
+
+    // The owner reads and deletes its subscription; nobody else sees it.
+    let id = sub["id"].as_str().unwrap();
+    let (status, view) =
+        app.call("GET", "notify", &format!("/subscriptions/{id}"), Some(&service), None).await;
+    assert_eq!((status, view["callbackUrl"].as_str()), (200, Some(subscriber.url.as_str())));
+    assert!(view.get("secret").is_none());
+    let (status, _) = app.call("DELETE", "notify", &format!("/subscriptions/{id}"), Some(&admin), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.call("GET", "notify", &format!("/subscriptions/{id}"), Some(&admin), None).await;
+    assert_eq!(status, 404);
+    subscriber.handle.stop(false).await;
+    app.stop().await;
+}
+on_both_backends!(webhooks_are_signed_retried_and_replayable);
+
+#[actix_web::test]
+async fn deliveries_that_keep_failing_are_dead_lettered_and_can_be_retried() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |c| {
+            fast_notify(c);
+            c.notify.max_delivery_age_seconds = 1;
+        },
+        None,
+    )
+    .await;
+    let (admin, service) = tokens(&app).await;
+    let subscriber = Subscriber::start();
+    subscriber.failing.store(true, Ordering::SeqCst);
+    let (status, sub) = app
+        .call(
+            "POST",
+            "notify",
+            "/subscriptions",
+            Some(&admin),
+            Some(json!({"topics": ["demo.dead"], "callbackUrl": subscriber.url})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let secret = sub["secret"].as_str().expect("a generated secret is returned once");
+    assert!(secret.len() >= 32);
+    app.call(
+        "POST",
+        "notify",
+        "/events",
+        Some(&service),
+        Some(json!({"topic": "demo.dead", "payload": {"x": 1}})),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dead_id = loop {
+        let (_, dead) = app.call("GET", "notify", "/deliveries?status=dead", Some(&admin), None).await;
+        if let Some(first) = dead["deliveries"].as_array().unwrap().first() {
+            assert!(first["lastError"].as_str().unwrap().contains("503"));
+            break first["id"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, _) = app.call("POST", "notify", "/deliveries/999999/retry", Some(&admin), None).await;
+    assert_eq!(status, 404);
+    let (status, _) =
+        app.call("POST", "notify", &format!("/deliveries/{dead_id}/retry"), Some(&service), None).await;
+    assert_eq!(status, 403, "only an admin manages the dead-letter queue");
+    subscriber.failing.store(false, Ordering::SeqCst);
+    let (status, _) =
+        app.call("POST", "notify", &format!("/deliveries/{dead_id}/retry"), Some(&admin), None).await;
+    assert_eq!(status, 202);
+    let before = subscriber.bodies_for("demo.dead").len();
+    subscriber.wait_for("demo.dead", before + 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, delivered) =
+            app.call("GET", "notify", "/deliveries?status=delivered", Some(&admin), None).await;
+        if delivered["deliveries"].as_array().unwrap().iter().any(|d| d["id"] == dead_id) {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    subscriber.handle.stop(false).await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_event_stream_delivers_live_and_resumes_after_last_event_id() {
+    let app = TestApp::spawn_with(Backend::Sqlite, fast_notify, None).await;
+    let (admin, service) = tokens(&app).await;
+    let mut stream = app
+        .client
+        .get(app.url("notify", "/events/stream?topics=demo.sse"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    assert_eq!(stream.headers().get("content-type").unwrap(), "text/event-stream");
+    app.call(
+        "POST",
+        "notify",
+        "/events",
+        Some(&service),
+        Some(json!({"topic": "demo.other", "payload": {}})),
+    )
+    .await;
+    let (_, first) = app
+        .call(
+            "POST",
+            "notify",
+            "/events",
+            Some(&service),
+            Some(json!({"topic": "demo.sse", "payload": {"k": "v"}})),
+        )
+        .await;
+    let chunk =
+        actix_web::rt::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+    let text = String::from_utf8(chunk.to_vec()).unwrap();
+    assert!(text.contains(&format!("id: {}\n", first["id"])), "{text}");
+    assert!(text.contains("event: demo.sse\n") && text.contains(r#""k":"v""#), "{text}");
+    assert!(!text.contains("demo.other"), "topic filter: {text}");
+    drop(stream);
+
+    let (_, second) = app
+        .call(
+            "POST",
+            "notify",
+            "/events",
+            Some(&service),
+            Some(json!({"topic": "demo.sse", "payload": {"k": 2}})),
+        )
+        .await;
+    let mut resumed = app
+        .client
+        .get(app.url("notify", "/events/stream?topics=demo.sse"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .insert_header(("last-event-id", first["id"].to_string()))
+        .send()
+        .await
+        .unwrap();
+    let chunk = actix_web::rt::time::timeout(Duration::from_secs(10), resumed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(chunk.to_vec()).unwrap();
+    assert!(
+        text.contains(&format!("id: {}\n", second["id"])),
+        "missed while away, delivered on resume: {text}"
+    );
+    assert!(!text.contains(&format!("id: {}\n", first["id"])), "{text}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_input_and_bad_callers_are_refused() {
+    let app = TestApp::spawn_with(Backend::Sqlite, fast_notify, None).await;
+    let (admin, service) = tokens(&app).await;
+    let notify_self = app.url("notify", "/hook");
+    let localhost_self = notify_self.replace("127.0.0.1", "localhost");
+    let bad_subscriptions = [
+        json!({"topics": ["a.b"], "callbackUrl": "ftp://example.test/hook"}),
+        json!({"topics": ["a.b"], "callbackUrl": "not a url"}),
+        json!({"topics": ["a.b"], "callbackUrl": notify_self}),
+        json!({"topics": ["a.b"], "callbackUrl": localhost_self}),
+        json!({"topics": ["a.b"], "callbackUrl": "http://user:pw@example.test/hook"}),
+        json!({"topics": [], "callbackUrl": "http://example.test/hook"}),
+        json!({"topics": ["Not A Topic"], "callbackUrl": "http://example.test/hook"}),
+        json!({"topics": ["a.b"], "callbackUrl": "http://example.test/hook", "secret": "short"}),
+        json!({"topics": "a.b", "callbackUrl": "http://example.test/hook"}),
+    ];
+    for body in bad_subscriptions {
+        let (status, answer) =
+            app.call("POST", "notify", "/subscriptions", Some(&admin), Some(body.clone())).await;
+        assert_eq!(status, 422, "{body} -> {answer}");
+        assert_eq!(assert_error_shape(&answer), "validation_failed");
+    }
+    for topic in ["", "Upper.case", "a..b", "with space"] {
+        let (status, _) = app
+            .call("POST", "notify", "/events", Some(&service), Some(json!({"topic": topic, "payload": {}})))
+            .await;
+        assert_eq!(status, 422, "{topic:?}");
+    }
+    let huge = json!({"topic": "demo.big", "payload": {"blob": "x".repeat(200 * 1024)}});
+    let (status, answer) = app.call("POST", "notify", "/events", Some(&service), Some(huge)).await;
+    assert_eq!((status, assert_error_shape(&answer).as_str()), (413, "payload_too_large"));
+    let (status, _) =
+        app.call("POST", "notify", "/events", None, Some(json!({"topic": "a.b", "payload": {}}))).await;
+    assert_eq!(status, 401);
+    let (status, _) = app
+        .call(
+            "POST",
+            "notify",
+            "/events",
+            Some("forged.token.here"),
+            Some(json!({"topic": "a.b", "payload": {}})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (_, user) = app
+        .call(
+            "POST",
+            "kms",
+            "/register",
+            None,
+            Some(json!({"username": "plain", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(user["roles"], json!(["user"]));
+    let (_, session) = app
+        .call(
+            "POST",
+            "kms",
+            "/login",
+            None,
+            Some(json!({"username": "plain", "password": "correct horse battery"})),
+        )
+        .await;
+    let (status, _) = app
+        .call(
+            "POST",
+            "notify",
+            "/events",
+            session["access_token"].as_str(),
+            Some(json!({"topic": "a.b", "payload": {}})),
+        )
+        .await;
+    assert_eq!(status, 403, "plain users may not publish");
+    let (status, _) = app.call("GET", "notify", "/deliveries?status=bogus", Some(&admin), None).await;
+    assert_eq!(status, 400);
+    let (_, page) = app.call("GET", "notify", "/events?since=0&limit=1000", Some(&admin), None).await;
+    assert!(
+        page["events"].as_array().unwrap().iter().all(|e| e["topic"] != "demo.big"),
+        "nothing half-stored"
+    );
+    app.stop().await;
+}
