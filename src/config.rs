@@ -31,10 +31,18 @@ pub struct Config {
     pub security: SecurityConfig,
     pub kms: KmsConfig,
     pub notify: NotifyConfig,
+    pub secrets: SecretsConfig,
     /// Where each role is reachable: `role name -> base URL`. Roles served by this process are
     /// filled in with their bound address at start.
     pub peers: BTreeMap<String, String>,
     pub roles: BTreeMap<String, RoleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Versions kept per service (older ones are pruned on each new version).
+    pub max_versions: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod meta;
 pub mod metrics;
 pub mod middleware;
+pub mod names;
 pub mod net;
 pub mod server;
 pub mod standard;

@@ -8,5 +8,6 @@ mod kms;
 mod notify;
 mod openapi;
 mod process;
+mod secrets;
 mod standard_endpoints;
 mod store;

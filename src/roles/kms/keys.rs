@@ -14,6 +14,7 @@ use crate::platform::audit::{self, Origin, Outcome};
 use crate::platform::crypto::{constant_time_eq, random_token};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{Json, OptionalJson};
+use crate::platform::names::validate_service_name;
 
 const KEY_PREFIX: &str = "fk_";
 const HASH_CONTEXT: &str = "kms-api-key";
@@ -115,16 +116,6 @@ pub struct VerifyResponse {
     pub expires_at: Option<NaiveDateTime>,
 }
 
-fn validate_service_name(name: &str) -> ApiResult<()> {
-    let ok = (1..=64).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::validation("service_name", "must be 1-64 characters of a-z 0-9 _ -"))
-    }
-}
-
 fn validate_custom_key(key: &str) -> ApiResult<()> {
     let ok = (32..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
     if ok {
@@ -166,7 +157,7 @@ pub async fn create_key(
     body: Json<CreateKeyRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    validate_service_name(&body.service_name)?;
+    validate_service_name("service_name", &body.service_name)?;
     if let Some(custom) = &body.api_key {
         validate_custom_key(custom)?;
     }

@@ -1,0 +1,2 @@
+DROP TABLE secret_versions;
+DROP TABLE secret_sets;
