@@ -216,8 +216,17 @@ fn serve(config: Arc<Config>, selected: Vec<&'static roles::RoleSpec>) -> Result
         target: "fountain::server", backend = platform.db.backend().name(), database = platform.db.display();
         "database ready"
     );
+    let names: Vec<&str> = selected.iter().map(|r| r.name).collect();
+    #[cfg(all(feature = "kms", feature = "secrets"))]
+    if names.contains(&"kms") && names.contains(&"secrets") {
+        crate::platform::injection::bootstrap(&platform, &names).map_err(Failure::runtime)?;
+    }
     actix_web::rt::System::new().block_on(async move {
         let host = Host::start(&platform, &selected, None).map_err(Failure::runtime)?;
+        if let Err(err) = crate::platform::injection::start(host.platform(), &host.secret_handles()).await {
+            host.stop(false).await;
+            return Err(Failure::runtime(err));
+        }
         host.run_until_signal().await;
         Ok(())
     })

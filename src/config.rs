@@ -64,6 +64,10 @@ pub struct NotifyConfig {
 pub struct SecurityConfig {
     /// File holding the base64 master key; empty: `<data.dir>/master.key`, generated once.
     pub master_key_file: String,
+    /// Where each role's service credential (`<role>.key`) is; empty: `<data.dir>/credentials`.
+    pub credentials_dir: String,
+    /// Start-up attempts to load a role's secrets before giving up (backoff 250 ms … 5 s).
+    pub secret_fetch_attempts: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod events;
 pub mod extract;
 pub mod fs;
 pub mod identity;
+pub mod injection;
 pub mod logging;
 pub mod meta;
 pub mod metrics;

@@ -17,6 +17,7 @@ use super::crypto::{self, MasterKey};
 use super::db::Db;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{path_error, query_error, BodyLimit};
+use super::injection::SecretHandle;
 use super::meta;
 use super::metrics::RoleMetrics;
 use super::middleware::Observability;
@@ -62,6 +63,8 @@ pub struct RoleContext {
     pub openapi_json: web::Bytes,
     /// What the role's `init` built, if anything.
     pub state: Option<RoleState>,
+    /// The role's injected secrets (see `platform::injection`).
+    pub secrets: Arc<SecretHandle>,
 }
 
 impl RoleContext {
@@ -69,6 +72,8 @@ impl RoleContext {
         let setup = |reason: String| HostError::Setup { role: spec.name, reason };
         let metrics = RoleMetrics::new(spec.name).map_err(|e| setup(e.to_string()))?;
         let openapi = standard::role_openapi(spec).to_json().map_err(|e| setup(e.to_string()))?;
+        let metrics_registry = metrics.registry().clone();
+        let metrics_registry = &metrics_registry;
         let mut context = Self {
             spec,
             config: platform.config.clone(),
@@ -77,6 +82,7 @@ impl RoleContext {
             metrics,
             openapi_json: web::Bytes::from(openapi),
             state: None,
+            secrets: Arc::new(SecretHandle::new(metrics_registry).map_err(|e| setup(e.to_string()))?),
         };
         context.state = (spec.init)(&context).map_err(setup)?;
         Ok(context)
@@ -101,6 +107,7 @@ pub enum HostError {
 
 struct RunningRole {
     name: &'static str,
+    secrets: Arc<SecretHandle>,
     addr: SocketAddr,
     handle: ServerHandle,
     task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
@@ -109,6 +116,7 @@ struct RunningRole {
 /// The running roles of this process.
 pub struct Host {
     roles: Vec<RunningRole>,
+    platform: Platform,
 }
 
 impl Host {
@@ -146,6 +154,7 @@ impl Host {
         let mut running = Vec::with_capacity(listeners.len());
         for (spec, listener) in listeners {
             let context = RoleContext::new(spec, platform)?;
+            let secrets = context.secrets.clone();
             let addr = listener
                 .local_addr()
                 .map_err(|e| HostError::Setup { role: spec.name, reason: e.to_string() })?;
@@ -166,9 +175,25 @@ impl Host {
                 target: "fountain::server", role = spec.name, addr = addr.to_string().as_str();
                 "role {} listening on http://{addr}", spec.name
             );
-            running.push(RunningRole { name: spec.name, addr, handle, task: actix_web::rt::spawn(server) });
+            running.push(RunningRole {
+                name: spec.name,
+                secrets,
+                addr,
+                handle,
+                task: actix_web::rt::spawn(server),
+            });
         }
-        Ok(Host { roles: running })
+        Ok(Host { roles: running, platform: platform.clone() })
+    }
+
+    /// The platform as the roles see it (peers filled in with the bound addresses).
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Each running role's secret handle, for `injection::start`.
+    pub fn secret_handles(&self) -> Vec<(&'static str, Arc<SecretHandle>)> {
+        self.roles.iter().map(|r| (r.name, r.secrets.clone())).collect()
     }
 
     /// The address a role listens on (useful with port 0).

@@ -185,6 +185,23 @@ impl TestApp {
         (response.status().as_u16(), json)
     }
 
+    /// Like `spawn_with`, then bootstraps service credentials and secret sets and loads every
+    /// role's secrets exactly as `fountain serve --role all` does.
+    pub async fn spawn_with_injection(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let app = Self::spawn_with(backend, adjust, None).await;
+        let host = app.host.as_ref().expect("running");
+        let names: Vec<&str> = roles::ALL.iter().map(|r| r.name).collect();
+        let platform = host.platform().clone();
+        web::block(move || fountain::platform::injection::bootstrap(&platform, &names))
+            .await
+            .expect("join")
+            .expect("bootstrap");
+        fountain::platform::injection::start(host.platform(), &host.secret_handles())
+            .await
+            .expect("secrets load");
+        app
+    }
+
     pub async fn stop(mut self) {
         if let Some(host) = self.host.take() {
             host.stop(true).await;

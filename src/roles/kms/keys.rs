@@ -131,10 +131,51 @@ fn generate_key() -> String {
 
 /// What is stored for a key: the lookup hash, the sealed value, a short visible prefix.
 fn stored_forms(state: &KmsState, key: &str) -> (String, String, String) {
-    let hash = state.master_key.lookup_hash(HASH_CONTEXT, key.as_bytes());
-    let sealed = state.master_key.seal(SEAL_CONTEXT, key.as_bytes());
+    stored_forms_with(&state.master_key, key)
+}
+
+fn stored_forms_with(master_key: &crate::platform::crypto::MasterKey, key: &str) -> (String, String, String) {
+    let hash = master_key.lookup_hash(HASH_CONTEXT, key.as_bytes());
+    let sealed = master_key.seal(SEAL_CONTEXT, key.as_bytes());
     let prefix: String = key.chars().take(7).collect();
     (hash, sealed, prefix)
+}
+
+/// The API key of `service`, created if it has none (start-up bootstrap of a process that
+/// serves kms itself: every role it runs gets its own service credential, no admin involved).
+pub fn ensure_service_key(
+    platform: &crate::platform::server::Platform,
+    service: &str,
+) -> Result<String, String> {
+    let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
+    let master = &platform.master_key;
+    let result = conn.transaction(|conn| {
+        if let Some(existing) = store::active_key(conn, service)? {
+            let plain = master
+                .open(SEAL_CONTEXT, &existing.sealed_key)
+                .map_err(|e| crate::platform::db::DbError::Data(e.to_string()))?;
+            return Ok(String::from_utf8_lossy(&plain).into_owned());
+        }
+        let key = generate_key();
+        let (hash, sealed, prefix) = stored_forms_with(master, &key);
+        let new = store::NewApiKey {
+            service_name: service,
+            key_hash: &hash,
+            sealed_key: &sealed,
+            key_prefix: &prefix,
+            expires_at: None,
+            disabled: false,
+        };
+        store::insert_key(conn, &new)?;
+        publish(conn, "keys.created", serde_json::json!({ "serviceName": service }))?;
+        let origin = Origin { addr: "local".into(), request_id: None };
+        audit::record(
+            conn,
+            origin.entry(ROLE_NAME, "bootstrap", "keys.create", service, Outcome::Success, None),
+        )?;
+        Ok(key)
+    });
+    result.map_err(|e: crate::platform::db::DbError| e.to_string())
 }
 
 /// Create an API key for a service

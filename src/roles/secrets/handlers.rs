@@ -112,8 +112,36 @@ fn seal_context(service: &str, version: i32) -> String {
 }
 
 fn seal(state: &SecretsState, service: &str, version: i32, values: &SecretMap) -> String {
+    seal_with(&state.master_key, service, version, values)
+}
+
+fn seal_with(
+    master_key: &crate::platform::crypto::MasterKey,
+    service: &str,
+    version: i32,
+    values: &SecretMap,
+) -> String {
     let json = serde_json::to_vec(values).unwrap_or_default();
-    state.master_key.seal(&seal_context(service, version), &json)
+    master_key.seal(&seal_context(service, version), &json)
+}
+
+/// Creates a service's secret set with generated defaults unless it has one (start-up bootstrap
+/// of a process that serves the secrets role itself).
+pub fn ensure_secret_set(platform: &crate::platform::server::Platform, service: &str) -> Result<(), String> {
+    let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
+    let result = conn.transaction(|conn| {
+        if store::find_set(conn, service)?.is_some() {
+            return Ok(());
+        }
+        let sealed = seal_with(&platform.master_key, service, 1, &generated_defaults());
+        store::create_set(conn, service, &sealed, "bootstrap")?;
+        let origin = Origin { addr: "local".into(), request_id: None };
+        audit::record(
+            conn,
+            origin.entry(ROLE_NAME, "bootstrap", "secrets.create", service, Outcome::Success, None),
+        )
+    });
+    result.map_err(|e: DbError| e.to_string())
 }
 
 fn open(state: &SecretsState, service: &str, version: &SecretVersion) -> ApiResult<SecretMap> {

@@ -18,7 +18,7 @@ use crate::platform::identity::RemoteKeys;
 use crate::platform::server::{RoleContext, RoleState};
 use crate::platform::standard::BearerAuth;
 
-pub use self::handlers::SecretMap;
+pub use self::handlers::{ensure_secret_set, SecretMap};
 
 pub const ROLE: RoleSpec = RoleSpec {
     name: "secrets",

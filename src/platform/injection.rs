@@ -1,0 +1,305 @@
+//! Secrets at start-up and live rotation, for every role (the seed's two-point injection).
+//!
+//! 1. At start a role exchanges its service credential (an API key in
+//!    `<security.credentials_dir>/<role>.key`) for a service token at kms and fetches its
+//!    secrets from the secrets role, with bounded retry and backoff.
+//! 2. It then follows `secrets.rotated` on notify's event stream; when its own secrets rotate it
+//!    fetches the new version and swaps it in place. Requests already holding the old value
+//!    finish with it; no restart, no failed request.
+//!
+//! A process that serves kms and secrets itself (`--role all`) bootstraps: it creates each
+//! role's API key and secret set on first start and writes the key files with mode 0600.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prometheus::{IntCounter, IntGauge};
+use serde::Deserialize;
+
+use super::crypto::Secret;
+use super::server::Platform;
+use crate::config::Config;
+
+/// One version of a role's secrets.
+#[derive(Debug)]
+pub struct Injected {
+    pub version: i32,
+    pub values: Secret<BTreeMap<String, String>>,
+}
+
+/// The swappable in-memory secrets of one role.
+pub struct SecretHandle {
+    current: RwLock<Option<Arc<Injected>>>,
+    version_gauge: IntGauge,
+    rotations: IntCounter,
+}
+
+impl SecretHandle {
+    pub fn new(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let version_gauge =
+            IntGauge::new("fountain_secrets_version", "Version of this role's secrets in memory (0: none)")?;
+        let rotations = IntCounter::new(
+            "fountain_secret_rotations_applied_total",
+            "Secret versions swapped in without restart",
+        )?;
+        registry.register(Box::new(version_gauge.clone()))?;
+        registry.register(Box::new(rotations.clone()))?;
+        Ok(Self { current: RwLock::new(None), version_gauge, rotations })
+    }
+
+    /// The secrets in force now (a cheap clone of an `Arc`; hold it for one request).
+    pub fn current(&self) -> Option<Arc<Injected>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in `next` unless the version in memory is already as new.
+    fn install(&self, next: Injected) -> bool {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|c| c.version >= next.version) {
+            return false;
+        }
+        let rotated = current.is_some();
+        self.version_gauge.set(i64::from(next.version));
+        *current = Some(Arc::new(next));
+        if rotated {
+            self.rotations.inc();
+        }
+        true
+    }
+}
+
+/// The credential file of a role.
+pub fn credential_path(config: &Config, role: &str) -> PathBuf {
+    let dir = config.security.credentials_dir.trim();
+    let dir = if dir.is_empty() { config.data.dir.join("credentials") } else { PathBuf::from(dir) };
+    dir.join(format!("{role}.key"))
+}
+
+/// Creates what `--role all` needs to inject secrets into its own roles: an API key and a
+/// secret set per role, and the key files (0600). Blocking; runs once before serving.
+#[cfg(all(feature = "kms", feature = "secrets"))]
+pub fn bootstrap(platform: &Platform, roles: &[&str]) -> Result<(), String> {
+    for role in roles {
+        let path = credential_path(&platform.config, role);
+        let key = crate::roles::kms::keys::ensure_service_key(platform, role)?;
+        crate::roles::secrets::ensure_secret_set(platform, role)?;
+        if !path.exists() {
+            write_private(&path, &key).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        super::fs::create_private_dir(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    writeln!(file, "{contents}")?;
+    file.sync_all()
+}
+
+/// Talks to kms, secrets and notify on behalf of one role.
+struct Injector {
+    role: &'static str,
+    credential: Secret<String>,
+    kms: String,
+    secrets: String,
+    notify: String,
+    client: awc::Client,
+    handle: Arc<SecretHandle>,
+    stream_lifetime: Duration,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+}
+
+#[derive(Deserialize)]
+struct SecretsAnswer {
+    version: i32,
+    secrets: BTreeMap<String, String>,
+}
+
+impl Injector {
+    async fn token(&self) -> Result<String, String> {
+        let url = format!("{}/token", self.kms);
+        let body = serde_json::json!({"grant_type": "client_credentials", "client_secret": self.credential.expose()});
+        let mut response =
+            self.client.post(&url).send_json(&body).await.map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status().as_u16()));
+        }
+        let answer: TokenAnswer = response.json().await.map_err(|e| format!("{url}: {e}"))?;
+        Ok(answer.access_token)
+    }
+
+    async fn fetch(&self) -> Result<Injected, String> {
+        let token = self.token().await?;
+        let url = format!("{}/secrets/{}", self.secrets, self.role);
+        let mut response = self
+            .client
+            .get(&url)
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status().as_u16()));
+        }
+        let answer: SecretsAnswer =
+            response.json().limit(4 << 20).await.map_err(|e| format!("{url}: {e}"))?;
+        Ok(Injected { version: answer.version, values: Secret::new(answer.secrets) })
+    }
+
+    async fn fetch_with_retry(&self, attempts: u32) -> Result<(), String> {
+        let mut delay = Duration::from_millis(250);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match self.fetch().await {
+                Ok(injected) => {
+                    let version = injected.version;
+                    if self.handle.install(injected) {
+                        log::info!(target: "fountain::secrets", role = self.role, version = version; "secrets loaded");
+                    }
+                    return Ok(());
+                }
+                Err(err) => {
+                    last = err;
+                    if attempt < attempts {
+                        actix_web::rt::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        Err(format!("role {}: cannot load its secrets after {attempts} attempt(s): {last}", self.role))
+    }
+
+    /// Follows `secrets.rotated` until the process stops, reconnecting (with a fresh token,
+    /// resuming after the last event seen) whenever the stream ends.
+    async fn watch(self) {
+        let mut last_event: Option<String> = None;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.follow(&mut last_event).await {
+                Ok(()) => backoff = Duration::from_millis(500),
+                Err(err) => {
+                    log::warn!(target: "fountain::secrets", role = self.role; "rotation stream interrupted: {err}");
+                    actix_web::rt::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn follow(&self, last_event: &mut Option<String>) -> Result<(), String> {
+        let token = self.token().await?;
+        let url = format!("{}/events/stream?topics=secrets.rotated", self.notify);
+        let mut request = self.client.get(&url).insert_header(("authorization", format!("Bearer {token}")));
+        if let Some(id) = last_event.as_deref() {
+            request = request.insert_header(("last-event-id", id.to_string()));
+        }
+        let mut stream = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        if !stream.status().is_success() {
+            return Err(format!("{url} answered {}", stream.status().as_u16()));
+        }
+        // Catch up on a rotation missed while disconnected, then apply live ones.
+        self.refresh().await;
+        let deadline = tokio::time::Instant::now() + self.stream_lifetime;
+        let mut buffer = String::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline, stream.next()).await;
+            let chunk = match next {
+                Err(_) => return Ok(()), // the token is about to expire: reconnect with a new one
+                Ok(None) => return Err("stream closed".into()),
+                Ok(Some(chunk)) => chunk.map_err(|e| e.to_string())?,
+            };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                self.on_frame(&frame, last_event).await;
+            }
+        }
+    }
+
+    async fn on_frame(&self, frame: &str, last_event: &mut Option<String>) {
+        let mut data = None;
+        for line in frame.lines() {
+            if let Some(id) = line.strip_prefix("id: ") {
+                *last_event = Some(id.trim().to_string());
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data = serde_json::from_str::<serde_json::Value>(d).ok();
+            }
+        }
+        let ours = data.as_ref().and_then(|d| d["payload"]["serviceName"].as_str()) == Some(self.role);
+        if ours {
+            self.refresh().await;
+        }
+    }
+
+    async fn refresh(&self) {
+        match self.fetch().await {
+            Ok(injected) => {
+                let version = injected.version;
+                if self.handle.install(injected) {
+                    log::info!(target: "fountain::secrets", role = self.role, version = version; "rotated secrets applied");
+                }
+            }
+            Err(err) => {
+                log::warn!(target: "fountain::secrets", role = self.role; "could not fetch rotated secrets: {err}")
+            }
+        }
+    }
+}
+
+/// Loads every role's secrets (failing start-up with one clear line if a role cannot), then
+/// follows rotations in the background. Roles without a credential file are skipped.
+pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle>)]) -> Result<(), String> {
+    let config = &platform.config;
+    let (Some(kms), Some(secrets), Some(notify)) =
+        (config.peer_url("kms"), config.peer_url("secrets"), config.peer_url("notify"))
+    else {
+        return Err("peers.kms, peers.secrets and peers.notify must be configured".into());
+    };
+    let mut injectors = Vec::new();
+    for (role, handle) in roles {
+        let path = credential_path(config, role);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            log::warn!(target: "fountain::secrets", role = *role, path = path.display().to_string().as_str();
+                "no service credential: this role runs without injected secrets");
+            continue;
+        };
+        injectors.push(Injector {
+            role,
+            credential: Secret::new(text.trim().to_string()),
+            kms: kms.clone(),
+            secrets: secrets.clone(),
+            notify: notify.clone(),
+            client: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
+            handle: handle.clone(),
+            stream_lifetime: Duration::from_secs((config.kms.service_token_ttl_seconds / 2).max(1)),
+        });
+    }
+    let attempts = config.security.secret_fetch_attempts.max(1);
+    let loads = injectors.iter().map(|i| i.fetch_with_retry(attempts));
+    for result in futures_util::future::join_all(loads).await {
+        result?;
+    }
+    for injector in injectors {
+        actix_web::rt::spawn(injector.watch());
+    }
+    Ok(())
+}
