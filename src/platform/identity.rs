@@ -3,7 +3,7 @@
 //! into a flood of JWKS requests). Verified tokens are cached (see `auth::VerifiedTokens`).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Payload;
@@ -22,7 +22,9 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 pub struct RemoteKeys {
     jwks_url: String,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the JWKS was last fetched; held across the fetch so that concurrent requests with
+    /// a new `kid` wait for one fetch instead of each being refused or each fetching.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
     verified: VerifiedTokens,
 }
 
@@ -44,7 +46,7 @@ impl RemoteKeys {
         Self {
             jwks_url: format!("{}/.well-known/jwks.json", config.peer_url("kms").unwrap_or_default()),
             keys: RwLock::new(HashMap::new()),
-            last_fetch: Mutex::new(None),
+            last_fetch: tokio::sync::Mutex::new(None),
             verified: VerifiedTokens::new(10_000, &config.kms.issuer, &config.kms.audience),
         }
     }
@@ -56,23 +58,19 @@ impl RemoteKeys {
     /// Verifies a bearer token against kms's published keys.
     pub async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         match self.verified.verify(token, |kid| self.key(kid)) {
-            Err(Rejection::UnknownKey) if self.claim_fetch_slot() => {
-                self.fetch().await?;
+            Err(Rejection::UnknownKey) => {
+                let mut last = self.last_fetch.lock().await;
+                // Another request may have fetched the keys while this one waited.
+                if let Ok(claims) = self.verified.verify(token, |kid| self.key(kid)) {
+                    return Ok(claims);
+                }
+                if last.is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL) {
+                    *last = Some(Instant::now());
+                    self.fetch().await?;
+                }
                 Ok(self.verified.verify(token, |kid| self.key(kid))?)
             }
             other => Ok(other?),
-        }
-    }
-
-    /// Whether a fetch may run now (at most one per `REFETCH_INTERVAL`).
-    fn claim_fetch_slot(&self) -> bool {
-        let mut last = self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
-        match *last {
-            Some(at) if at.elapsed() < REFETCH_INTERVAL => false,
-            _ => {
-                *last = Some(Instant::now());
-                true
-            }
         }
     }
 
