@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, Overrides};
 use crate::platform::db;
 use crate::platform::logging;
-use crate::platform::server::{Host, Platform};
+use crate::platform::server::{Host, Platform, ShutdownSignal};
 use crate::platform::standard;
 use crate::roles;
 
@@ -222,12 +222,26 @@ fn serve(config: Arc<Config>, selected: Vec<&'static roles::RoleSpec>) -> Result
         crate::platform::injection::bootstrap(&platform, &names).map_err(Failure::runtime)?;
     }
     actix_web::rt::System::new().block_on(async move {
+        let mut signal = ShutdownSignal::install();
         let host = Host::start(&platform, &selected, None).map_err(Failure::runtime)?;
-        if let Err(err) = crate::platform::injection::start(host.platform(), &host.secret_handles()).await {
-            host.stop(false).await;
-            return Err(Failure::runtime(err));
+        let (handles, effective) = (host.secret_handles(), host.platform().clone());
+        let injected = tokio::select! {
+            result = crate::platform::injection::start(&effective, &handles) => Some(result),
+            _ = signal.received() => None,
+        };
+        match injected {
+            None => {
+                log::info!(target: "fountain::server", "shutdown signal received during start-up");
+                host.stop(true).await;
+                return Ok(());
+            }
+            Some(Err(err)) => {
+                host.stop(false).await;
+                return Err(Failure::runtime(err));
+            }
+            Some(Ok(())) => {}
         }
-        host.run_until_signal().await;
+        host.run_until_signal(signal).await;
         Ok(())
     })
 }

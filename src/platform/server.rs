@@ -65,10 +65,17 @@ pub struct RoleContext {
     pub state: Option<RoleState>,
     /// The role's injected secrets (see `platform::injection`).
     pub secrets: Arc<SecretHandle>,
+    /// Becomes true when the host starts stopping: long-lived responses (event streams) end
+    /// themselves so that a graceful stop does not wait for them.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RoleContext {
-    pub fn new(spec: &'static RoleSpec, platform: &Platform) -> Result<Self, HostError> {
+    pub fn new(
+        spec: &'static RoleSpec,
+        platform: &Platform,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self, HostError> {
         let setup = |reason: String| HostError::Setup { role: spec.name, reason };
         let metrics = RoleMetrics::new(spec.name).map_err(|e| setup(e.to_string()))?;
         let openapi = standard::role_openapi(spec).to_json().map_err(|e| setup(e.to_string()))?;
@@ -83,6 +90,7 @@ impl RoleContext {
             openapi_json: web::Bytes::from(openapi),
             state: None,
             secrets: Arc::new(SecretHandle::new(metrics_registry).map_err(|e| setup(e.to_string()))?),
+            shutdown,
         };
         context.state = (spec.init)(&context).map_err(setup)?;
         Ok(context)
@@ -117,6 +125,7 @@ struct RunningRole {
 pub struct Host {
     roles: Vec<RunningRole>,
     platform: Platform,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Host {
@@ -151,9 +160,10 @@ impl Host {
         let config = Arc::new(config);
         let platform = &Platform { config: config.clone(), ..platform.clone() };
         let workers = worker_count(&config);
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let mut running = Vec::with_capacity(listeners.len());
         for (spec, listener) in listeners {
-            let context = RoleContext::new(spec, platform)?;
+            let context = RoleContext::new(spec, platform, shutdown_rx.clone())?;
             let secrets = context.secrets.clone();
             let addr = listener
                 .local_addr()
@@ -183,7 +193,7 @@ impl Host {
                 task: actix_web::rt::spawn(server),
             });
         }
-        Ok(Host { roles: running, platform: platform.clone() })
+        Ok(Host { roles: running, platform: platform.clone(), shutdown: shutdown_tx })
     }
 
     /// The platform as the roles see it (peers filled in with the bound addresses).
@@ -202,8 +212,8 @@ impl Host {
     }
 
     /// Waits for SIGTERM or SIGINT, then drains in-flight requests and stops every role.
-    pub async fn run_until_signal(self) {
-        wait_for_signal().await;
+    pub async fn run_until_signal(self, mut signal: ShutdownSignal) {
+        signal.received().await;
         log::info!(target: "fountain::server", "shutdown signal received; draining in-flight requests");
         self.stop(true).await;
         log::info!(target: "fountain::server", "all roles stopped");
@@ -211,6 +221,7 @@ impl Host {
 
     /// Stops every role; `graceful` waits for in-flight requests up to the shutdown timeout.
     pub async fn stop(self, graceful: bool) {
+        let _ = self.shutdown.send(true);
         let stops = self.roles.iter().map(|r| r.handle.stop(graceful));
         futures_util::future::join_all(stops).await;
         for role in self.roles {
@@ -275,24 +286,51 @@ fn io_reason(err: &std::io::Error) -> String {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM / SIGINT, listened for from the moment it is installed: install it before anything
+/// slow happens at start, so an early SIGTERM is a clean stop rather than the default kill.
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves when either signal arrives.
+    pub async fn received(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.terminate) => {}
+                _ = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

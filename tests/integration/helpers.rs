@@ -367,3 +367,71 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+// ---- a webhook subscriber ----
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+
+/// A webhook receiver on an ephemeral port that records what it gets and can be told to fail.
+pub struct Subscriber {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<(actix_web::http::header::HeaderMap, String)>>>,
+    pub failing: Arc<AtomicBool>,
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+impl Subscriber {
+    pub fn start() -> Subscriber {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(AtomicBool::new(false));
+        let (r, f) = (received.clone(), failing.clone());
+        let server = HttpServer::new(move || {
+            let (r, f) = (r.clone(), f.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: String| {
+                let (r, f) = (r.clone(), f.clone());
+                async move {
+                    r.lock().unwrap().push((req.headers().clone(), body));
+                    if f.load(Ordering::SeqCst) {
+                        HttpResponse::ServiceUnavailable().finish()
+                    } else {
+                        HttpResponse::NoContent().finish()
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Subscriber { url: format!("http://{addr}/hook"), received, failing, handle }
+    }
+
+    pub fn bodies_for(&self, topic: &str) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| serde_json::from_str::<Value>(body).unwrap())
+            .filter(|b| b["topic"] == topic)
+            .collect()
+    }
+
+    pub async fn wait_for(&self, topic: &str, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.bodies_for(topic);
+            if got.len() >= count {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{topic}: {} of {count} deliveries arrived", got.len());
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,79 +1,16 @@
 //! notify over real HTTP: publish, signed webhook deliveries to a real subscriber server,
 //! retries, dead-lettering, replay, the SSE stream, and bad input.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error_shape, Backend, TestApp};
+use crate::helpers::{assert_error_shape, Backend, Subscriber, TestApp};
 use crate::on_both_backends;
 
 const SECRET: &str = "subscriber-secret-0123456789";
-
-/// A webhook receiver on an ephemeral port that records what it gets and can be told to fail.
-struct Subscriber {
-    url: String,
-    received: Arc<Mutex<Vec<(actix_web::http::header::HeaderMap, String)>>>,
-    failing: Arc<AtomicBool>,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Subscriber {
-    fn start() -> Subscriber {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let failing = Arc::new(AtomicBool::new(false));
-        let (r, f) = (received.clone(), failing.clone());
-        let server = HttpServer::new(move || {
-            let (r, f) = (r.clone(), f.clone());
-            App::new().default_service(web::to(move |req: HttpRequest, body: String| {
-                let (r, f) = (r.clone(), f.clone());
-                async move {
-                    r.lock().unwrap().push((req.headers().clone(), body));
-                    if f.load(Ordering::SeqCst) {
-                        HttpResponse::ServiceUnavailable().finish()
-                    } else {
-                        HttpResponse::NoContent().finish()
-                    }
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-        let addr = server.addrs()[0];
-        let server = server.run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
-        Subscriber { url: format!("http://{addr}/hook"), received, failing, handle }
-    }
-
-    fn bodies_for(&self, topic: &str) -> Vec<Value> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, body)| serde_json::from_str::<Value>(body).unwrap())
-            .filter(|b| b["topic"] == topic)
-            .collect()
-    }
-
-    async fn wait_for(&self, topic: &str, count: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = self.bodies_for(topic);
-            if got.len() >= count {
-                return got;
-            }
-            assert!(Instant::now() < deadline, "{topic}: {} of {count} deliveries arrived", got.len());
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 fn fast_notify(config: &mut fountain::config::Config) {
     config.notify.poll_interval_ms = 50;
@@ -419,4 +356,104 @@ async fn bad_input_and_bad_callers_are_refused() {
         "nothing half-stored"
     );
     app.stop().await;
+}
+
+/// notify killed with SIGKILL while deliveries are failing, then restarted on the same data:
+/// every event still arrives, and any duplicate carries the same event id.
+#[actix_web::test]
+async fn a_killed_notify_loses_no_event() {
+    use crate::helpers::{blocking_request, fountain_command, ServeProcess};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let password_file = dir.path().join("pw");
+    std::fs::write(&password_file, "correct horse battery").unwrap();
+    let created = fountain_command(&data)
+        .args(["admin", "create-user", "--username", "root", "--role", "admin", "--password-file"])
+        .arg(&password_file)
+        .env("FOUNTAIN_KMS__BCRYPT_COST", "4")
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let env = [
+        ("FOUNTAIN_KMS__BCRYPT_COST", "4"),
+        ("FOUNTAIN_NOTIFY__POLL_INTERVAL_MS", "50"),
+        ("FOUNTAIN_NOTIFY__INITIAL_RETRY_DELAY_MS", "100"),
+        ("FOUNTAIN_NOTIFY__MAX_RETRY_DELAY_SECONDS", "1"),
+    ];
+    let roles = ["kms", "secrets", "notify"];
+    let subscriber = Subscriber::start();
+    subscriber.failing.store(true, Ordering::SeqCst);
+
+    let first = ServeProcess::start(&data, &roles, &env);
+    let call =
+        |process: &ServeProcess, role: &str, method: &str, path: &str, token: Option<&str>, body: Value| {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+            let (status, _, text) = blocking_request(process.addr(role), method, path, &headers, Some(&body));
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        };
+    let (_, session) = call(
+        &first,
+        "kms",
+        "POST",
+        "/login",
+        None,
+        json!({"username": "root", "password": "correct horse battery"}),
+    );
+    let admin = session["access_token"].as_str().unwrap().to_string();
+    let (status, _) = call(
+        &first,
+        "notify",
+        "POST",
+        "/subscriptions",
+        Some(&admin),
+        json!({"topics": ["demo.*"], "callbackUrl": subscriber.url, "secret": SECRET}),
+    );
+    assert_eq!(status, 201);
+    let mut published = Vec::new();
+    for n in 0..20 {
+        let (status, answer) = call(
+            &first,
+            "notify",
+            "POST",
+            "/events",
+            Some(&admin),
+            json!({"topic": "demo.crash", "payload": {"n": n}}),
+        );
+        assert_eq!(status, 202);
+        published.push(answer["id"].as_i64().unwrap());
+    }
+    // Deliveries are being attempted (and failing) when notify dies.
+    subscriber.wait_for("demo.crash", 10).await;
+    first.signal("KILL");
+    let _ = first.wait(Duration::from_secs(10));
+
+    let healed_from = subscriber.received.lock().unwrap().len();
+    subscriber.failing.store(false, Ordering::SeqCst);
+    let second = ServeProcess::start(&data, &roles, &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let successful: std::collections::BTreeSet<i64> = {
+            let received = subscriber.received.lock().unwrap();
+            // Only what arrived after the subscriber healed was accepted.
+            received[healed_from..]
+                .iter()
+                .filter_map(|(_, body)| serde_json::from_str::<Value>(body).ok()?["id"].as_i64())
+                .collect()
+        };
+        if published.iter().all(|id| successful.contains(id)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events lost after the crash: {published:?} vs {successful:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Duplicates are allowed (at least once) but always carry the same id and body.
+    let bodies = subscriber.bodies_for("demo.crash");
+    for body in &bodies {
+        let same_id: Vec<&Value> = bodies.iter().filter(|b| b["id"] == body["id"]).collect();
+        assert!(same_id.iter().all(|b| b["payload"] == body["payload"]));
+    }
+    second.signal("TERM");
+    assert_eq!(second.wait(Duration::from_secs(30)).0, Some(0));
+    subscriber.handle.stop(false).await;
 }

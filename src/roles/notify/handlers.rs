@@ -245,24 +245,34 @@ pub async fn stream(
         }
     }
     let db = state.db.clone();
-    let events = futures_util::stream::unfold((db, start, topics), |(db, after, topics)| async move {
-        let mut waited = Duration::ZERO;
-        loop {
-            let wanted = topics.clone();
-            match db.run(move |conn| events::read_after(conn, after, wanted.as_deref(), STREAM_BATCH)).await {
-                Ok(batch) if !batch.is_empty() => {
-                    let last = batch.last().map_or(after, |e| e.id);
-                    let text: String = batch.into_iter().map(sse_frame).collect();
-                    return Some((Ok::<_, actix_web::Error>(web::Bytes::from(text)), (db, last, topics)));
+    let shutdown = state.shutdown.clone();
+    let events = futures_util::stream::unfold((db, start, topics), move |(db, after, topics)| {
+        let shutdown = shutdown.clone();
+        async move {
+            let mut waited = Duration::ZERO;
+            loop {
+                if *shutdown.borrow() {
+                    return None;
                 }
-                Ok(_) => {}
-                Err(err) => log::warn!(target: "fountain::notify", "event stream read failed: {err}"),
+                let wanted = topics.clone();
+                match db
+                    .run(move |conn| events::read_after(conn, after, wanted.as_deref(), STREAM_BATCH))
+                    .await
+                {
+                    Ok(batch) if !batch.is_empty() => {
+                        let last = batch.last().map_or(after, |e| e.id);
+                        let text: String = batch.into_iter().map(sse_frame).collect();
+                        return Some((Ok::<_, actix_web::Error>(web::Bytes::from(text)), (db, last, topics)));
+                    }
+                    Ok(_) => {}
+                    Err(err) => log::warn!(target: "fountain::notify", "event stream read failed: {err}"),
+                }
+                if waited >= STREAM_KEEPALIVE {
+                    return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), (db, after, topics)));
+                }
+                actix_web::rt::time::sleep(STREAM_POLL).await;
+                waited += STREAM_POLL;
             }
-            if waited >= STREAM_KEEPALIVE {
-                return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), (db, after, topics)));
-            }
-            actix_web::rt::time::sleep(STREAM_POLL).await;
-            waited += STREAM_POLL;
         }
     });
     Ok(HttpResponse::Ok()

@@ -20,6 +20,8 @@ pub struct NotifyState {
     /// `host:port` forms under which this notify instance is reachable: callbacks may not
     /// point here (a subscription must not make notify call itself).
     pub own_authorities: Vec<String>,
+    /// Ends event streams when the host stops.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct NotifyMetrics {
@@ -53,6 +55,7 @@ pub fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
         keys: web::Data::new(RemoteKeys::from_config(&ctx.config)),
         metrics,
         own_authorities,
+        shutdown: ctx.shutdown.clone(),
     });
     actix_web::rt::spawn(super::worker::run(state.clone()));
     Ok(Some(state))
