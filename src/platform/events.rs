@@ -10,6 +10,20 @@ use utoipa::ToSchema;
 use super::db::schema::events;
 use super::db::{AnyConnection, DbError};
 
+/// Wakes the tasks of this process that wait for new events (notify's delivery worker and event
+/// streams) so a freshly committed event leaves at once instead of at the next poll.
+static PUBLISHED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Call after the transaction that published an event has committed.
+pub fn wake_waiters() {
+    PUBLISHED.notify_waiters();
+}
+
+/// Waits until `wake_waiters` is called or `timeout` passes, whichever comes first.
+pub async fn wait_for_events(timeout: std::time::Duration) {
+    let _ = tokio::time::timeout(timeout, PUBLISHED.notified()).await;
+}
+
 /// Longest accepted topic name.
 pub const MAX_TOPIC_LEN: usize = 128;
 

@@ -186,6 +186,7 @@ pub async fn publish(
     }
     let source = caller.0.sub;
     let id = state.db.run(move |conn| events::publish(conn, &source, &body.topic, &body.payload)).await?;
+    events::wake_waiters();
     state.metrics.published.inc();
     Ok(HttpResponse::Accepted().json(Published { id }))
 }
@@ -270,7 +271,7 @@ pub async fn stream(
                 if waited >= STREAM_KEEPALIVE {
                     return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), (db, after, topics)));
                 }
-                actix_web::rt::time::sleep(STREAM_POLL).await;
+                events::wait_for_events(STREAM_POLL).await;
                 waited += STREAM_POLL;
             }
         }

@@ -30,7 +30,7 @@ pub async fn run(state: std::sync::Arc<NotifyState>) {
         if let Err(err) = pass(&state, &client).await {
             log::warn!(target: "fountain::notify", "delivery pass failed: {err}");
         }
-        actix_web::rt::time::sleep(poll).await;
+        crate::platform::events::wait_for_events(poll).await;
     }
 }
 
