@@ -113,23 +113,35 @@ pub fn fan_out(conn: &mut AnyConnection, batch: i64) -> Result<usize, DbError> {
         }
         let subs: Vec<Subscription> = subscriptions::table.select(Subscription::as_select()).load(conn)?;
         let at = now();
+        let rows: Vec<_> = ready
+            .iter()
+            .flat_map(|event| {
+                subs.iter()
+                    .filter(|s| {
+                        event.id > s.after_event_id
+                            && s.topic_list().iter().any(|p| topic_matches(p, &event.topic))
+                    })
+                    .map(move |sub| {
+                        (
+                            deliveries::subscription_id.eq(sub.id.clone()),
+                            deliveries::event_id.eq(event.id),
+                            deliveries::status.eq(PENDING),
+                            deliveries::attempts.eq(0),
+                            deliveries::next_attempt_at.eq(at),
+                            deliveries::created_at.eq(at),
+                        )
+                    })
+            })
+            .collect();
         let mut created = 0;
-        for event in ready {
-            let matching = subs.iter().filter(|s| {
-                event.id > s.after_event_id && s.topic_list().iter().any(|p| topic_matches(p, &event.topic))
-            });
-            for sub in matching {
-                created += diesel::insert_into(deliveries::table)
-                    .values((
-                        deliveries::subscription_id.eq(&sub.id),
-                        deliveries::event_id.eq(event.id),
-                        deliveries::status.eq(PENDING),
-                        deliveries::attempts.eq(0),
-                        deliveries::next_attempt_at.eq(at),
-                        deliveries::created_at.eq(at),
-                    ))
-                    .execute(conn)?;
-            }
+        // Multi-row inserts, in chunks that stay under SQLite's bound-parameter limit.
+        for chunk in rows.chunks(500) {
+            // Batch inserts are backend-specific in diesel (MultiConnection has none).
+            let insert = diesel::insert_into(deliveries::table).values(chunk.to_vec());
+            created += match conn {
+                AnyConnection::Postgres(pg) => insert.execute(pg)?,
+                AnyConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
+            };
         }
         let last = ready.last().map_or(cursor, |e| e.id);
         save_cursor(conn, last)?;
@@ -226,16 +238,36 @@ pub fn claim_due(conn: &mut AnyConnection, limit: i64, lease: Duration) -> Resul
     })
 }
 
-pub fn mark_delivered(conn: &mut AnyConnection, id: i64, attempts: i32) -> Result<(), DbError> {
-    diesel::update(deliveries::table.filter(deliveries::id.eq(id)))
-        .set((
-            deliveries::status.eq(DELIVERED),
-            deliveries::attempts.eq(attempts),
-            deliveries::delivered_at.eq(now()),
-            deliveries::last_error.eq(None::<String>),
-        ))
-        .execute(conn)?;
-    Ok(())
+/// The result of one delivery attempt, recorded together with the rest of its batch.
+pub enum Outcome {
+    Delivered { id: i64 },
+    Failed { id: i64, attempts: i32, error: String, retry_at: Option<NaiveDateTime> },
+}
+
+/// Records a batch of attempts in one transaction.
+pub fn record_outcomes(conn: &mut AnyConnection, outcomes: &[Outcome]) -> Result<(), DbError> {
+    conn.transaction(|conn| {
+        let delivered: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|o| if let Outcome::Delivered { id } = o { Some(*id) } else { None })
+            .collect();
+        if !delivered.is_empty() {
+            diesel::update(deliveries::table.filter(deliveries::id.eq_any(&delivered)))
+                .set((
+                    deliveries::status.eq(DELIVERED),
+                    deliveries::attempts.eq(deliveries::attempts + 1),
+                    deliveries::delivered_at.eq(now()),
+                    deliveries::last_error.eq(None::<String>),
+                ))
+                .execute(conn)?;
+        }
+        for outcome in outcomes {
+            if let Outcome::Failed { id, attempts, error, retry_at } = outcome {
+                mark_failed(conn, *id, *attempts, error, *retry_at)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Records a failed attempt: retried at `retry_at`, or dead-lettered when `retry_at` is None.

@@ -13,7 +13,7 @@ use super::store::{self, DueDelivery};
 use crate::platform::crypto::MasterKey;
 
 /// How many deliveries one pass attempts at once.
-const BATCH: i64 = 64;
+const BATCH: i64 = 256;
 /// How long a claimed delivery is reserved for the worker that claimed it.
 const LEASE_SECONDS: i64 = 60;
 pub const SECRET_CONTEXT: &str = "notify-webhook-secret";
@@ -48,32 +48,35 @@ async fn pass(
         return Ok(());
     }
     let attempts = due.into_iter().map(|delivery| attempt(state, client, delivery));
-    futures_util::future::join_all(attempts).await;
+    let outcomes = futures_util::future::join_all(attempts).await;
+    if let Err(err) = state.db.run(move |conn| store::record_outcomes(conn, &outcomes)).await {
+        // The leases expire and the deliveries are attempted again: at least once, never lost.
+        log::warn!(target: "fountain::notify", "could not record delivery outcomes: {err}");
+    }
     Ok(())
 }
 
-async fn attempt(state: &std::sync::Arc<NotifyState>, client: &awc::Client, delivery: DueDelivery) {
+async fn attempt(
+    state: &std::sync::Arc<NotifyState>,
+    client: &awc::Client,
+    delivery: DueDelivery,
+) -> store::Outcome {
     let attempts = delivery.attempts + 1;
-    let outcome = post(client, &state.master_key, &delivery).await;
-    let (id, event_created) = (delivery.id, delivery.event.created_at);
-    let result = match outcome {
+    let id = delivery.id;
+    match post(client, &state.master_key, &delivery).await {
         Ok(()) => {
             state.metrics.deliveries.with_label_values(&["delivered"]).inc();
-            state.db.run(move |conn| store::mark_delivered(conn, id, attempts)).await
+            store::Outcome::Delivered { id }
         }
         Err(error) => {
-            let age = store::now() - event_created;
+            let age = store::now() - delivery.event.created_at;
             let retry_at = (age < chrono::Duration::seconds(state.config.max_delivery_age_seconds as i64))
                 .then(|| store::now() + retry_delay(&state.config, attempts));
             let label = if retry_at.is_some() { "retry" } else { "dead" };
             state.metrics.deliveries.with_label_values(&[label]).inc();
             log::info!(target: "fountain::notify", delivery = id, attempts = attempts; "webhook delivery failed ({label}): {error}");
-            state.db.run(move |conn| store::mark_failed(conn, id, attempts, &error, retry_at)).await
+            store::Outcome::Failed { id, attempts, error, retry_at }
         }
-    };
-    if let Err(err) = result {
-        // The lease expires and the delivery is attempted again: at least once, never lost.
-        log::warn!(target: "fountain::notify", delivery = id; "could not record delivery outcome: {err}");
     }
 }
 
