@@ -267,3 +267,25 @@ async fn the_factory_and_bad_input() {
     assert_eq!(status, 422);
     app.stop().await;
 }
+
+/// Concurrent read-modify-write transactions (rotations) all succeed, one after the other:
+/// SQLite transactions take the write lock up front instead of failing with "database is locked".
+async fn concurrent_rotations_serialise_without_errors(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (admin, _, _) = tokens(&app).await;
+    let (status, _) = app.call("POST", "secrets", "/secrets/busy", Some(&admin), None).await;
+    assert_eq!(status, 201);
+    let rotations = (0..12).map(|_| app.call("POST", "secrets", "/secrets/busy/rotate", Some(&admin), None));
+    let results = futures_util::future::join_all(rotations).await;
+    let mut versions: Vec<i64> = results
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body["version"].as_i64().unwrap()
+        })
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=13).collect::<Vec<_>>(), "every rotation got its own version");
+    app.stop().await;
+}
+on_both_backends!(concurrent_rotations_serialise_without_errors);

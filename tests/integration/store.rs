@@ -81,7 +81,7 @@ async fn a_failed_transaction_leaves_nothing_behind(backend: Backend) {
     let db = Db::connect(&test_config(&database)).unwrap();
     let result: Result<(), DbError> = db
         .run(|conn| {
-            conn.transaction(|conn| {
+            fountain::platform::db::transaction(conn, |conn| {
                 audit::record(conn, entry("kms", "admin", "users.create"))?;
                 Err(DbError::Query(diesel::result::Error::RollbackTransaction))
             })

@@ -291,3 +291,40 @@ fn postgres_dsn(url: &str, config: &Config) -> Result<String, DbError> {
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().trim().to_string()
 }
+
+/// Runs `work` in a transaction that takes the write lock up front on SQLite (`BEGIN
+/// IMMEDIATE`). A plain deferred SQLite transaction that reads first and writes later fails with
+/// "database is locked" (no busy wait) when another writer committed in between; taking the
+/// lock first makes concurrent writers queue on the busy timeout instead. PostgreSQL uses its
+/// ordinary transaction. Use this for every transaction in fountain.
+pub fn transaction<T, E, F>(conn: &mut AnyConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    if !matches!(conn, AnyConnection::Sqlite(_)) {
+        return conn.transaction(work);
+    }
+    if let AnyConnection::Sqlite(inner) = conn {
+        // Nested calls become savepoints, as with `Connection::transaction`.
+        let depth = AnsiTransactionManager::transaction_manager_status_mut(inner).transaction_depth()?;
+        if depth.is_some() {
+            return conn.transaction(work);
+        }
+        AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE")?;
+    }
+    let result = work(conn);
+    if let AnyConnection::Sqlite(inner) = conn {
+        match &result {
+            Ok(_) => {
+                if let Err(err) = AnsiTransactionManager::commit_transaction(inner) {
+                    let _ = AnsiTransactionManager::rollback_transaction(inner);
+                    return Err(err.into());
+                }
+            }
+            Err(_) => AnsiTransactionManager::rollback_transaction(inner)?,
+        }
+    }
+    result
+}

@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
-use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -149,7 +148,7 @@ pub fn ensure_service_key(
 ) -> Result<String, String> {
     let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
     let master = &platform.master_key;
-    let result = conn.transaction(|conn| {
+    let result = crate::platform::db::transaction(&mut conn, |conn| {
         if let Some(existing) = store::active_key(conn, service)? {
             let plain = master
                 .open(SEAL_CONTEXT, &existing.sealed_key)
@@ -210,7 +209,7 @@ pub async fn create_key(
     let created = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 if store::active_key(conn, &service)?.is_some() {
                     return Ok(false);
                 }
@@ -349,7 +348,7 @@ pub async fn update_key(
     let changed = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 let count = store::set_service_disabled(conn, &name, disabled)?;
                 if count > 0 {
                     publish(
@@ -394,7 +393,7 @@ pub async fn delete_key(
     let revoked = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 let count = store::revoke_service_keys(conn, &service)?;
                 if count > 0 {
                     publish(conn, "keys.revoked", serde_json::json!({ "serviceName": service }))?;
@@ -455,7 +454,7 @@ pub async fn rotate_key(
     let rotated = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 let Some(old) = store::active_key(conn, &name)? else { return Ok(false) };
                 store::retire_active(conn, &name, valid_until)?;
                 let new = store::NewApiKey {

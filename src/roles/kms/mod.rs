@@ -160,7 +160,7 @@ pub fn create_user_offline(
     let hash = bcrypt::hash(password, platform.config.kms.bcrypt_cost).map_err(|e| e.to_string())?;
     let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
     let origin = audit::Origin { addr: "cli".into(), request_id: None };
-    let result = diesel::Connection::transaction(&mut *conn, |conn| {
+    let result = crate::platform::db::transaction(&mut conn, |conn| {
         store::insert_user(conn, &username, &hash, &roles)?;
         publish(
             conn,

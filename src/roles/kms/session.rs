@@ -3,7 +3,6 @@
 
 use actix_web::dev::Payload;
 use actix_web::{web, HttpRequest, HttpResponse};
-use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -93,7 +92,7 @@ pub async fn issue_session(
     state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 store::insert_refresh(conn, &hash, &fam, &user, expires)?;
                 audit::record(conn, origin.entry(ROLE_NAME, &user, "login", &user, Outcome::Success, None))
             })
@@ -185,7 +184,7 @@ async fn refresh(state: &web::Data<KmsState>, token: String, origin: Origin) -> 
     let outcome = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 let Some(stored) = store::find_refresh(conn, &hash)? else { return Ok(Err("unknown")) };
                 if stored.revoked_at.is_some() || stored.expires_at < store::now() {
                     return Ok(Err("revoked or expired"));
@@ -266,7 +265,7 @@ pub async fn logout(state: web::Data<KmsState>, req: HttpRequest, caller: Caller
     state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 store::purge_expired(conn)?;
                 store::revoke_jti(conn, &claims.jti, expires)?;
                 if let Some(family) = &claims.sid {

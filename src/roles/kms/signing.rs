@@ -90,7 +90,7 @@ impl KeyRing {
         master: &MasterKey,
         publish_old_for: chrono::Duration,
     ) -> Result<String, SigningError> {
-        let kid = conn.transaction(|conn| {
+        let kid = crate::platform::db::transaction(conn, |conn| {
             let at = now();
             diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
                 .set((signing_keys::retired_at.eq(at), signing_keys::publish_until.eq(at + publish_old_for)))

@@ -1,7 +1,6 @@
 //! Users: registration, login and administration.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -172,7 +171,7 @@ pub async fn register(
     let inserted = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 store::insert_user(conn, &name, &hash, &granted)?;
                 publish(
                     conn,
@@ -329,7 +328,7 @@ pub async fn update_user(
     let user = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 if !store::update_user(conn, &username, roles.as_deref(), disabled)? {
                     return Ok(None);
                 }
@@ -387,7 +386,7 @@ pub async fn delete_user(
     let deleted = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 if !store::delete_user(conn, &username)? {
                     return Ok(false);
                 }

@@ -81,7 +81,7 @@ pub fn find_subscription(conn: &mut AnyConnection, id: &str) -> Result<Option<Su
 
 /// Removes a subscription and its undelivered deliveries; returns whether it existed.
 pub fn delete_subscription(conn: &mut AnyConnection, id: &str) -> Result<bool, DbError> {
-    conn.transaction(|conn| {
+    crate::platform::db::transaction(conn, |conn| {
         diesel::delete(
             deliveries::table
                 .filter(deliveries::subscription_id.eq(id))
@@ -95,7 +95,7 @@ pub fn delete_subscription(conn: &mut AnyConnection, id: &str) -> Result<bool, D
 /// Turns new events into one pending delivery per matching subscription and advances the
 /// fan-out cursor, in one transaction. Returns how many deliveries were created.
 pub fn fan_out(conn: &mut AnyConnection, batch: i64) -> Result<usize, DbError> {
-    conn.transaction(|conn| {
+    crate::platform::db::transaction(conn, |conn| {
         if let AnyConnection::Postgres(pg) = conn {
             pg.batch_execute(&format!("SELECT pg_advisory_xact_lock({FANOUT_LOCK_KEY})"))?;
         }
@@ -188,7 +188,7 @@ pub struct DueDelivery {
 /// Leases up to `limit` due deliveries for `lease` (so a crashed worker's work comes back and
 /// other replicas skip them: `FOR UPDATE SKIP LOCKED` on PostgreSQL).
 pub fn claim_due(conn: &mut AnyConnection, limit: i64, lease: Duration) -> Result<Vec<DueDelivery>, DbError> {
-    conn.transaction(|conn| {
+    crate::platform::db::transaction(conn, |conn| {
         let at = now();
         let due = deliveries::table
             .filter(deliveries::status.eq(PENDING))
@@ -246,7 +246,7 @@ pub enum Outcome {
 
 /// Records a batch of attempts in one transaction.
 pub fn record_outcomes(conn: &mut AnyConnection, outcomes: &[Outcome]) -> Result<(), DbError> {
-    conn.transaction(|conn| {
+    crate::platform::db::transaction(conn, |conn| {
         let delivered: Vec<i64> = outcomes
             .iter()
             .filter_map(|o| if let Outcome::Delivered { id } = o { Some(*id) } else { None })

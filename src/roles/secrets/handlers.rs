@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use diesel::Connection;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -129,7 +128,7 @@ fn seal_with(
 /// of a process that serves the secrets role itself).
 pub fn ensure_secret_set(platform: &crate::platform::server::Platform, service: &str) -> Result<(), String> {
     let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
-    let result = conn.transaction(|conn| {
+    let result = crate::platform::db::transaction(&mut conn, |conn| {
         if store::find_set(conn, service)?.is_some() {
             return Ok(());
         }
@@ -251,7 +250,7 @@ pub async fn create(
     let created = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 store::create_set(conn, &name, &sealed, &actor)?;
                 audit::record(
                     conn,
@@ -365,8 +364,8 @@ async fn new_version(
     let outcome = state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
-                let Some(set) = store::find_set(conn, &name)?.filter(|s| s.deleted_at.is_none()) else {
+            crate::platform::db::transaction(conn, |conn| {
+                let Some(set) = store::lock_set(conn, &name)?.filter(|s| s.deleted_at.is_none()) else {
                     return Ok(Err(not_found()));
                 };
                 if expected.is_some_and(|e| e != set.current_version) {
@@ -489,7 +488,7 @@ async fn change_state(
     Ok(state
         .db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            crate::platform::db::transaction(conn, |conn| {
                 let changed = change(conn, &service)?;
                 if changed {
                     audit::record(

@@ -34,6 +34,19 @@ pub fn find_set(conn: &mut AnyConnection, service: &str) -> Result<Option<Secret
         .optional()?)
 }
 
+/// Like `find_set`, holding the row lock until the transaction ends, so that concurrent
+/// writers of one service queue instead of conflicting (`FOR UPDATE` on PostgreSQL; SQLite's
+/// write transactions already hold the database lock).
+pub fn lock_set(conn: &mut AnyConnection, service: &str) -> Result<Option<SecretSet>, DbError> {
+    let by_name = secret_sets::table.filter(secret_sets::service_name.eq(service));
+    Ok(match conn {
+        AnyConnection::Postgres(pg) => {
+            by_name.select(SecretSet::as_select()).for_update().first(pg).optional()?
+        }
+        AnyConnection::Sqlite(sqlite) => by_name.select(SecretSet::as_select()).first(sqlite).optional()?,
+    })
+}
+
 /// Creates a set at version 1. Fails with a unique violation when the service has one.
 pub fn create_set(conn: &mut AnyConnection, service: &str, sealed: &str, by: &str) -> Result<(), DbError> {
     let at = now();
