@@ -1,6 +1,5 @@
 //! The data layer on both backends: migrations, transactions, and the shared audit store.
 
-use diesel::Connection;
 use fountain::platform::audit::{self, NewEntry, Outcome, Query};
 use fountain::platform::db::{self, Db, DbError};
 
