@@ -24,6 +24,52 @@ pub async fn wait_for_events(timeout: std::time::Duration) {
     let _ = tokio::time::timeout(timeout, PUBLISHED.notified()).await;
 }
 
+/// The PostgreSQL channel on which committed events are announced across processes.
+pub const CHANNEL: &str = "fountain_events";
+
+/// On PostgreSQL, relays `NOTIFY fountain_events` from any process to this process's waiters,
+/// on a dedicated thread with its own connection, until `shutdown` turns true.
+pub fn listen_across_processes(db: super::db::Db, shutdown: tokio::sync::watch::Receiver<bool>) {
+    if db.backend() != super::db::Backend::Postgres {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("fountain-events-listen".into()).spawn(move || {
+        use diesel::connection::SimpleConnection;
+        while !*shutdown.borrow() {
+            let Ok(mut conn) = db.conn() else {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            };
+            let AnyConnection::Postgres(pg) = &mut *conn else { return };
+            if pg.batch_execute(&format!("LISTEN {CHANNEL}")).is_err() {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                continue;
+            }
+            while !*shutdown.borrow() {
+                let mut broken = false;
+                let mut woke = false;
+                for notification in pg.notifications_iter() {
+                    match notification {
+                        Ok(_) => woke = true,
+                        Err(_) => broken = true,
+                    }
+                }
+                if woke {
+                    wake_waiters();
+                }
+                if broken {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let _ = pg.batch_execute(&format!("UNLISTEN {CHANNEL}"));
+        }
+    });
+    if let Err(err) = spawned {
+        log::warn!(target: "fountain::events", "cannot start the event listener: {err}");
+    }
+}
+
 /// Longest accepted topic name.
 pub const MAX_TOPIC_LEN: usize = 128;
 
@@ -55,6 +101,11 @@ pub fn publish(
         ))
         .returning(events::id)
         .get_result(conn)?;
+    if let AnyConnection::Postgres(pg) = conn {
+        // Delivered to LISTENers when the transaction commits: notify replicas wake at once.
+        use diesel::connection::SimpleConnection;
+        pg.batch_execute(&format!("NOTIFY {CHANNEL}"))?;
+    }
     Ok(id)
 }
 

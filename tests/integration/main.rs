@@ -9,6 +9,7 @@ mod kms;
 mod notify;
 mod openapi;
 mod process;
+mod replicas;
 mod secrets;
 mod standard_endpoints;
 mod store;

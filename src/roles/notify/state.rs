@@ -57,6 +57,7 @@ pub fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
         own_authorities,
         shutdown: ctx.shutdown.clone(),
     });
+    crate::platform::events::listen_across_processes(ctx.db.clone(), ctx.shutdown.clone());
     actix_web::rt::spawn(super::worker::run(state.clone()));
     Ok(Some(state))
 }

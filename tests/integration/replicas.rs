@@ -1,0 +1,133 @@
+//! Several processes over one PostgreSQL database, as replicas run in production: notify
+//! replicas share the delivery work without delivering an event twice, and a secret rotation
+//! reaches the role in every replica.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{blocking_request, fountain_command, Backend, ServeProcess, Subscriber, TestDatabase};
+
+fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let (status, _, text) = blocking_request(addr, method, path, &headers, body.as_ref());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn secrets_version(addr: std::net::SocketAddr) -> Option<i64> {
+    let (_, _, text) = crate::helpers::blocking_get(addr, "/metrics", &[]);
+    text.lines().find(|l| l.starts_with("fountain_secrets_version "))?.rsplit(' ').next()?.parse().ok()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
+    let database = TestDatabase::create(Backend::Postgres);
+    let data = database.dir.path().join("data");
+    let password_file = database.dir.path().join("pw");
+    std::fs::write(&password_file, "correct horse battery").unwrap();
+    let base_env = [
+        ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
+        ("FOUNTAIN_KMS__BCRYPT_COST", "4"),
+        ("FOUNTAIN_NOTIFY__POLL_INTERVAL_MS", "100"),
+    ];
+    let created = fountain_command(&data)
+        .args(["admin", "create-user", "--username", "root", "--role", "admin", "--password-file"])
+        .arg(&password_file)
+        .envs(base_env)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+
+    // The identity process bootstraps credentials for its roles, then two replicas join.
+    let primary = ServeProcess::start(&data, &["kms", "secrets", "notify", "sequence"], &base_env);
+    let kms_url = format!("http://{}", primary.addr("kms"));
+    let secrets_url = format!("http://{}", primary.addr("secrets"));
+    let mut replica_env = base_env.to_vec();
+    replica_env.push(("FOUNTAIN_PEERS__KMS", kms_url.as_str()));
+    replica_env.push(("FOUNTAIN_PEERS__SECRETS", secrets_url.as_str()));
+    let replicas: Vec<ServeProcess> =
+        (0..2).map(|_| ServeProcess::start(&data, &["notify", "sequence"], &replica_env)).collect();
+    let sequences: Vec<_> = std::iter::once(primary.addr("sequence"))
+        .chain(replicas.iter().map(|r| r.addr("sequence")))
+        .collect();
+    wait_until("every replica to load its secrets", || {
+        sequences.iter().all(|a| secrets_version(*a) == Some(1))
+    })
+    .await;
+
+    let (_, session) = call(
+        primary.addr("kms"),
+        "POST",
+        "/login",
+        None,
+        Some(json!({"username": "root", "password": "correct horse battery"})),
+    );
+    let admin = session["access_token"].as_str().unwrap().to_string();
+    let subscriber = Subscriber::start();
+    let (status, _) = call(
+        primary.addr("notify"),
+        "POST",
+        "/subscriptions",
+        Some(&admin),
+        Some(json!({"topics": ["demo.*"], "callbackUrl": subscriber.url})),
+    );
+    assert_eq!(status, 201);
+
+    // Events published through every replica; each delivered exactly once overall.
+    let notifies: Vec<_> =
+        std::iter::once(primary.addr("notify")).chain(replicas.iter().map(|r| r.addr("notify"))).collect();
+    let mut published = Vec::new();
+    for n in 0..90 {
+        let target = notifies[n % notifies.len()];
+        let (status, answer) = call(
+            target,
+            "POST",
+            "/events",
+            Some(&admin),
+            Some(json!({"topic": "demo.shared", "payload": {"n": n}})),
+        );
+        assert_eq!(status, 202);
+        published.push(answer["id"].as_i64().unwrap());
+    }
+    subscriber.wait_for("demo.shared", published.len()).await;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for body in subscriber.bodies_for("demo.shared") {
+        *counts.entry(body["id"].as_i64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), published, "every event delivered");
+    assert!(counts.values().all(|c| *c == 1), "no event delivered twice: {counts:?}");
+    assert!(!subscriber.failing.load(Ordering::SeqCst));
+
+    // A rotation reaches the sequence role in every process.
+    let (status, rotated) =
+        call(primary.addr("secrets"), "POST", "/secrets/sequence/rotate", Some(&admin), None);
+    assert_eq!((status, rotated["version"].as_i64()), (200, Some(2)));
+    wait_until("every replica to swap in version 2", || {
+        sequences.iter().all(|a| secrets_version(*a) == Some(2))
+    })
+    .await;
+
+    for process in replicas.into_iter().chain(std::iter::once(primary)) {
+        process.signal("TERM");
+        assert_eq!(process.wait(Duration::from_secs(30)).0, Some(0));
+    }
+    subscriber.handle.stop(false).await;
+}
