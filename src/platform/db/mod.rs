@@ -244,10 +244,15 @@ pub fn migrate_only(config: &Config) -> Result<Vec<String>, DbError> {
 /// Applies every embedded migration not yet applied to this database.
 pub fn run_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, DbError> {
     let applied = match conn {
-        AnyConnection::Sqlite(conn) => conn
-            .run_pending_migrations(SQLITE_MIGRATIONS)
-            .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| DbError::Migration(e.to_string()))?,
+        // Inside one write-locked transaction (each migration becomes a savepoint), so that two
+        // processes starting on one SQLite file apply them once, not twice.
+        AnyConnection::Sqlite(_) => transaction(conn, |conn| {
+            let AnyConnection::Sqlite(sqlite) = conn else { unreachable!("matched above") };
+            sqlite
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .map_err(|e| DbError::Migration(e.to_string()))
+        })?,
         AnyConnection::Postgres(conn) => {
             conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
             let result = conn
