@@ -110,13 +110,76 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Talks to kms, secrets and notify on behalf of one role.
+/// How long a looked-up peer URL is reused before asking the gateway again.
+const LOOKUP_TTL: Duration = Duration::from_secs(30);
+/// Registry entries live this long without a heartbeat; heartbeats come three times as often.
+const REGISTRY_TTL_SECONDS: u64 = 30;
+
+/// Where peers are: asked of the gateway's `GET /lookup/{service}` (cached, forgotten when a
+/// call to the peer fails), with `[peers]` as the fallback and for kms itself (a lookup needs a
+/// token, and tokens come from kms).
+struct Peers {
+    configured: BTreeMap<String, String>,
+    looked_up: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct LookupAnswer {
+    url: String,
+}
+
+impl Peers {
+    fn configured(&self, service: &str) -> String {
+        self.configured.get(service).map(|u| u.trim_end_matches('/').to_string()).unwrap_or_default()
+    }
+
+    async fn resolve(&self, client: &awc::Client, service: &str, token: &str) -> String {
+        let cached = self.looked_up.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned();
+        if let Some((url, _)) = cached.filter(|(_, at)| at.elapsed() < LOOKUP_TTL) {
+            return url;
+        }
+        let gateway = self.configured("gateway");
+        let lookup = format!("{gateway}/lookup/{service}");
+        let found = async {
+            let mut response = client
+                .get(&lookup)
+                .insert_header(("authorization", format!("Bearer {token}")))
+                .send()
+                .await
+                .ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            response.json::<LookupAnswer>().await.ok().map(|a| a.url.trim_end_matches('/').to_string())
+        }
+        .await;
+        match found {
+            Some(url) => {
+                self.looked_up
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(service.to_string(), (url.clone(), std::time::Instant::now()));
+                url
+            }
+            None => {
+                log::debug!(target: "fountain::secrets", service = service; "gateway lookup failed; using [peers]");
+                self.configured(service)
+            }
+        }
+    }
+
+    fn forget(&self, service: &str) {
+        self.looked_up.lock().unwrap_or_else(|e| e.into_inner()).remove(service);
+    }
+}
+
+/// Talks to kms, secrets, notify and the gateway on behalf of one role.
 struct Injector {
     role: &'static str,
     credential: Secret<String>,
-    kms: String,
-    secrets: String,
-    notify: String,
+    peers: Arc<Peers>,
+    /// This role's own base URL, registered with the gateway.
+    own_url: Option<String>,
     client: awc::Client,
     handle: Arc<SecretHandle>,
     stream_lifetime: Duration,
@@ -135,7 +198,7 @@ struct SecretsAnswer {
 
 impl Injector {
     async fn token(&self) -> Result<String, String> {
-        let url = format!("{}/token", self.kms);
+        let url = format!("{}/token", self.peers.configured("kms"));
         let body = serde_json::json!({"grant_type": "client_credentials", "client_secret": self.credential.expose()});
         let mut response =
             self.client.post(&url).send_json(&body).await.map_err(|e| format!("{url}: {e}"))?;
@@ -148,14 +211,14 @@ impl Injector {
 
     async fn fetch(&self) -> Result<Injected, String> {
         let token = self.token().await?;
-        let url = format!("{}/secrets/{}", self.secrets, self.role);
-        let mut response = self
-            .client
-            .get(&url)
-            .insert_header(("authorization", format!("Bearer {token}")))
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
+        let base = self.peers.resolve(&self.client, "secrets", &token).await;
+        let url = format!("{base}/secrets/{}", self.role);
+        let sent =
+            self.client.get(&url).insert_header(("authorization", format!("Bearer {token}"))).send().await;
+        let mut response = sent.map_err(|e| {
+            self.peers.forget("secrets");
+            format!("{url}: {e}")
+        })?;
         if !response.status().is_success() {
             return Err(format!("{url} answered {}", response.status().as_u16()));
         }
@@ -188,9 +251,39 @@ impl Injector {
         Err(format!("role {}: cannot load its secrets after {attempts} attempt(s): {last}", self.role))
     }
 
+    /// Registers this role's URL with the gateway and renews it, so peers find it by lookup.
+    async fn heartbeat(self: Arc<Self>) {
+        let Some(own) = self.own_url.clone() else { return };
+        let every = Duration::from_secs(REGISTRY_TTL_SECONDS / 3);
+        loop {
+            if let Err(err) = self.register(&own).await {
+                log::debug!(target: "fountain::secrets", role = self.role; "registration with the gateway failed: {err}");
+            }
+            actix_web::rt::time::sleep(every).await;
+        }
+    }
+
+    async fn register(&self, own: &str) -> Result<(), String> {
+        let token = self.token().await?;
+        let url = format!("{}/registry", self.peers.configured("gateway"));
+        let body = serde_json::json!({"service": self.role, "url": own, "ttlSeconds": REGISTRY_TTL_SECONDS});
+        let response = self
+            .client
+            .post(&url)
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send_json(&body)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {}", response.status().as_u16()))
+        }
+    }
+
     /// Follows `secrets.rotated` until the process stops, reconnecting (with a fresh token,
     /// resuming after the last event seen) whenever the stream ends.
-    async fn watch(self) {
+    async fn watch(self: Arc<Self>) {
         let mut last_event: Option<String> = None;
         let mut backoff = Duration::from_millis(500);
         loop {
@@ -207,12 +300,16 @@ impl Injector {
 
     async fn follow(&self, last_event: &mut Option<String>) -> Result<(), String> {
         let token = self.token().await?;
-        let url = format!("{}/events/stream?topics=secrets.rotated", self.notify);
+        let base = self.peers.resolve(&self.client, "notify", &token).await;
+        let url = format!("{base}/events/stream?topics=secrets.rotated");
         let mut request = self.client.get(&url).insert_header(("authorization", format!("Bearer {token}")));
         if let Some(id) = last_event.as_deref() {
             request = request.insert_header(("last-event-id", id.to_string()));
         }
-        let mut stream = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let mut stream = request.send().await.map_err(|e| {
+            self.peers.forget("notify");
+            format!("{url}: {e}")
+        })?;
         if !stream.status().is_success() {
             return Err(format!("{url} answered {}", stream.status().as_u16()));
         }
@@ -269,11 +366,12 @@ impl Injector {
 /// follows rotations in the background. Roles without a credential file are skipped.
 pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle>)]) -> Result<(), String> {
     let config = &platform.config;
-    let (Some(kms), Some(secrets), Some(notify)) =
-        (config.peer_url("kms"), config.peer_url("secrets"), config.peer_url("notify"))
-    else {
-        return Err("peers.kms, peers.secrets and peers.notify must be configured".into());
-    };
+    for required in ["kms", "secrets", "notify"] {
+        if config.peer_url(required).is_none() {
+            return Err(format!("peers.{required} must be configured"));
+        }
+    }
+    let peers = Arc::new(Peers { configured: config.peers.clone(), looked_up: Default::default() });
     let mut injectors = Vec::new();
     for (role, handle) in roles {
         let path = credential_path(config, role);
@@ -285,9 +383,8 @@ pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle
         injectors.push(Injector {
             role,
             credential: Secret::new(text.trim().to_string()),
-            kms: kms.clone(),
-            secrets: secrets.clone(),
-            notify: notify.clone(),
+            peers: peers.clone(),
+            own_url: config.peer_url(role),
             client: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
             handle: handle.clone(),
             stream_lifetime: Duration::from_secs((config.kms.service_token_ttl_seconds / 2).max(1)),
@@ -299,6 +396,8 @@ pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle
         result?;
     }
     for injector in injectors {
+        let injector = Arc::new(injector);
+        actix_web::rt::spawn(injector.clone().heartbeat());
         actix_web::rt::spawn(injector.watch());
     }
     Ok(())

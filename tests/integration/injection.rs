@@ -83,3 +83,78 @@ async fn rotation_reaches_every_role_without_failed_requests(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(rotation_reaches_every_role_without_failed_requests);
+
+#[actix_web::test]
+async fn roles_register_with_the_gateway_and_are_found_by_lookup() {
+    let app = TestApp::spawn_with_injection(Backend::Sqlite, |_| {}).await;
+    let password = "correct horse battery";
+    fountain::roles::kms::create_user_offline(&app.platform, "root", password, &["admin".to_string()])
+        .unwrap();
+    let (_, session) = app
+        .call("POST", "kms", "/login", None, Some(json!({"username": "root", "password": password})))
+        .await;
+    let admin = session["access_token"].as_str().unwrap().to_string();
+
+    // Every role registered itself (dynamic entries), beside the static [peers] entries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, registry) = app.call("GET", "gateway", "/registry", Some(&admin), None).await;
+        let dynamic: Vec<&str> = registry["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["static"] == false)
+            .map(|e| e["service"].as_str().unwrap())
+            .collect();
+        if fountain::roles::ALL.iter().all(|r| dynamic.contains(&r.name)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every role registered: {registry}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, found) = app.call("GET", "gateway", "/lookup/kms", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(found["url"].as_str(), Some(app.url("kms", "").as_str()));
+    assert_eq!(found["healthy"], true);
+    let (status, _) = app.call("GET", "gateway", "/lookup/nothing-here", Some(&admin), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.call("GET", "gateway", "/lookup/kms", None, None).await;
+    assert_eq!(status, 401);
+
+    // Registration rules, and expiry of dynamic entries.
+    let (_, key) = app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "svc"}))).await;
+    let (_, token) = app
+        .call(
+            "POST",
+            "kms",
+            "/token",
+            None,
+            Some(json!({"grant_type": "client_credentials", "client_secret": key["api_key"]})),
+        )
+        .await;
+    let svc = token["access_token"].as_str().unwrap();
+    let register =
+        |service: &str, url: &str, ttl: i64| json!({"service": service, "url": url, "ttlSeconds": ttl});
+    let (status, _) = app
+        .call("POST", "gateway", "/registry", Some(svc), Some(register("kms", "http://evil.test", 30)))
+        .await;
+    assert_eq!(status, 403, "a service registers only itself");
+    for bad in [
+        register("svc", "ftp://x.test", 30),
+        register("svc", "http://x.test", 1),
+        register("Bad Name", "http://x.test", 30),
+    ] {
+        let (status, _) = app.call("POST", "gateway", "/registry", Some(svc), Some(bad.clone())).await;
+        assert_eq!(status, 422, "{bad}");
+    }
+    let (status, _) = app
+        .call("POST", "gateway", "/registry", Some(svc), Some(register("svc", "http://svc.test:9/", 5)))
+        .await;
+    assert_eq!(status, 204);
+    let (_, found) = app.call("GET", "gateway", "/lookup/svc", Some(&admin), None).await;
+    assert_eq!(found["url"], "http://svc.test:9");
+    actix_web::rt::time::sleep(Duration::from_secs(6)).await;
+    let (status, _) = app.call("GET", "gateway", "/lookup/svc", Some(&admin), None).await;
+    assert_eq!(status, 404, "the entry expired without a heartbeat");
+    app.stop().await;
+}

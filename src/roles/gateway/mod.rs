@@ -1,10 +1,53 @@
-//! The API Gateway role.
+//! The API Gateway role. So far: the service registry and `GET /lookup/{service}` that every
+//! role uses to find its peers.
 
+mod registry;
+
+use actix_web::web;
+use utoipa::OpenApi;
+
+use self::registry::GatewayState;
 use super::RoleSpec;
+use crate::platform::error::ErrorBody;
+use crate::platform::identity::RemoteKeys;
+use crate::platform::server::{RoleContext, RoleState};
+use crate::platform::standard::BearerAuth;
 
-pub const ROLE: RoleSpec = RoleSpec::standard_only(
-    "gateway",
-    "API Gateway",
-    8000,
-    "The one public entry to FountainAI: verifies JWTs and API keys, routes each path prefix to its service, keeps the service registry behind GET /lookup/{service}, cleans headers and enforces rate limits and step-up MFA.",
-);
+pub const ROLE: RoleSpec = RoleSpec {
+    name: "gateway",
+    title: "API Gateway",
+    default_port: 8000,
+    description: "The one public entry to FountainAI: verifies JWTs and API keys, routes each path prefix to its service, keeps the service registry behind GET /lookup/{service}, cleans headers and enforces rate limits and step-up MFA.",
+    routes,
+    openapi,
+    init,
+};
+
+fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
+    let static_entries =
+        ctx.config.peers.iter().map(|(s, u)| (s.clone(), u.trim_end_matches('/').to_string())).collect();
+    let keys = web::Data::new(RemoteKeys::from_config(&ctx.config));
+    Ok(Some(GatewayState::new(ctx.db.clone(), keys, static_entries)))
+}
+
+fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
+    if let Some(state) = ctx.state::<GatewayState>() {
+        cfg.app_data(state.keys.clone());
+        cfg.app_data(web::Data::from(state));
+    }
+    cfg.service(web::resource("/registry").post(registry::register).get(registry::list))
+        .service(web::resource("/lookup/{service}").get(registry::lookup));
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(registry::register, registry::list, registry::lookup),
+    components(schemas(registry::RegisterRequest, registry::RegistryEntry, registry::RegistryList, registry::Lookup, ErrorBody)),
+    modifiers(&BearerAuth),
+    tags((name = "Discovery", description = "Service registry and lookup"))
+)]
+struct GatewayApi;
+
+fn openapi() -> utoipa::openapi::OpenApi {
+    GatewayApi::openapi()
+}

@@ -1,0 +1,228 @@
+//! Service discovery: instances register themselves (TTL + heartbeat), static entries come from
+//! `[peers]`, and `GET /lookup/{service}` answers with one live URL, round-robin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::platform::db::{AnyConnection, Db, DbError};
+use crate::platform::error::{ApiError, ApiResult, ErrorCode};
+use crate::platform::extract::Json;
+use crate::platform::identity::{AdminOrService, RemoteKeys};
+use crate::platform::names::validate_service_name;
+
+diesel::table! {
+    registry (service, url) {
+        service -> Text,
+        url -> Text,
+        registered_by -> Text,
+        expires_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+const MIN_TTL: u64 = 5;
+const MAX_TTL: u64 = 3600;
+
+pub struct GatewayState {
+    pub db: Db,
+    pub keys: web::Data<RemoteKeys>,
+    /// Static entries (`[peers]`): never expire.
+    pub static_entries: Vec<(String, String)>,
+    next: AtomicUsize,
+}
+
+impl GatewayState {
+    pub fn new(db: Db, keys: web::Data<RemoteKeys>, static_entries: Vec<(String, String)>) -> Arc<Self> {
+        Arc::new(Self { db, keys, static_entries, next: AtomicUsize::new(0) })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegisterRequest {
+    /// The service name; a service token may register only itself.
+    pub service: String,
+    /// Base URL of the instance (http or https).
+    pub url: String,
+    /// How long the entry lives without a heartbeat (5–3600 s).
+    pub ttl_seconds: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryEntry {
+    pub service: String,
+    pub url: String,
+    /// From configuration: never expires.
+    #[serde(rename = "static")]
+    pub is_static: bool,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryList {
+    pub entries: Vec<RegistryEntry>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Lookup {
+    pub service: String,
+    pub url: String,
+    pub healthy: bool,
+}
+
+fn now() -> NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+fn upsert(conn: &mut AnyConnection, service: &str, url: &str, by: &str, ttl: u64) -> Result<(), DbError> {
+    let expires = now() + chrono::Duration::seconds(ttl as i64);
+    crate::platform::db::transaction(conn, |conn| {
+        let updated = diesel::update(
+            registry::table.filter(registry::service.eq(service)).filter(registry::url.eq(url)),
+        )
+        .set((
+            registry::expires_at.eq(expires),
+            registry::updated_at.eq(now()),
+            registry::registered_by.eq(by),
+        ))
+        .execute(conn)?;
+        if updated == 0 {
+            diesel::insert_into(registry::table)
+                .values((
+                    registry::service.eq(service),
+                    registry::url.eq(url),
+                    registry::registered_by.eq(by),
+                    registry::expires_at.eq(expires),
+                    registry::updated_at.eq(now()),
+                ))
+                .execute(conn)?;
+        }
+        // Expired entries are dead weight: drop them while here.
+        diesel::delete(registry::table.filter(registry::expires_at.lt(now()))).execute(conn)?;
+        Ok(())
+    })
+}
+
+fn live(
+    conn: &mut AnyConnection,
+    service: Option<&str>,
+) -> Result<Vec<(String, String, NaiveDateTime)>, DbError> {
+    let mut query = registry::table
+        .filter(registry::expires_at.gt(now()))
+        .select((registry::service, registry::url, registry::expires_at))
+        .into_boxed();
+    if let Some(service) = service {
+        query = query.filter(registry::service.eq(service.to_string()));
+    }
+    Ok(query.order((registry::service.asc(), registry::url.asc())).load(conn)?)
+}
+
+fn check_url(raw: &str) -> ApiResult<()> {
+    let ok = url::Url::parse(raw).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+    });
+    if ok && raw.len() <= 2048 {
+        Ok(())
+    } else {
+        Err(ApiError::validation("url", "must be an http(s) URL without credentials"))
+    }
+}
+
+/// Register a service instance
+///
+/// A service registers its own URL (admins any); the entry lives ttlSeconds unless renewed by a heartbeat.
+#[utoipa::path(
+    post, path = "/registry", operation_id = "registerServiceInstance", tag = "Discovery",
+    request_body = RegisterRequest,
+    responses((status = 204, description = "Registered or renewed"), (status = 403, description = "A service may register only itself", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn register(
+    state: web::Data<GatewayState>,
+    caller: AdminOrService,
+    body: Json<RegisterRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    validate_service_name("service", &body.service)?;
+    check_url(&body.url)?;
+    if !(MIN_TTL..=MAX_TTL).contains(&body.ttl_seconds) {
+        return Err(ApiError::validation("ttlSeconds", format!("must be between {MIN_TTL} and {MAX_TTL}")));
+    }
+    if !caller.0.is_admin() && caller.0.sub != body.service {
+        return Err(ApiError::new(ErrorCode::Forbidden, "a service may register only itself"));
+    }
+    let by = caller.0.sub;
+    let url = body.url.trim_end_matches('/').to_string();
+    state.db.run(move |conn| upsert(conn, &body.service, &url, &by, body.ttl_seconds)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// List registered services
+///
+/// Service or admin. Every live dynamic entry and every static entry from configuration.
+#[utoipa::path(
+    get, path = "/registry", operation_id = "listServiceInstances", tag = "Discovery",
+    responses((status = 200, description = "The registry", body = RegistryList)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    state: web::Data<GatewayState>,
+    _caller: AdminOrService,
+) -> ApiResult<web::Json<RegistryList>> {
+    let dynamic = state.db.run(|conn| live(conn, None)).await?;
+    let mut entries: Vec<RegistryEntry> = dynamic
+        .into_iter()
+        .map(|(service, url, expires)| RegistryEntry {
+            service,
+            url,
+            is_static: false,
+            expires_at: Some(expires),
+        })
+        .collect();
+    entries.extend(state.static_entries.iter().map(|(service, url)| RegistryEntry {
+        service: service.clone(),
+        url: url.clone(),
+        is_static: true,
+        expires_at: None,
+    }));
+    Ok(web::Json(RegistryList { entries }))
+}
+
+/// Look up a service
+///
+/// Service or admin. One live URL of the service (round-robin over its instances), else its static entry.
+#[utoipa::path(
+    get, path = "/lookup/{service}", operation_id = "lookupService", tag = "Discovery",
+    params(("service" = String, Path, description = "Service name")),
+    responses((status = 200, description = "Where to reach it", body = Lookup), (status = 404, description = "Unknown service", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn lookup(
+    state: web::Data<GatewayState>,
+    _caller: AdminOrService,
+    path: web::Path<String>,
+) -> ApiResult<web::Json<Lookup>> {
+    let service = path.into_inner();
+    let name = service.clone();
+    let instances = state.db.run(move |conn| live(conn, Some(&name))).await?;
+    if !instances.is_empty() {
+        let pick = state.next.fetch_add(1, Ordering::Relaxed) % instances.len();
+        let url = instances[pick].1.clone();
+        return Ok(web::Json(Lookup { service, url, healthy: true }));
+    }
+    match state.static_entries.iter().find(|(s, _)| *s == service) {
+        Some((_, url)) => Ok(web::Json(Lookup { service, url: url.clone(), healthy: true })),
+        None => Err(ApiError::new(ErrorCode::NotFound, "no such service")),
+    }
+}
