@@ -252,7 +252,7 @@ impl Injector {
     }
 
     /// Registers this role's URL with the gateway and renews it, so peers find it by lookup.
-    async fn heartbeat(self: Arc<Self>) {
+    async fn heartbeat(self: std::rc::Rc<Self>) {
         let Some(own) = self.own_url.clone() else { return };
         let every = Duration::from_secs(REGISTRY_TTL_SECONDS / 3);
         loop {
@@ -283,7 +283,7 @@ impl Injector {
 
     /// Follows `secrets.rotated` until the process stops, reconnecting (with a fresh token,
     /// resuming after the last event seen) whenever the stream ends.
-    async fn watch(self: Arc<Self>) {
+    async fn watch(self: std::rc::Rc<Self>) {
         let mut last_event: Option<String> = None;
         let mut backoff = Duration::from_millis(500);
         loop {
@@ -396,7 +396,7 @@ pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle
         result?;
     }
     for injector in injectors {
-        let injector = Arc::new(injector);
+        let injector = std::rc::Rc::new(injector);
         actix_web::rt::spawn(injector.clone().heartbeat());
         actix_web::rt::spawn(injector.watch());
     }
