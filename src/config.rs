@@ -32,10 +32,30 @@ pub struct Config {
     pub kms: KmsConfig,
     pub notify: NotifyConfig,
     pub secrets: SecretsConfig,
+    pub gateway: GatewayConfig,
     /// Where each role is reachable: `role name -> base URL`. Roles served by this process are
     /// filled in with their bound address at start.
     pub peers: BTreeMap<String, String>,
     pub roles: BTreeMap<String, RoleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// How long the gateway waits for an upstream's response head before answering 504.
+    pub upstream_timeout_seconds: u64,
+    /// Paths that pass without credentials: exact paths, or prefixes ending in `*`.
+    /// `/<prefix>/health` of every route is always public.
+    pub public_routes: Vec<String>,
+    /// How long an X-API-KEY verdict from kms is reused.
+    pub api_key_cache_ttl_ms: u64,
+    /// Largest request body the gateway streams to an upstream (larger: 413).
+    pub max_body_bytes: u64,
+    /// Services that receive the client's `Authorization` header (fountain's roles check
+    /// tokens themselves); other upstreams only see `X-Fountain-User` / `X-Fountain-Roles`.
+    pub forward_authorization_to: Vec<String>,
+    /// Path prefix -> service name (`/service_a/...` goes to `sequence`).
+    pub routes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod errors;
+mod gateway;
 mod injection;
 mod kms;
 mod notify;

@@ -1,6 +1,7 @@
 //! The API Gateway role. So far: the service registry and `GET /lookup/{service}` that every
 //! role uses to find its peers.
 
+mod proxy;
 mod registry;
 
 use actix_web::web;
@@ -27,7 +28,7 @@ fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
     let static_entries =
         ctx.config.peers.iter().map(|(s, u)| (s.clone(), u.trim_end_matches('/').to_string())).collect();
     let keys = web::Data::new(RemoteKeys::from_config(&ctx.config));
-    Ok(Some(GatewayState::new(ctx.db.clone(), keys, static_entries)))
+    Ok(Some(GatewayState::new(ctx.db.clone(), keys, ctx.config.gateway.clone(), static_entries)))
 }
 
 fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
@@ -35,8 +36,13 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
         cfg.app_data(state.keys.clone());
         cfg.app_data(web::Data::from(state));
     }
+    // One HTTP client per worker thread (awc clients are not shareable across threads).
+    cfg.app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()));
     cfg.service(web::resource("/registry").post(registry::register).get(registry::list))
-        .service(web::resource("/lookup/{service}").get(registry::lookup));
+        .service(web::resource("/lookup/{service}").get(registry::lookup))
+        // Everything else under a routed prefix is proxied; unrouted prefixes answer 404.
+        .service(web::resource("/{prefix}").to(proxy::forward))
+        .service(web::resource("/{prefix}/{tail:.*}").to(proxy::forward));
 }
 
 #[derive(OpenApi)]

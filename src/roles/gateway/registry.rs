@@ -29,17 +29,65 @@ diesel::table! {
 const MIN_TTL: u64 = 5;
 const MAX_TTL: u64 = 3600;
 
+/// How long an instance that failed a request is skipped (passive health).
+const COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct GatewayState {
     pub db: Db,
     pub keys: web::Data<RemoteKeys>,
+    pub config: crate::config::GatewayConfig,
+    pub api_keys: super::proxy::ApiKeyCache,
     /// Static entries (`[peers]`): never expire.
     pub static_entries: Vec<(String, String)>,
     next: AtomicUsize,
+    failed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl GatewayState {
-    pub fn new(db: Db, keys: web::Data<RemoteKeys>, static_entries: Vec<(String, String)>) -> Arc<Self> {
-        Arc::new(Self { db, keys, static_entries, next: AtomicUsize::new(0) })
+    pub fn new(
+        db: Db,
+        keys: web::Data<RemoteKeys>,
+        config: crate::config::GatewayConfig,
+        static_entries: Vec<(String, String)>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            keys,
+            config,
+            api_keys: Default::default(),
+            static_entries,
+            next: AtomicUsize::new(0),
+            failed: Default::default(),
+        })
+    }
+
+    /// One base URL for `service`: live registered instances round-robin, skipping ones that
+    /// failed within the cool-down (unless all did), else the static entry.
+    pub async fn resolve(&self, service: &str) -> ApiResult<Option<String>> {
+        let name = service.to_string();
+        let instances = self.db.run(move |conn| live(conn, Some(&name))).await?;
+        let mut urls: Vec<String> = instances.into_iter().map(|(_, url, _)| url).collect();
+        if urls.is_empty() {
+            urls.extend(self.static_entries.iter().filter(|(s, _)| s == service).map(|(_, u)| u.clone()));
+        }
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        let healthy: Vec<&String> = {
+            let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            urls.iter().filter(|u| failed.get(*u).is_none_or(|at| at.elapsed() >= COOL_DOWN)).collect()
+        };
+        let pool: Vec<&String> = if healthy.is_empty() { urls.iter().collect() } else { healthy };
+        let pick = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
+        Ok(Some(pool[pick].clone()))
+    }
+
+    /// Marks an instance as failing for the cool-down.
+    pub fn forget(&self, _service: &str, url: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(url.to_string(), std::time::Instant::now());
     }
 }
 
@@ -214,15 +262,8 @@ pub async fn lookup(
     path: web::Path<String>,
 ) -> ApiResult<web::Json<Lookup>> {
     let service = path.into_inner();
-    let name = service.clone();
-    let instances = state.db.run(move |conn| live(conn, Some(&name))).await?;
-    if !instances.is_empty() {
-        let pick = state.next.fetch_add(1, Ordering::Relaxed) % instances.len();
-        let url = instances[pick].1.clone();
-        return Ok(web::Json(Lookup { service, url, healthy: true }));
-    }
-    match state.static_entries.iter().find(|(s, _)| *s == service) {
-        Some((_, url)) => Ok(web::Json(Lookup { service, url: url.clone(), healthy: true })),
+    match state.resolve(&service).await? {
+        Some(url) => Ok(web::Json(Lookup { service, url, healthy: true })),
         None => Err(ApiError::new(ErrorCode::NotFound, "no such service")),
     }
 }

@@ -1,0 +1,252 @@
+//! The proxy: `/{prefix}/{rest}` goes to the service the route table names, with the caller
+//! authenticated at the edge (JWT from kms's JWKS, or X-API-KEY verified by kms), headers
+//! cleaned, identity set from the verified credential, and bodies streamed both ways.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+
+use super::registry::GatewayState;
+use crate::platform::auth::{self, Claims, SERVICE_ROLE};
+use crate::platform::error::{ApiError, ApiResult, ErrorCode};
+use crate::platform::middleware::RequestId;
+
+const FOUNTAIN_USER: HeaderName = HeaderName::from_static("x-fountain-user");
+const FOUNTAIN_ROLES: HeaderName = HeaderName::from_static("x-fountain-roles");
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Headers that describe one hop and never travel further (RFC 9110 §7.6.1), plus the ones
+/// the gateway itself decides.
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "x-api-key",
+    "x-fountain-user",
+    "x-fountain-roles",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Verdicts of X-API-KEY checks at kms, by SHA-256 of the key, reused for a short time.
+#[derive(Default)]
+pub struct ApiKeyCache {
+    entries: Mutex<HashMap<[u8; 32], (Option<String>, Instant)>>,
+}
+
+/// Who the request is from, once the edge has checked it.
+struct Identity {
+    subject: String,
+    roles: Vec<String>,
+}
+
+fn is_public(state: &GatewayState, path: &str, tail: &str) -> bool {
+    tail == "health"
+        || state.config.public_routes.iter().any(|rule| match rule.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == rule,
+        })
+}
+
+async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Identity> {
+    if let Some(token) = auth::bearer_token(req) {
+        let claims: Claims = state.keys.verify(token).await?;
+        return Ok(Identity { subject: claims.sub, roles: claims.roles });
+    }
+    if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
+        let service = verify_api_key(state, key).await?;
+        return service
+            .map(|service| Identity { subject: service, roles: vec![SERVICE_ROLE.to_string()] })
+            .ok_or_else(auth::invalid_token);
+    }
+    Err(ApiError::new(ErrorCode::Unauthorized, "a bearer token or an X-API-KEY is required"))
+}
+
+async fn verify_api_key(state: &GatewayState, key: &str) -> ApiResult<Option<String>> {
+    use sha2::Digest;
+    let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
+    let ttl = Duration::from_millis(state.config.api_key_cache_ttl_ms);
+    let cached = state.api_keys.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
+    if let Some((service, _)) = cached.filter(|(_, at)| at.elapsed() < ttl) {
+        return Ok(service);
+    }
+    let kms = state
+        .resolve("kms")
+        .await?
+        .ok_or_else(|| ApiError::unavailable("kms", "no kms instance is known"))?;
+    let client = awc::Client::builder().timeout(Duration::from_secs(5)).finish();
+    let mut response = client
+        .post(format!("{kms}/keys/verify"))
+        .send_json(&serde_json::json!({ "api_key": key }))
+        .await
+        .map_err(|e| ApiError::unavailable("kms", e))?;
+    if !response.status().is_success() {
+        return Err(ApiError::unavailable("kms", format!("key verification answered {}", response.status())));
+    }
+    let verdict: serde_json::Value = response.json().await.map_err(|e| ApiError::unavailable("kms", e))?;
+    let service =
+        (verdict["valid"] == true).then(|| verdict["service_name"].as_str().map(str::to_string)).flatten();
+    let mut entries = state.api_keys.entries.lock().unwrap_or_else(|e| e.into_inner());
+    if entries.len() >= 10_000 {
+        entries.clear();
+    }
+    entries.insert(digest, (service.clone(), Instant::now()));
+    Ok(service)
+}
+
+/// Copies the client's headers minus hop-by-hop and identity headers, then sets the
+/// forwarding and identity headers from what the gateway knows.
+fn upstream_headers(
+    req: &HttpRequest,
+    identity: Option<&Identity>,
+    forward_authorization: bool,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let connection_listed: Vec<String> = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    for (name, value) in req.headers() {
+        let lower = name.as_str();
+        let dropped = DROPPED_REQUEST_HEADERS.contains(&lower)
+            || connection_listed.iter().any(|c| c == lower)
+            || (name == header::AUTHORIZATION && !forward_authorization);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let info = req.connection_info().clone();
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(chain) if !chain.trim().is_empty() => format!("{chain}, {peer}"),
+        _ => peer,
+    };
+    let mut set = |name: &str, value: &str| {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+            headers.insert(name, value);
+        }
+    };
+    set("x-forwarded-for", &forwarded_for);
+    set("x-forwarded-proto", info.scheme());
+    set("x-forwarded-host", info.host());
+    if let Some(id) = req.extensions().get::<RequestId>() {
+        set("x-request-id", &id.0);
+    }
+    if let Some(identity) = identity {
+        set(FOUNTAIN_USER.as_str(), &identity.subject);
+        set(FOUNTAIN_ROLES.as_str(), &identity.roles.join(","));
+    }
+    headers
+}
+
+/// Forwards `/{prefix}/{tail}` to its service.
+pub async fn forward(
+    state: web::Data<GatewayState>,
+    client: web::Data<awc::Client>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let prefix = req.match_info().get("prefix").unwrap_or_default().to_string();
+    let tail = req.match_info().get("tail").unwrap_or_default().to_string();
+    let service = state
+        .config
+        .routes
+        .get(&prefix)
+        .cloned()
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no service is routed under this path"))?;
+    let path = req.path().to_string();
+    let identity =
+        if is_public(&state, &path, &tail) { None } else { Some(authenticate(&state, &req).await?) };
+
+    let limit = state.config.max_body_bytes;
+    let declared: Option<u64> =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large(limit));
+    }
+    let base = state
+        .resolve(&service)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::BadGateway, "no instance of this service is available"))?;
+    // Keep the client's path encoding: everything after `/{prefix}`.
+    let rest = &req.uri().path()[1 + prefix.len()..];
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let url = format!("{base}{rest}{query}");
+
+    let forward_authorization = state.config.forward_authorization_to.contains(&service);
+    let mut upstream = client
+        .request(req.method().clone(), &url)
+        .timeout(Duration::from_secs(state.config.upstream_timeout_seconds.max(1)))
+        .no_decompress();
+    for (name, value) in upstream_headers(&req, identity.as_ref(), forward_authorization).iter() {
+        upstream = upstream.append_header((name.clone(), value.clone()));
+    }
+    let has_body =
+        declared.is_some_and(|len| len > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let sent = Arc::new(AtomicU64::new(0));
+    let result = if has_body {
+        let counter = sent.clone();
+        let limited = payload.map(move |chunk| {
+            let chunk = chunk.map_err(|e| actix_web::error::ErrorBadRequest(e.to_string()))?;
+            if counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64 > limit {
+                return Err(actix_web::error::ErrorPayloadTooLarge("request body too large"));
+            }
+            Ok(chunk)
+        });
+        upstream.send_stream(limited).await
+    } else {
+        upstream.send().await
+    };
+    let response = result.map_err(|err| {
+        if sent.load(Ordering::Relaxed) > limit {
+            return too_large(limit);
+        }
+        match err {
+            awc::error::SendRequestError::Timeout => {
+                ApiError::new(ErrorCode::GatewayTimeout, "the service did not answer in time")
+            }
+            other => {
+                state.forget(&service, &base);
+                log::warn!(target: "fountain::gateway", service = service.as_str(); "upstream request failed: {other}");
+                ApiError::new(ErrorCode::BadGateway, "the service is unavailable")
+            }
+        }
+    })?;
+    let mut reply = HttpResponse::build(response.status());
+    for (name, value) in response.headers() {
+        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            reply.append_header((name.clone(), value.clone()));
+        }
+    }
+    Ok(reply.streaming(response))
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::from_code(ErrorCode::PayloadTooLarge).with_details(serde_json::json!({ "limitBytes": limit }))
+}

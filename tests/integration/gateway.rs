@@ -1,0 +1,206 @@
+//! The gateway over real HTTP: routing to fountain roles and to a registered upstream, edge
+//! authentication, header hygiene, streaming in both directions, limits and failure answers.
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error_shape, Backend, TestApp};
+
+const TEN_MB: usize = 10 * 1024 * 1024;
+
+/// An upstream that shows what reached it: headers, body size, and a large download.
+fn start_echo() -> (String, actix_web::dev::ServerHandle) {
+    let server = HttpServer::new(|| {
+        App::new()
+            .route(
+                "/headers",
+                web::get().to(|req: HttpRequest| async move {
+                    let headers: serde_json::Map<String, Value> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_string(), Value::from(v.to_str().unwrap_or_default())))
+                        .collect();
+                    HttpResponse::Ok().json(json!({ "headers": headers, "query": req.query_string() }))
+                }),
+            )
+            .route(
+                "/upload",
+                web::post().to(|mut body: web::Payload| async move {
+                    let mut total = 0usize;
+                    while let Some(chunk) = body.next().await {
+                        total += chunk.map(|c| c.len()).unwrap_or(0);
+                    }
+                    HttpResponse::Ok().json(json!({ "received": total }))
+                }),
+            )
+            .route(
+                "/download",
+                web::get().to(|| async {
+                    let chunks = futures_util::stream::iter(
+                        (0..160).map(|_| Ok::<_, actix_web::Error>(web::Bytes::from(vec![7u8; 64 * 1024]))),
+                    );
+                    HttpResponse::Ok().content_type("application/octet-stream").streaming(chunks)
+                }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let url = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (url, handle)
+}
+
+async fn admin_token(app: &TestApp) -> String {
+    let password = "correct horse battery";
+    fountain::roles::kms::create_user_offline(&app.platform, "root", password, &["admin".to_string()])
+        .unwrap();
+    let (status, session) = app
+        .call("POST", "gateway", "/kms/login", None, Some(json!({"username": "root", "password": password})))
+        .await;
+    assert_eq!(status, 200, "login through the gateway is public: {session}");
+    session["access_token"].as_str().unwrap().to_string()
+}
+
+async fn register_echo(app: &TestApp, admin: &str, url: &str) {
+    let (status, _) = app
+        .call(
+            "POST",
+            "gateway",
+            "/registry",
+            Some(admin),
+            Some(json!({"service": "echo", "url": url, "ttlSeconds": 300})),
+        )
+        .await;
+    assert_eq!(status, 204);
+}
+
+#[actix_web::test]
+async fn the_gateway_routes_authenticates_and_cleans_headers() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |c| {
+            c.gateway.routes.insert("echo".into(), "echo".into());
+            c.gateway.max_body_bytes = 16 * 1024 * 1024;
+        },
+        None,
+    )
+    .await;
+    let admin = admin_token(&app).await;
+    let (echo, echo_handle) = start_echo();
+    register_echo(&app, &admin, &echo).await;
+
+    let (status, health) = app.call("GET", "gateway", "/kms/health", None, None).await;
+    assert_eq!((status, health), (200, json!({"status": "healthy"})));
+    let (status, body) = app.call("GET", "gateway", "/kms/users", None, None).await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (401, "unauthorized"));
+    let (status, users) = app.call("GET", "gateway", "/kms/users", Some(&admin), None).await;
+    assert_eq!(status, 200, "kms receives the caller's token: {users}");
+    let (status, body) = app.call("GET", "gateway", "/nowhere/at/all", Some(&admin), None).await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (404, "not_found"));
+
+    // Spoofed identity and hop-by-hop headers never reach the upstream.
+    let mut response = app
+        .client
+        .get(app.url("gateway", "/echo/headers?a=1&b=%2F"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .insert_header(("x-fountain-user", "mallory"))
+        .insert_header(("x-fountain-roles", "admin,superuser"))
+        .insert_header(("x-request-id", "trace-gw-1"))
+        .insert_header(("x-forwarded-for", "203.0.113.9"))
+        .insert_header(("proxy-authorization", "Basic c2VjcmV0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let seen: Value = response.json().await.unwrap();
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-fountain-user"], "root");
+    assert_eq!(headers["x-fountain-roles"], "admin");
+    assert_eq!(headers["x-request-id"], "trace-gw-1");
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert!(headers.get("authorization").is_none(), "echo is not in forward_authorization_to");
+    assert!(headers.get("proxy-authorization").is_none());
+    assert_eq!(seen["query"], "a=1&b=%2F");
+
+    // API keys work at the edge too; a bad one gets the same 401 as a forged token.
+    let (_, key) =
+        app.call("POST", "gateway", "/kms/keys", Some(&admin), Some(json!({"service_name": "svc"}))).await;
+    let api_key = key["api_key"].as_str().unwrap();
+    let mut response = app
+        .client
+        .get(app.url("gateway", "/echo/headers"))
+        .insert_header(("x-api-key", api_key))
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(
+        (seen["headers"]["x-fountain-user"].as_str(), seen["headers"]["x-fountain-roles"].as_str()),
+        (Some("svc"), Some("service"))
+    );
+    let mut bad_key = app
+        .client
+        .get(app.url("gateway", "/echo/headers"))
+        .insert_header(("x-api-key", "fk_forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_key.status().as_u16(), 401);
+    let bad_key: Value = bad_key.json().await.unwrap();
+    let mut forged = app
+        .client
+        .get(app.url("gateway", "/echo/headers"))
+        .insert_header(("authorization", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0."))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    assert_eq!(forged.json::<Value>().await.unwrap(), bad_key, "one answer for every bad credential");
+
+    // 10 MB up and down, streamed; over the limit is 413.
+    let upload = vec![1u8; TEN_MB];
+    let mut response = app
+        .client
+        .post(app.url("gateway", "/echo/upload"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .send_body(upload)
+        .await
+        .unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["received"], TEN_MB);
+    let mut response = app
+        .client
+        .get(app.url("gateway", "/echo/download"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .send()
+        .await
+        .unwrap();
+    let body = response.body().limit(2 * TEN_MB).await.unwrap();
+    assert_eq!(body.len(), TEN_MB);
+    let (status, body) = app
+        .call(
+            "POST",
+            "gateway",
+            "/echo/upload",
+            Some(&admin),
+            Some(Value::String("x".repeat(17 * 1024 * 1024))),
+        )
+        .await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (413, "payload_too_large"));
+
+    // The upstream dies: 502; a new instance registers: served again, no gateway restart.
+    echo_handle.stop(false).await;
+    let (status, body) = app.call("GET", "gateway", "/echo/headers", Some(&admin), None).await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (502, "bad_gateway"));
+    let (echo2, echo2_handle) = start_echo();
+    register_echo(&app, &admin, &echo2).await;
+    let (status, _) = app.call("GET", "gateway", "/echo/headers", Some(&admin), None).await;
+    assert_eq!(status, 200, "the failed instance is skipped during its cool-down");
+    echo2_handle.stop(false).await;
+    app.stop().await;
+}
