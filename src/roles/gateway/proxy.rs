@@ -51,10 +51,13 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
 ];
 
+/// A kms verdict on one key: the owning service when valid, and when it was asked.
+type Verdict = (Option<String>, Instant);
+
 /// Verdicts of X-API-KEY checks at kms, by SHA-256 of the key, reused for a short time.
 #[derive(Default)]
 pub struct ApiKeyCache {
-    entries: Mutex<HashMap<[u8; 32], (Option<String>, Instant)>>,
+    entries: Mutex<HashMap<[u8; 32], Verdict>>,
 }
 
 /// Who the request is from, once the edge has checked it.
