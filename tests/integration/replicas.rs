@@ -29,7 +29,8 @@ fn secrets_version(addr: std::net::SocketAddr) -> Option<i64> {
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Generous: start-up retries back off up to 5 s while the whole suite loads two cores.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
