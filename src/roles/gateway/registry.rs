@@ -41,7 +41,13 @@ pub struct GatewayState {
     pub static_entries: Vec<(String, String)>,
     next: AtomicUsize,
     failed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Live instances per service as last read from the registry table: the proxy's hot path
+    /// must not query the database on every request.
+    instances: std::sync::Mutex<std::collections::HashMap<String, (Vec<String>, std::time::Instant)>>,
 }
+
+/// How long a read of the registry table is reused (registrations here clear it at once).
+const INSTANCES_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl GatewayState {
     pub fn new(
@@ -58,15 +64,28 @@ impl GatewayState {
             static_entries,
             next: AtomicUsize::new(0),
             failed: Default::default(),
+            instances: Default::default(),
         })
     }
 
     /// One base URL for `service`: live registered instances round-robin, skipping ones that
     /// failed within the cool-down (unless all did), else the static entry.
     pub async fn resolve(&self, service: &str) -> ApiResult<Option<String>> {
-        let name = service.to_string();
-        let instances = self.db.run(move |conn| live(conn, Some(&name))).await?;
-        let mut urls: Vec<String> = instances.into_iter().map(|(_, url, _)| url).collect();
+        let cached = self.instances.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned();
+        let mut urls = match cached.filter(|(_, at)| at.elapsed() < INSTANCES_TTL) {
+            Some((urls, _)) => urls,
+            None => {
+                let name = service.to_string();
+                let rows = self.db.run(move |conn| live(conn, Some(&name))).await?;
+                let urls: Vec<String> = rows.into_iter().map(|(_, url, _)| url).collect();
+                let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+                if instances.len() > 10_000 {
+                    instances.clear();
+                }
+                instances.insert(service.to_string(), (urls.clone(), std::time::Instant::now()));
+                urls
+            }
+        };
         if urls.is_empty() {
             urls.extend(self.static_entries.iter().filter(|(s, _)| s == service).map(|(_, u)| u.clone()));
         }
@@ -213,6 +232,7 @@ pub async fn register(
     let by = caller.0.sub;
     let url = body.url.trim_end_matches('/').to_string();
     state.db.run(move |conn| upsert(conn, &body.service, &url, &by, body.ttl_seconds)).await?;
+    state.instances.lock().unwrap_or_else(|e| e.into_inner()).clear();
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Gateway throughput and latency beside its peers, measured in one run on one machine:
+#   1. a trivial upstream directly (nginx `return 200`),
+#   2. fountain's gateway with JWT verification in front of it,
+#   3. nginx `proxy_pass` (2 workers, keep-alive) in front of it,
+#   4. Caddy `reverse_proxy` in front of it.
+# wrk -t2 -c64 on loopback, small responses. Also the gateway's RSS under that load.
+# Usage: bench/gateway.sh   (needs wrk, nginx and caddy: apt-get install wrk nginx caddy)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in wrk nginx caddy; do
+  command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install $tool)" >&2; exit 1; }
+done
+cargo build --release --quiet
+bin=$PWD/target/release/fountain
+work=$(mktemp -d)
+duration=${BENCH_SECONDS:-10}
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+up=18100; nginx_proxy=18101; caddy_proxy=18102; gw=18000; kms=18003
+
+mkdir -p "$work/nginx"
+cat > "$work/nginx/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nginx/upstream.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:$up; location / { return 200 'ok'; } } }
+CONF
+cat > "$work/nginx/proxy.conf" <<CONF
+worker_processes 2; daemon off; pid $work/nginx/proxy.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off;
+  upstream backend { server 127.0.0.1:$up; keepalive 64; }
+  server { listen 127.0.0.1:$nginx_proxy;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+cat > "$work/Caddyfile" <<CONF
+{
+	admin off
+	auto_https off
+}
+http://127.0.0.1:$caddy_proxy {
+	reverse_proxy 127.0.0.1:$up
+}
+CONF
+nginx -c "$work/nginx/upstream.conf" -p "$work/nginx" & pids+=($!)
+nginx -c "$work/nginx/proxy.conf" -p "$work/nginx" & pids+=($!)
+caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & pids+=($!)
+
+export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_KMS__BCRYPT_COST=4 \
+  FOUNTAIN_ROLES__GATEWAY__PORT=$gw FOUNTAIN_ROLES__KMS__PORT=$kms \
+  FOUNTAIN_PEERS__BENCH="http://127.0.0.1:$up" FOUNTAIN_GATEWAY__ROUTES__BENCH=bench
+printf 'bench password 1234\n' > "$work/pw"
+"$bin" admin create-user --username bench --role admin --password-file "$work/pw" >/dev/null
+"$bin" serve --role kms,gateway > "$work/fountain.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$gw/health" >/dev/null 2>&1 && break; sleep 0.1; done
+token=$(curl -fs "http://127.0.0.1:$kms/login" -H 'content-type: application/json' \
+  -d '{"username":"bench","password":"bench password 1234"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+curl -fs "http://127.0.0.1:$gw/bench/" -H "authorization: Bearer $token" | grep -q ok \
+  || { echo "the gateway does not reach the upstream" >&2; cat "$work/fountain.log" >&2; exit 1; }
+sleep 1
+
+run() { # name, url, [header]
+  local out="$work/$RANDOM.txt"
+  if [ -n "${3:-}" ]; then wrk -t2 -c64 -d"${duration}s" --latency -H "$3" "$2" > "$out"
+  else wrk -t2 -c64 -d"${duration}s" --latency "$2" > "$out"; fi
+  printf '%-40s %10s req/s   p50 %9s   p99 %9s   errors %s\n' "$1" \
+    "$(awk '/Requests\/sec/ {print $2}' "$out")" "$(awk '$1=="50%" {print $2}' "$out")" \
+    "$(awk '$1=="99%" {print $2}' "$out")" "$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ')"
+}
+echo "machine: $(nproc) cores; wrk -t2 -c64 -d${duration}s; upstream: nginx return 200"
+run "upstream directly (peer)" "http://127.0.0.1:$up/"
+( sleep $((duration / 2)); awk '/VmRSS/ {print "fountain gateway+kms RSS under load: " $2 " kB"}' /proc/$gw_pid/status ) &
+run "fountain gateway, JWT verified" "http://127.0.0.1:$gw/bench/" "Authorization: Bearer $token"
+wait $! 2>/dev/null || true
+run "nginx proxy_pass (peer)" "http://127.0.0.1:$nginx_proxy/"
+run "caddy reverse_proxy (peer)" "http://127.0.0.1:$caddy_proxy/"
