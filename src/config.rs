@@ -56,6 +56,19 @@ pub struct GatewayConfig {
     pub forward_authorization_to: Vec<String>,
     /// Path prefix -> service name (`/service_a/...` goes to `sequence`).
     pub routes: BTreeMap<String, String>,
+    /// Requests per caller (user, API-key service, or client address when anonymous).
+    pub rate_limit: RateLimitConfig,
+    /// Route prefix -> its own limit instead of `rate_limit`.
+    pub route_limits: BTreeMap<String, RateLimitConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests allowed at once before the rate applies.
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

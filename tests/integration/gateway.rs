@@ -204,3 +204,40 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
     echo2_handle.stop(false).await;
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn rate_limits_apply_per_caller_with_headers_and_retry_after() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |c| {
+            c.gateway
+                .route_limits
+                .insert("kms".into(), fountain::config::RateLimitConfig { requests_per_second: 1, burst: 3 });
+        },
+        None,
+    )
+    .await;
+    let get = |from: &'static str| {
+        app.client.get(app.url("gateway", "/kms/health")).insert_header(("x-forwarded-for", from)).send()
+    };
+    for remaining in ["2", "1", "0"] {
+        let response = get("198.51.100.7").await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.headers().get("ratelimit-limit").unwrap(), "3");
+        assert_eq!(response.headers().get("ratelimit-remaining").unwrap(), remaining);
+    }
+    let mut limited = get("198.51.100.7").await.unwrap();
+    assert_eq!(limited.status().as_u16(), 429);
+    let retry_after: u64 = limited.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after));
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(assert_error_shape(&body), "rate_limited");
+    assert_eq!(
+        get("198.51.100.8").await.unwrap().status().as_u16(),
+        200,
+        "another caller has its own bucket"
+    );
+    let (_, _, metrics) = app.get("gateway", "/metrics").await;
+    assert!(String::from_utf8_lossy(&metrics).contains(r#"status="429""#));
+    app.stop().await;
+}

@@ -1,6 +1,7 @@
 //! The API Gateway role. So far: the service registry and `GET /lookup/{service}` that every
 //! role uses to find its peers.
 
+mod limits;
 mod proxy;
 mod registry;
 
@@ -28,7 +29,20 @@ fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
     let static_entries =
         ctx.config.peers.iter().map(|(s, u)| (s.clone(), u.trim_end_matches('/').to_string())).collect();
     let keys = web::Data::new(RemoteKeys::from_config(&ctx.config));
-    Ok(Some(GatewayState::new(ctx.db.clone(), keys, ctx.config.gateway.clone(), static_entries)))
+    let trusted = ctx.config.server.trusted_proxies.clone();
+    let state = GatewayState::new(ctx.db.clone(), keys, ctx.config.gateway.clone(), static_entries, trusted);
+    let janitor = state.clone();
+    let mut shutdown = ctx.shutdown.clone();
+    actix_web::rt::spawn(async move {
+        // Idle rate-limit buckets are dropped once a minute until the host stops.
+        loop {
+            tokio::select! {
+                _ = actix_web::rt::time::sleep(std::time::Duration::from_secs(60)) => janitor.limits.shrink(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    Ok(Some(state))
 }
 
 fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {

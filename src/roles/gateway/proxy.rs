@@ -185,6 +185,11 @@ pub async fn forward(
     let path = req.path().to_string();
     let identity =
         if is_public(&state, &path, &tail) { None } else { Some(authenticate(&state, &req).await?) };
+    let caller = match &identity {
+        Some(identity) => format!("id:{}", identity.subject),
+        None => format!("addr:{}", crate::platform::net::client_addr(&req, &state.trusted_proxies)),
+    };
+    let allowance = state.limits.check(&prefix, &caller)?;
 
     let limit = state.config.max_body_bytes;
     let declared: Option<u64> =
@@ -246,6 +251,10 @@ pub async fn forward(
         if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
             reply.append_header((name.clone(), value.clone()));
         }
+    }
+    if let Some(allowance) = allowance {
+        reply.insert_header(("ratelimit-limit", allowance.limit.to_string()));
+        reply.insert_header(("ratelimit-remaining", allowance.remaining.to_string()));
     }
     Ok(reply.streaming(response))
 }

@@ -37,6 +37,8 @@ pub struct GatewayState {
     pub keys: web::Data<RemoteKeys>,
     pub config: crate::config::GatewayConfig,
     pub api_keys: super::proxy::ApiKeyCache,
+    pub limits: super::limits::EdgeLimits,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Static entries (`[peers]`): never expire.
     pub static_entries: Vec<(String, String)>,
     next: AtomicUsize,
@@ -55,11 +57,15 @@ impl GatewayState {
         keys: web::Data<RemoteKeys>,
         config: crate::config::GatewayConfig,
         static_entries: Vec<(String, String)>,
+        trusted_proxies: Vec<std::net::IpAddr>,
     ) -> Arc<Self> {
+        let limits = super::limits::EdgeLimits::new(&config.rate_limit, &config.route_limits);
         Arc::new(Self {
             db,
             keys,
             config,
+            limits,
+            trusted_proxies,
             api_keys: Default::default(),
             static_entries,
             next: AtomicUsize::new(0),
