@@ -60,6 +60,24 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     /// Route prefix -> its own limit instead of `rate_limit`.
     pub route_limits: BTreeMap<String, RateLimitConfig>,
+    /// Per-route access rules, checked after authentication.
+    pub rules: Vec<RouteRule>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// An exact gateway path, or a prefix ending in `*`.
+    pub path: String,
+    /// Methods the rule applies to; empty: all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// The caller must hold one of these roles (exact match); empty: any authenticated caller.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The caller's token must carry `mfa: true` (a twofa step-up).
+    #[serde(default)]
+    pub mfa: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -128,9 +128,20 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
     assert!(headers.get("proxy-authorization").is_none());
     assert_eq!(seen["query"], "a=1&b=%2F");
 
-    // API keys work at the edge too; a bad one gets the same 401 as a forged token.
-    let (_, key) =
+    // Key and secret mutations need a second factor at the edge; reads and verify do not.
+    let (status, body) =
         app.call("POST", "gateway", "/kms/keys", Some(&admin), Some(json!({"service_name": "svc"}))).await;
+    assert_eq!((status, body["details"]["mfaRequired"].as_bool()), (403, Some(true)), "{body}");
+    let (status, _) = app.call("POST", "gateway", "/secrets/secrets/svc", Some(&admin), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = app.call("GET", "gateway", "/kms/keys", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let (status, verdict) =
+        app.call("POST", "gateway", "/kms/keys/verify", Some(&admin), Some(json!({"api_key": "fk_x"}))).await;
+    assert_eq!((status, verdict["code"].as_str()), (200, Some("NOT_FOUND")));
+
+    // API keys work at the edge too; a bad one gets the same 401 as a forged token.
+    let (_, key) = app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "svc"}))).await;
     let api_key = key["api_key"].as_str().unwrap();
     let mut response = app
         .client

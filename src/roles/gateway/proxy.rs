@@ -64,6 +64,34 @@ pub struct ApiKeyCache {
 struct Identity {
     subject: String,
     roles: Vec<String>,
+    /// The token carries the twofa step-up claim.
+    mfa: bool,
+}
+
+/// Applies the first `gateway.rules` entry that matches the request, if any.
+fn check_rules(state: &GatewayState, req: &HttpRequest, identity: &Identity) -> ApiResult<()> {
+    let path = req.path();
+    let method = req.method().as_str();
+    let rule = state.config.rules.iter().find(|rule| {
+        let path_matches = match rule.path.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == rule.path,
+        };
+        path_matches
+            && (rule.methods.is_empty() || rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+    });
+    let Some(rule) = rule else { return Ok(()) };
+    if !rule.roles.is_empty() && !rule.roles.iter().any(|r| identity.roles.contains(r)) {
+        return Err(ApiError::new(ErrorCode::Forbidden, "this route requires another role"));
+    }
+    if rule.mfa && !identity.mfa {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this route requires a second factor (step up with twofa)",
+        )
+        .with_details(serde_json::json!({ "mfaRequired": true })));
+    }
+    Ok(())
 }
 
 fn is_public(state: &GatewayState, path: &str, tail: &str) -> bool {
@@ -77,12 +105,12 @@ fn is_public(state: &GatewayState, path: &str, tail: &str) -> bool {
 async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Identity> {
     if let Some(token) = auth::bearer_token(req) {
         let claims: Claims = state.keys.verify(token).await?;
-        return Ok(Identity { subject: claims.sub, roles: claims.roles });
+        return Ok(Identity { mfa: claims.mfa == Some(true), subject: claims.sub, roles: claims.roles });
     }
     if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
         let service = verify_api_key(state, key).await?;
         return service
-            .map(|service| Identity { subject: service, roles: vec![SERVICE_ROLE.to_string()] })
+            .map(|service| Identity { subject: service, roles: vec![SERVICE_ROLE.to_string()], mfa: false })
             .ok_or_else(auth::invalid_token);
     }
     Err(ApiError::new(ErrorCode::Unauthorized, "a bearer token or an X-API-KEY is required"))
@@ -190,6 +218,9 @@ pub async fn forward(
         None => format!("addr:{}", crate::platform::net::client_addr(&req, &state.trusted_proxies)),
     };
     let allowance = state.limits.check(&prefix, &caller)?;
+    if let Some(identity) = &identity {
+        check_rules(&state, &req, identity)?;
+    }
 
     let limit = state.config.max_body_bytes;
     let declared: Option<u64> =
