@@ -252,3 +252,75 @@ async fn rate_limits_apply_per_caller_with_headers_and_retry_after() {
     assert!(String::from_utf8_lossy(&metrics).contains(r#"status="429""#));
     app.stop().await;
 }
+
+async fn through_edge(app: &TestApp, token: &str) -> u16 {
+    app.call("GET", "gateway", "/echo/headers", Some(token), None).await.0
+}
+
+async fn wait_refused(app: &TestApp, token: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while through_edge(app, token).await != 401 {
+        assert!(std::time::Instant::now() < deadline, "the edge kept accepting a revoked credential");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn login_as(app: &TestApp, user: &str) -> String {
+    let (status, session) = app
+        .call(
+            "POST",
+            "gateway",
+            "/kms/login",
+            None,
+            Some(json!({"username": user, "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    session["access_token"].as_str().unwrap().to_string()
+}
+
+#[actix_web::test]
+async fn revoked_tokens_sessions_and_disabled_users_are_refused_at_the_edge() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |c| {
+            c.gateway.routes.insert("echo".into(), "echo".into());
+        },
+        None,
+    )
+    .await;
+    let admin = admin_token(&app).await;
+    let (echo, echo_handle) = start_echo();
+    register_echo(&app, &admin, &echo).await;
+    for user in ["dora", "eve"] {
+        let body = json!({"username": user, "password": "correct horse battery"});
+        app.call("POST", "gateway", "/kms/register", None, Some(body)).await;
+    }
+
+    // Logout: the token is refused at the edge although the upstream checks nothing.
+    let token = login_as(&app, "dora").await;
+    assert_eq!(through_edge(&app, &token).await, 200);
+    let (status, _) = app.call("POST", "gateway", "/kms/logout", Some(&token), None).await;
+    assert_eq!(status, 204);
+    wait_refused(&app, &token).await;
+
+    // A disabled user's still-unexpired token is refused too; re-enabling lets new ones in.
+    let token = login_as(&app, "eve").await;
+    assert_eq!(through_edge(&app, &token).await, 200);
+    let (status, _) =
+        app.call("PATCH", "kms", "/users/eve", Some(&admin), Some(json!({"disabled": true}))).await;
+    assert_eq!(status, 200);
+    wait_refused(&app, &token).await;
+    app.call("PATCH", "kms", "/users/eve", Some(&admin), Some(json!({"disabled": false}))).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let fresh = login_as(&app, "eve").await;
+        if through_edge(&app, &fresh).await == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a re-enabled user stayed blocked");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    echo_handle.stop(false).await;
+    app.stop().await;
+}

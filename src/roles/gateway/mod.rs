@@ -4,6 +4,7 @@
 mod limits;
 mod proxy;
 mod registry;
+mod revocations;
 
 use actix_web::web;
 use utoipa::OpenApi;
@@ -31,6 +32,7 @@ fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
     let keys = web::Data::new(RemoteKeys::from_config(&ctx.config));
     let trusted = ctx.config.server.trusted_proxies.clone();
     let state = GatewayState::new(ctx.db.clone(), keys, ctx.config.gateway.clone(), static_entries, trusted);
+    actix_web::rt::spawn(state.revocations.clone().follow(ctx.db.clone(), ctx.shutdown.clone()));
     let janitor = state.clone();
     let mut shutdown = ctx.shutdown.clone();
     actix_web::rt::spawn(async move {

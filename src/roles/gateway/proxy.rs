@@ -105,6 +105,10 @@ fn is_public(state: &GatewayState, path: &str, tail: &str) -> bool {
 async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Identity> {
     if let Some(token) = auth::bearer_token(req) {
         let claims: Claims = state.keys.verify(token).await?;
+        if state.revocations.is_revoked(&claims) {
+            log::info!(target: "fountain::auth", reason = "revoked"; "token rejected");
+            return Err(auth::invalid_token());
+        }
         return Ok(Identity { mfa: claims.mfa == Some(true), subject: claims.sub, roles: claims.roles });
     }
     if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {

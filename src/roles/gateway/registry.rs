@@ -39,6 +39,7 @@ pub struct GatewayState {
     pub api_keys: super::proxy::ApiKeyCache,
     pub limits: super::limits::EdgeLimits,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub revocations: Arc<super::revocations::Revocations>,
     /// Static entries (`[peers]`): never expire.
     pub static_entries: Vec<(String, String)>,
     next: AtomicUsize,
@@ -66,6 +67,7 @@ impl GatewayState {
             config,
             limits,
             trusted_proxies,
+            revocations: Default::default(),
             api_keys: Default::default(),
             static_entries,
             next: AtomicUsize::new(0),
