@@ -212,6 +212,17 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
     register_echo(&app, &admin, &echo2).await;
     let (status, _) = app.call("GET", "gateway", "/echo/headers", Some(&admin), None).await;
     assert_eq!(status, 200, "the failed instance is skipped during its cool-down");
+    let (_, _, metrics) = app.get("gateway", "/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for expected in [
+        r#"gateway_upstream_responses_total{service="echo",status="200"}"#,
+        r#"gateway_upstream_duration_seconds_bucket{service="echo""#,
+        r#"gateway_upstream_failures_total{kind="unreachable",service="echo"}"#,
+        r#"gateway_auth_failures_total{reason="credential"}"#,
+        r#"gateway_auth_failures_total{reason="rule"}"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing from gateway metrics");
+    }
     echo2_handle.stop(false).await;
     app.stop().await;
 }

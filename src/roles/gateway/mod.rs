@@ -2,6 +2,7 @@
 //! role uses to find its peers.
 
 mod limits;
+mod metrics;
 mod proxy;
 mod registry;
 mod revocations;
@@ -31,7 +32,9 @@ fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
         ctx.config.peers.iter().map(|(s, u)| (s.clone(), u.trim_end_matches('/').to_string())).collect();
     let keys = web::Data::new(RemoteKeys::from_config(&ctx.config));
     let trusted = ctx.config.server.trusted_proxies.clone();
-    let state = GatewayState::new(ctx.db.clone(), keys, ctx.config.gateway.clone(), static_entries, trusted);
+    let metrics = metrics::GatewayMetrics::register(ctx.metrics.registry()).map_err(|e| e.to_string())?;
+    let state =
+        GatewayState::new(ctx.db.clone(), keys, ctx.config.gateway.clone(), static_entries, trusted, metrics);
     actix_web::rt::spawn(state.revocations.clone().follow(ctx.db.clone(), ctx.shutdown.clone()));
     let janitor = state.clone();
     let mut shutdown = ctx.shutdown.clone();

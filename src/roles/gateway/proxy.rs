@@ -215,15 +215,29 @@ pub async fn forward(
         .cloned()
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no service is routed under this path"))?;
     let path = req.path().to_string();
-    let identity =
-        if is_public(&state, &path, &tail) { None } else { Some(authenticate(&state, &req).await?) };
+    let identity = if is_public(&state, &path, &tail) {
+        None
+    } else {
+        match authenticate(&state, &req).await {
+            Ok(identity) => Some(identity),
+            Err(err) => {
+                let reason = if err.code == ErrorCode::Unauthorized { "credential" } else { "verifier" };
+                state.metrics.auth_failures.with_label_values(&[reason]).inc();
+                return Err(err);
+            }
+        }
+    };
     let caller = match &identity {
         Some(identity) => format!("id:{}", identity.subject),
         None => format!("addr:{}", crate::platform::net::client_addr(&req, &state.trusted_proxies)),
     };
-    let allowance = state.limits.check(&prefix, &caller)?;
+    let allowance = state.limits.check(&prefix, &caller).inspect_err(|_| {
+        state.metrics.rate_limited.with_label_values(&[prefix.as_str()]).inc();
+    })?;
     if let Some(identity) = &identity {
-        check_rules(&state, &req, identity)?;
+        check_rules(&state, &req, identity).inspect_err(|_| {
+            state.metrics.auth_failures.with_label_values(&["rule"]).inc();
+        })?;
     }
 
     let limit = state.config.max_body_bytes;
@@ -250,6 +264,7 @@ pub async fn forward(
     for (name, value) in upstream_headers(&req, identity.as_ref(), forward_authorization).iter() {
         upstream = upstream.append_header((name.clone(), value.clone()));
     }
+    let started = Instant::now();
     let has_body =
         declared.is_some_and(|len| len > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
     let sent = Arc::new(AtomicU64::new(0));
@@ -272,15 +287,23 @@ pub async fn forward(
         }
         match err {
             awc::error::SendRequestError::Timeout => {
+                state.metrics.upstream_failures.with_label_values(&[service.as_str(), "timeout"]).inc();
                 ApiError::new(ErrorCode::GatewayTimeout, "the service did not answer in time")
             }
             other => {
+                state.metrics.upstream_failures.with_label_values(&[service.as_str(), "unreachable"]).inc();
                 state.forget(&service, &base);
                 log::warn!(target: "fountain::gateway", service = service.as_str(); "upstream request failed: {other}");
                 ApiError::new(ErrorCode::BadGateway, "the service is unavailable")
             }
         }
     })?;
+    state
+        .metrics
+        .upstream_latency
+        .with_label_values(&[service.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.upstream.with_label_values(&[service.as_str(), response.status().as_str()]).inc();
     let mut reply = HttpResponse::build(response.status());
     for (name, value) in response.headers() {
         if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {

@@ -40,6 +40,7 @@ pub struct GatewayState {
     pub limits: super::limits::EdgeLimits,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub revocations: Arc<super::revocations::Revocations>,
+    pub metrics: super::metrics::GatewayMetrics,
     /// Static entries (`[peers]`): never expire.
     pub static_entries: Vec<(String, String)>,
     next: AtomicUsize,
@@ -59,6 +60,7 @@ impl GatewayState {
         config: crate::config::GatewayConfig,
         static_entries: Vec<(String, String)>,
         trusted_proxies: Vec<std::net::IpAddr>,
+        metrics: super::metrics::GatewayMetrics,
     ) -> Arc<Self> {
         let limits = super::limits::EdgeLimits::new(&config.rate_limit, &config.route_limits);
         Arc::new(Self {
@@ -68,6 +70,7 @@ impl GatewayState {
             limits,
             trusted_proxies,
             revocations: Default::default(),
+            metrics,
             api_keys: Default::default(),
             static_entries,
             next: AtomicUsize::new(0),

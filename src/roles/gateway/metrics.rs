@@ -1,0 +1,49 @@
+//! Gateway-specific metrics, beside the request metrics every role has.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+pub struct GatewayMetrics {
+    /// Upstream answers by service and status.
+    pub upstream: IntCounterVec,
+    /// Time from sending upstream to its response head, by service.
+    pub upstream_latency: HistogramVec,
+    /// Upstreams that could not be reached or timed out, by service and kind.
+    pub upstream_failures: IntCounterVec,
+    /// Requests refused at the edge, by reason.
+    pub auth_failures: IntCounterVec,
+    /// Requests refused by a rate limit, by route prefix.
+    pub rate_limited: IntCounterVec,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let upstream = IntCounterVec::new(
+            Opts::new("gateway_upstream_responses_total", "Upstream responses by service and status"),
+            &["service", "status"],
+        )?;
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new("gateway_upstream_duration_seconds", "Upstream time to response head")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+                ]),
+            &["service"],
+        )?;
+        let upstream_failures = IntCounterVec::new(
+            Opts::new("gateway_upstream_failures_total", "Upstreams unreachable or too slow"),
+            &["service", "kind"],
+        )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new("gateway_auth_failures_total", "Requests refused at the edge"),
+            &["reason"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new("gateway_rate_limited_total", "Requests refused by a rate limit"),
+            &["route"],
+        )?;
+        for metric in [&upstream, &upstream_failures, &auth_failures, &rate_limited] {
+            registry.register(Box::new(metric.clone()))?;
+        }
+        registry.register(Box::new(upstream_latency.clone()))?;
+        Ok(Self { upstream, upstream_latency, upstream_failures, auth_failures, rate_limited })
+    }
+}
