@@ -335,3 +335,30 @@ async fn revoked_tokens_sessions_and_disabled_users_are_refused_at_the_edge() {
     echo_handle.stop(false).await;
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn idempotent_requests_move_to_a_live_instance_when_one_is_down() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |c| {
+            c.gateway.routes.insert("echo".into(), "echo".into());
+        },
+        None,
+    )
+    .await;
+    let admin = admin_token(&app).await;
+    let (first, first_handle) = start_echo();
+    let (second, second_handle) = start_echo();
+    register_echo(&app, &admin, &first).await;
+    register_echo(&app, &admin, &second).await;
+    first_handle.stop(false).await;
+    for _ in 0..10 {
+        let (status, _) = app.call("GET", "gateway", "/echo/headers", Some(&admin), None).await;
+        assert_eq!(status, 200, "a GET is retried on the live instance, never answered 502");
+    }
+    let (_, _, metrics) = app.get("gateway", "/metrics").await;
+    assert!(String::from_utf8_lossy(&metrics)
+        .contains(r#"gateway_upstream_failures_total{kind="unreachable",service="echo"}"#));
+    second_handle.stop(false).await;
+    app.stop().await;
+}

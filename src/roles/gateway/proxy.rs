@@ -254,20 +254,24 @@ pub async fn forward(
     let rest = &req.uri().path()[1 + prefix.len()..];
     let rest = if rest.is_empty() { "/" } else { rest };
     let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    let url = format!("{base}{rest}{query}");
-
     let forward_authorization = state.config.forward_authorization_to.contains(&service);
-    let mut upstream = client
-        .request(req.method().clone(), &url)
-        .timeout(Duration::from_secs(state.config.upstream_timeout_seconds.max(1)))
-        .no_decompress();
-    for (name, value) in upstream_headers(&req, identity.as_ref(), forward_authorization).iter() {
-        upstream = upstream.append_header((name.clone(), value.clone()));
-    }
+    let headers = upstream_headers(&req, identity.as_ref(), forward_authorization);
+    let timeout = Duration::from_secs(state.config.upstream_timeout_seconds.max(1));
+    let build = |base: &str| {
+        let mut upstream = client
+            .request(req.method().clone(), format!("{base}{rest}{query}"))
+            .timeout(timeout)
+            .no_decompress();
+        for (name, value) in headers.iter() {
+            upstream = upstream.append_header((name.clone(), value.clone()));
+        }
+        upstream
+    };
     let started = Instant::now();
     let has_body =
         declared.is_some_and(|len| len > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
     let sent = Arc::new(AtomicU64::new(0));
+    let mut base = base;
     let result = if has_body {
         let counter = sent.clone();
         let limited = payload.map(move |chunk| {
@@ -277,9 +281,26 @@ pub async fn forward(
             }
             Ok(chunk)
         });
-        upstream.send_stream(limited).await
+        build(&base).send_stream(limited).await
     } else {
-        upstream.send().await
+        // Without a body nothing is lost by trying once more: an idempotent request whose
+        // connection could not even be opened goes to another instance, if there is one.
+        let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE");
+        let first = build(&base).send().await;
+        match first {
+            Err(awc::error::SendRequestError::Connect(err)) if idempotent => {
+                state.metrics.upstream_failures.with_label_values(&[service.as_str(), "unreachable"]).inc();
+                state.forget(&service, &base);
+                match state.resolve(&service).await? {
+                    Some(next) if next != base => {
+                        base = next;
+                        build(&base).send().await
+                    }
+                    _ => Err(awc::error::SendRequestError::Connect(err)),
+                }
+            }
+            other => other,
+        }
     };
     let response = result.map_err(|err| {
         if sent.load(Ordering::Relaxed) > limit {
