@@ -35,6 +35,13 @@ fn start_echo() -> (String, actix_web::dev::ServerHandle) {
                 }),
             )
             .route(
+                "/slow",
+                web::get().to(|| async {
+                    actix_web::rt::time::sleep(std::time::Duration::from_secs(3)).await;
+                    HttpResponse::Ok().finish()
+                }),
+            )
+            .route(
                 "/download",
                 web::get().to(|| async {
                     let chunks = futures_util::stream::iter(
@@ -360,5 +367,30 @@ async fn idempotent_requests_move_to_a_live_instance_when_one_is_down() {
     assert!(String::from_utf8_lossy(&metrics)
         .contains(r#"gateway_upstream_failures_total{kind="unreachable",service="echo"}"#));
     second_handle.stop(false).await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_slow_upstream_is_answered_504() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |c| {
+            c.gateway.routes.insert("echo".into(), "echo".into());
+            c.gateway.upstream_timeout_seconds = 1;
+        },
+        None,
+    )
+    .await;
+    let admin = admin_token(&app).await;
+    let (echo, handle) = start_echo();
+    register_echo(&app, &admin, &echo).await;
+    let started = std::time::Instant::now();
+    let (status, body) = app.call("GET", "gateway", "/echo/slow", Some(&admin), None).await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (504, "gateway_timeout"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the gateway did not wait for the upstream"
+    );
+    handle.stop(false).await;
     app.stop().await;
 }
