@@ -8,7 +8,6 @@
 //! reveals neither.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -186,25 +185,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn create_key_file(path: &Path) -> Result<(), CryptoError> {
-    let create_error = |e: std::io::Error| CryptoError::Create {
-        path: path.display().to_string(),
-        reason: e.kind().to_string(),
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        super::fs::create_private_dir(dir).map_err(create_error)?;
-    }
     let mut material = [0u8; MASTER_KEY_LEN];
     rand::rngs::OsRng.fill_bytes(&mut material);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(create_error)?;
-    writeln!(file, "{}", STANDARD.encode(material)).map_err(create_error)?;
-    file.sync_all().map_err(create_error)
+    super::fs::write_private_file(path, &STANDARD.encode(material))
+        .map_err(|e| CryptoError::Create { path: path.display().to_string(), reason: e.kind().to_string() })
 }
 
 /// Where the master key file is, when one is configured.

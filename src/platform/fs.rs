@@ -18,6 +18,25 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// Writes `contents` and a newline to a new file readable by the owner alone (0600 on Unix),
+/// creating private parent directories; refuses to overwrite an existing file.
+pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    writeln!(file, "{contents}")?;
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

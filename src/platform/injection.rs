@@ -11,7 +11,7 @@
 //! role's API key and secret set on first start and writes the key files with mode 0600.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -87,27 +87,11 @@ pub fn bootstrap(platform: &Platform, roles: &[&str]) -> Result<(), String> {
         let key = crate::roles::kms::keys::ensure_service_key(platform, role)?;
         crate::roles::secrets::ensure_secret_set(platform, role)?;
         if !path.exists() {
-            write_private(&path, &key).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            super::fs::write_private_file(&path, &key)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
     }
     Ok(())
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        super::fs::create_private_dir(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    writeln!(file, "{contents}")?;
-    file.sync_all()
 }
 
 /// How long a looked-up peer URL is reused before asking the gateway again.
