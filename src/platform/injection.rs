@@ -104,7 +104,7 @@ const REGISTRY_TTL_SECONDS: u64 = 30;
 /// token, and tokens come from kms).
 struct Peers {
     configured: BTreeMap<String, String>,
-    looked_up: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+    looked_up: super::cache::TtlCache<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -118,8 +118,7 @@ impl Peers {
     }
 
     async fn resolve(&self, client: &awc::Client, service: &str, token: &str) -> String {
-        let cached = self.looked_up.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned();
-        if let Some((url, _)) = cached.filter(|(_, at)| at.elapsed() < LOOKUP_TTL) {
+        if let Some(url) = self.looked_up.get(&service.to_string()) {
             return url;
         }
         let gateway = self.configured("gateway");
@@ -139,10 +138,7 @@ impl Peers {
         .await;
         match found {
             Some(url) => {
-                self.looked_up
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(service.to_string(), (url.clone(), std::time::Instant::now()));
+                self.looked_up.insert(service.to_string(), url.clone());
                 url
             }
             None => {
@@ -153,7 +149,7 @@ impl Peers {
     }
 
     fn forget(&self, service: &str) {
-        self.looked_up.lock().unwrap_or_else(|e| e.into_inner()).remove(service);
+        self.looked_up.remove(&service.to_string());
     }
 }
 
@@ -355,7 +351,10 @@ pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle
             return Err(format!("peers.{required} must be configured"));
         }
     }
-    let peers = Arc::new(Peers { configured: config.peers.clone(), looked_up: Default::default() });
+    let peers = Arc::new(Peers {
+        configured: config.peers.clone(),
+        looked_up: super::cache::TtlCache::new(LOOKUP_TTL, 1_000),
+    });
     let mut injectors = Vec::new();
     for (role, handle) in roles {
         let path = credential_path(config, role);

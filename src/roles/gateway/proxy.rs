@@ -2,9 +2,8 @@
 //! authenticated at the edge (JWT from kms's JWKS, or X-API-KEY verified by kms), headers
 //! cleaned, identity set from the verified credential, and bodies streamed both ways.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -51,14 +50,8 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
 ];
 
-/// A kms verdict on one key: the owning service when valid, and when it was asked.
-type Verdict = (Option<String>, Instant);
-
-/// Verdicts of X-API-KEY checks at kms, by SHA-256 of the key, reused for a short time.
-#[derive(Default)]
-pub struct ApiKeyCache {
-    entries: Mutex<HashMap<[u8; 32], Verdict>>,
-}
+/// Verdicts of X-API-KEY checks at kms (the owning service when valid), by SHA-256 of the key.
+pub type ApiKeyCache = crate::platform::cache::TtlCache<[u8; 32], Option<String>>;
 
 /// Who the request is from, once the edge has checked it.
 struct Identity {
@@ -123,9 +116,7 @@ async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Iden
 async fn verify_api_key(state: &GatewayState, key: &str) -> ApiResult<Option<String>> {
     use sha2::Digest;
     let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
-    let ttl = Duration::from_millis(state.config.api_key_cache_ttl_ms);
-    let cached = state.api_keys.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
-    if let Some((service, _)) = cached.filter(|(_, at)| at.elapsed() < ttl) {
+    if let Some(service) = state.api_keys.get(&digest) {
         return Ok(service);
     }
     let kms = state
@@ -144,11 +135,7 @@ async fn verify_api_key(state: &GatewayState, key: &str) -> ApiResult<Option<Str
     let verdict: serde_json::Value = response.json().await.map_err(|e| ApiError::unavailable("kms", e))?;
     let service =
         (verdict["valid"] == true).then(|| verdict["service_name"].as_str().map(str::to_string)).flatten();
-    let mut entries = state.api_keys.entries.lock().unwrap_or_else(|e| e.into_inner());
-    if entries.len() >= 10_000 {
-        entries.clear();
-    }
-    entries.insert(digest, (service.clone(), Instant::now()));
+    state.api_keys.insert(digest, service.clone());
     Ok(service)
 }
 

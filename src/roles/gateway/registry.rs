@@ -47,7 +47,7 @@ pub struct GatewayState {
     failed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Live instances per service as last read from the registry table: the proxy's hot path
     /// must not query the database on every request.
-    instances: std::sync::Mutex<std::collections::HashMap<String, (Vec<String>, std::time::Instant)>>,
+    instances: crate::platform::cache::TtlCache<String, Vec<String>>,
 }
 
 /// How long a read of the registry table is reused (registrations here clear it at once).
@@ -63,6 +63,10 @@ impl GatewayState {
         metrics: super::metrics::GatewayMetrics,
     ) -> Arc<Self> {
         let limits = super::limits::EdgeLimits::new(&config.rate_limit, &config.route_limits);
+        let api_keys = super::proxy::ApiKeyCache::new(
+            std::time::Duration::from_millis(config.api_key_cache_ttl_ms),
+            10_000,
+        );
         Arc::new(Self {
             db,
             keys,
@@ -71,29 +75,24 @@ impl GatewayState {
             trusted_proxies,
             revocations: Default::default(),
             metrics,
-            api_keys: Default::default(),
+            api_keys,
             static_entries,
             next: AtomicUsize::new(0),
             failed: Default::default(),
-            instances: Default::default(),
+            instances: crate::platform::cache::TtlCache::new(INSTANCES_TTL, 10_000),
         })
     }
 
     /// One base URL for `service`: live registered instances round-robin, skipping ones that
     /// failed within the cool-down (unless all did), else the static entry.
     pub async fn resolve(&self, service: &str) -> ApiResult<Option<String>> {
-        let cached = self.instances.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned();
-        let mut urls = match cached.filter(|(_, at)| at.elapsed() < INSTANCES_TTL) {
-            Some((urls, _)) => urls,
+        let mut urls = match self.instances.get(&service.to_string()) {
+            Some(urls) => urls,
             None => {
                 let name = service.to_string();
                 let rows = self.db.run(move |conn| live(conn, Some(&name))).await?;
                 let urls: Vec<String> = rows.into_iter().map(|(_, url, _)| url).collect();
-                let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
-                if instances.len() > 10_000 {
-                    instances.clear();
-                }
-                instances.insert(service.to_string(), (urls.clone(), std::time::Instant::now()));
+                self.instances.insert(service.to_string(), urls.clone());
                 urls
             }
         };
@@ -243,7 +242,7 @@ pub async fn register(
     let by = caller.0.sub;
     let url = body.url.trim_end_matches('/').to_string();
     state.db.run(move |conn| upsert(conn, &body.service, &url, &by, body.ttl_seconds)).await?;
-    state.instances.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    state.instances.clear();
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -520,7 +520,7 @@ pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<Ve
         None => {
             let lookup = hash.clone();
             let found = state.db.run(move |conn| store::key_by_hash(conn, &lookup)).await?;
-            state.key_lookups.put(hash.clone(), found.clone());
+            state.key_lookups.insert(hash.clone(), found.clone());
             found
         }
     };

@@ -28,49 +28,11 @@ pub struct KmsState {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Tokens whose signature and claims were already verified.
     pub verified: crate::platform::auth::VerifiedTokens,
-    /// Recent API-key lookups, so the gateway's verify traffic rarely reaches the database.
-    pub key_lookups: KeyLookups,
-}
-
-/// API-key rows by lookup hash (or their absence), kept for `ttl`. Every key mutation in this
-/// process clears it; another kms replica's change is seen within `ttl`. Time-based verdicts
-/// (expiry, end of grace) are always computed fresh from the row.
-pub struct KeyLookups {
-    entries: Mutex<HashMap<String, (Option<super::store::ApiKey>, Instant)>>,
-    ttl: Duration,
-}
-
-const KEY_LOOKUP_CAPACITY: usize = 10_000;
-
-impl KeyLookups {
-    fn new(ttl: Duration) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), ttl }
-    }
-
-    /// `Some(row or None)` when a fresh lookup of this hash is cached.
-    pub fn get(&self, hash: &str) -> Option<Option<super::store::ApiKey>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(hash).filter(|(_, at)| at.elapsed() < self.ttl).map(|(row, _)| row.clone())
-    }
-
-    pub fn put(&self, hash: String, row: Option<super::store::ApiKey>) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= KEY_LOOKUP_CAPACITY {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
-            if entries.len() >= KEY_LOOKUP_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(hash, (row, Instant::now()));
-    }
-
-    pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
+    /// API-key rows (or their absence) by lookup hash, reused for `kms.key_cache_ttl_ms` so the
+    /// gateway's verify traffic rarely reaches the database. Every key change in this process
+    /// clears it; another kms replica's change is seen within the TTL. Expiry and grace are
+    /// always computed fresh from the row.
+    pub key_lookups: crate::platform::cache::TtlCache<String, Option<super::store::ApiKey>>,
 }
 
 pub struct KmsMetrics {
@@ -124,7 +86,7 @@ pub fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
         metrics,
         trusted_proxies: ctx.config.server.trusted_proxies.clone(),
         verified: crate::platform::auth::VerifiedTokens::new(10_000, &config_issuer, &config_audience),
-        key_lookups: KeyLookups::new(Duration::from_millis(key_cache_ms)),
+        key_lookups: crate::platform::cache::TtlCache::new(Duration::from_millis(key_cache_ms), 10_000),
     };
     Ok(Some(Arc::new(state)))
 }

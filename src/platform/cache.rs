@@ -1,0 +1,73 @@
+//! A small bounded cache whose entries are reused for a fixed time: the one shape behind every
+//! "ask once, reuse briefly" in fountain (API-key lookups, registry reads, peer lookups).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct TtlCache<K, V> {
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+    ttl: Duration,
+    capacity: usize,
+}
+
+impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
+    /// Entries live `ttl` (zero: nothing is kept); at `capacity` stale entries are dropped, and
+    /// if that is not enough, everything is.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self { entries: Mutex::new(HashMap::new()), ttl, capacity: capacity.max(1) }
+    }
+
+    /// The value stored for `key` if it is younger than the TTL.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(value, _)| value.clone())
+    }
+
+    pub fn insert(&self, key: K, value: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (value, Instant::now()));
+    }
+
+    pub fn remove(&self, key: &K) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_are_bounded_and_zero_ttl_keeps_nothing() {
+        let cache = TtlCache::new(Duration::from_millis(30), 2);
+        cache.insert("a", 1);
+        assert_eq!(cache.get(&"a"), Some(1));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(cache.get(&"a"), None);
+        for (k, v) in [("x", 1), ("y", 2), ("z", 3)] {
+            cache.insert(k, v);
+        }
+        assert!(cache.entries.lock().unwrap().len() <= 2);
+        cache.remove(&"z");
+        assert_eq!(cache.get(&"z"), None);
+        let off: TtlCache<&str, i32> = TtlCache::new(Duration::ZERO, 10);
+        off.insert("a", 1);
+        assert_eq!(off.get(&"a"), None);
+    }
+}
