@@ -52,6 +52,30 @@ impl Claims {
     }
 }
 
+/// Refuses a caller without the exact role `admin`.
+pub fn require_admin(claims: &Claims) -> Result<(), ApiError> {
+    if claims.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::Forbidden, "this requires the admin role"))
+    }
+}
+
+/// Refuses a caller that is neither an admin nor the service token of `service` itself
+/// (compared in constant time). `what` names the resource in the error.
+pub fn require_admin_or_owner(claims: &Claims, service: &str, what: &str) -> Result<(), ApiError> {
+    let owner = claims.is_service()
+        && crate::platform::crypto::constant_time_eq(claims.sub.as_bytes(), service.as_bytes());
+    if claims.is_admin() || owner {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("only an admin or the owning service may read {what}"),
+        ))
+    }
+}
+
 /// Why a token was refused. Clients see one uniform 401; the reason goes to logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {

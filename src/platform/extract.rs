@@ -170,6 +170,16 @@ fn payload_error(err: PayloadError) -> ApiError {
     }
 }
 
+/// A page size from a query string: `default` when absent, 400 outside 1..=`max`.
+pub fn page_limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = requested.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be between 1 and {max}")))
+    }
+}
+
 /// Query-string errors: 400 naming the parameter problem (values are not echoed).
 pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let reason = describe_without_values(&err.to_string());
@@ -220,6 +230,15 @@ mod tests {
 
         let err = parse_json::<Login>(br#"{"username":"a","password":"p","admin":true}"#).unwrap_err();
         assert!(err.message.contains("unknown field `admin`"), "{}", err.message);
+    }
+
+    #[test]
+    fn page_limits_default_and_refuse_out_of_range() {
+        assert_eq!(page_limit(None, 50, 200).unwrap(), 50);
+        assert_eq!(page_limit(Some(200), 50, 200).unwrap(), 200);
+        for bad in [0, -1, 201] {
+            assert_eq!(page_limit(Some(bad), 50, 200).unwrap_err().code, ErrorCode::BadRequest);
+        }
     }
 
     #[test]

@@ -86,6 +86,24 @@ async fn registration_login_and_exact_roles(backend: Backend) {
     let names: Vec<&str> =
         body["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
     assert_eq!(names, ["root", "alice", "mallory"]);
+    for bad in
+        ["/users?limit=0", "/users?limit=201", "/users?limit=x", "/users?after=nope", "/audit?limit=501"]
+    {
+        let (status, body) = app.call("GET", "kms", bad, Some(&admin), None).await;
+        assert_eq!((status, assert_error_shape(&body).as_str()), (400, "bad_request"), "{bad}");
+    }
+    let (status, page) = app.call("GET", "kms", "/users?limit=2", Some(&admin), None).await;
+    assert_eq!((status, page["users"].as_array().unwrap().len()), (200, 2));
+    let (status, rest) = app
+        .call(
+            "GET",
+            "kms",
+            &format!("/users?limit=2&after={}", page["next"].as_str().unwrap()),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!((status, rest["users"][0]["username"].as_str()), (200, Some("mallory")));
     let (status, body) = app.call("GET", "kms", "/users/mallory", Some(&admin), None).await;
     assert_eq!((status, body["roles"].clone()), (200, json!(["superadmin", "admin2", "user"])));
 

@@ -80,9 +80,7 @@ impl FromRequest for Admin {
         let caller = Caller::from_request(req, payload);
         Box::pin(async move {
             let Caller(claims) = caller.await?;
-            if !claims.is_admin() {
-                return Err(ApiError::new(ErrorCode::Forbidden, "this requires the admin role"));
-            }
+            auth::require_admin(&claims)?;
             Ok(Admin(claims))
         })
     }

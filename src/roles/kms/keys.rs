@@ -267,13 +267,7 @@ pub async fn get_key(
 ) -> ApiResult<HttpResponse> {
     let service = path.into_inner();
     let claims = caller.0;
-    let owner = claims.is_service() && constant_time_eq(claims.sub.as_bytes(), service.as_bytes());
-    if !(claims.is_admin() || owner) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only an admin or the owning service may read this key",
-        ));
-    }
+    crate::platform::auth::require_admin_or_owner(&claims, &service, "this key")?;
     let lookup = service.clone();
     let key = state.db.run(move |conn| store::active_key(conn, &lookup)).await?;
     let key = key.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "this service has no API key"))?;

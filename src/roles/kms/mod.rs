@@ -17,7 +17,7 @@ use self::caller::Admin;
 use self::state::KmsState;
 use super::RoleSpec;
 use crate::platform::audit::{self, Entry};
-use crate::platform::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
+use crate::platform::error::{ApiResult, ErrorBody};
 use crate::platform::server::{Platform, RoleContext};
 use crate::platform::standard::BearerAuth;
 
@@ -121,10 +121,7 @@ async fn list_audit(
     _admin: Admin,
     params: web::Query<AuditParams>,
 ) -> ApiResult<web::Json<AuditPage>> {
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=audit::MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(ErrorCode::BadRequest, "limit must be between 1 and 500"));
-    }
+    let limit = crate::platform::extract::page_limit(params.limit, 100, audit::MAX_PAGE)?;
     let query = audit::Query {
         role: Some(ROLE_NAME.to_string()),
         actor: params.actor.clone(),

@@ -269,10 +269,7 @@ pub async fn list_users(
             .map_err(|_| ApiError::new(ErrorCode::BadRequest, "after: not a cursor from this API"))?,
         None => 0,
     };
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::new(ErrorCode::BadRequest, "limit must be between 1 and 200"));
-    }
+    let limit = crate::platform::extract::page_limit(params.limit, 50, 200)?;
     let users = state.db.run(move |conn| store::list_users(conn, after, limit)).await?;
     let next = (users.len() as i64 == limit).then(|| users.last().map(|u| u.id.to_string())).flatten();
     Ok(web::Json(UserList { users: users.into_iter().map(UserView::from).collect(), next }))

@@ -9,10 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::state::NotifyState;
 use super::store::{self, Subscription};
 use super::worker::SECRET_CONTEXT;
+use crate::platform::auth::require_admin;
 use crate::platform::crypto::random_token;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::events::{self, valid_topic, StoredEvent};
-use crate::platform::extract::Json;
+use crate::platform::extract::{page_limit, Json};
 use crate::platform::identity::AdminOrService;
 
 const MAX_TOPICS: usize = 32;
@@ -154,15 +155,6 @@ pub struct DeliveryList {
     pub deliveries: Vec<DeliveryView>,
 }
 
-fn check_limit(limit: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
-    let limit = limit.unwrap_or(default);
-    if (1..=max).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::new(ErrorCode::BadRequest, format!("limit must be between 1 and {max}")))
-    }
-}
-
 /// Publish an event
 ///
 /// Service or admin. Stores the event durably first, then delivers it to subscribers (at least once).
@@ -204,7 +196,7 @@ pub async fn replay(
     _caller: AdminOrService,
     params: web::Query<ReplayParams>,
 ) -> ApiResult<web::Json<EventPage>> {
-    let limit = check_limit(params.limit, 100, 1000)?;
+    let limit = page_limit(params.limit, 100, 1000)?;
     let since = params.since.unwrap_or(0).max(0);
     let topics = params.topic.clone().map(|t| vec![t]);
     let found = state.db.run(move |conn| events::read_after(conn, since, topics.as_deref(), limit)).await?;
@@ -410,14 +402,6 @@ pub async fn delete_subscription(
     Ok(HttpResponse::NoContent().finish())
 }
 
-fn require_admin(caller: &AdminOrService) -> ApiResult<()> {
-    if caller.0.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::new(ErrorCode::Forbidden, "this requires the admin role"))
-    }
-}
-
 /// List deliveries
 ///
 /// Admin only. Webhook deliveries by status (pending, delivered, dead), newest first.
@@ -431,8 +415,8 @@ pub async fn list_deliveries(
     caller: AdminOrService,
     params: web::Query<DeliveryParams>,
 ) -> ApiResult<web::Json<DeliveryList>> {
-    require_admin(&caller)?;
-    let limit = check_limit(params.limit, 100, 500)?;
+    require_admin(&caller.0)?;
+    let limit = page_limit(params.limit, 100, 500)?;
     let status = params.status.clone();
     if status.as_deref().is_some_and(|s| ![store::PENDING, store::DELIVERED, store::DEAD].contains(&s)) {
         return Err(ApiError::new(ErrorCode::BadRequest, "status must be pending, delivered or dead"));
@@ -473,7 +457,7 @@ pub async fn retry_delivery(
     caller: AdminOrService,
     path: web::Path<i64>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&caller)?;
+    require_admin(&caller.0)?;
     let id = path.into_inner();
     if !state.db.run(move |conn| store::retry_dead(conn, id)).await? {
         return Err(ApiError::new(ErrorCode::NotFound, "no such dead delivery"));

@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::store::{self, SecretVersion};
 use super::SecretsState;
 use crate::platform::audit::{self, Origin, Outcome};
-use crate::platform::auth::Claims;
-use crate::platform::crypto::{constant_time_eq, random_token};
+use crate::platform::auth::{require_admin, require_admin_or_owner, Claims};
+use crate::platform::crypto::random_token;
 use crate::platform::db::{AnyConnection, DbError};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::events;
@@ -178,24 +178,6 @@ fn generated_defaults() -> SecretMap {
     ])
 }
 
-fn require_admin(caller: &Claims) -> ApiResult<()> {
-    if caller.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::new(ErrorCode::Forbidden, "this requires the admin role"))
-    }
-}
-
-/// Admins read every service's secrets; a service token reads only its own.
-fn require_reader(caller: &Claims, service: &str) -> ApiResult<()> {
-    let own = caller.is_service() && constant_time_eq(caller.sub.as_bytes(), service.as_bytes());
-    if caller.is_admin() || own {
-        Ok(())
-    } else {
-        Err(ApiError::new(ErrorCode::Forbidden, "only an admin or the service itself may read these secrets"))
-    }
-}
-
 fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no secrets for this service")
 }
@@ -291,7 +273,7 @@ pub async fn get(
     params: web::Query<VersionParam>,
 ) -> ApiResult<HttpResponse> {
     let service = path.into_inner();
-    require_reader(&caller.0, &service)?;
+    require_admin_or_owner(&caller.0, &service, "these secrets")?;
     if params.version.is_some_and(|v| v < 1) {
         return Err(ApiError::new(ErrorCode::BadRequest, "version must be a positive integer"));
     }
@@ -329,7 +311,7 @@ pub async fn versions(
     path: web::Path<String>,
 ) -> ApiResult<web::Json<VersionList>> {
     let service = path.into_inner();
-    require_reader(&caller.0, &service)?;
+    require_admin_or_owner(&caller.0, &service, "these secrets")?;
     let name = service.clone();
     let found = state
         .db
