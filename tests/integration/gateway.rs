@@ -63,14 +63,9 @@ fn start_echo() -> (String, actix_web::dev::ServerHandle) {
 }
 
 async fn admin_token(app: &TestApp) -> String {
-    let password = "correct horse battery";
-    fountain::roles::kms::create_user_offline(&app.platform, "root", password, &["admin".to_string()])
-        .unwrap();
-    let (status, session) = app
-        .call("POST", "gateway", "/kms/login", None, Some(json!({"username": "root", "password": password})))
-        .await;
-    assert_eq!(status, 200, "login through the gateway is public: {session}");
-    session["access_token"].as_str().unwrap().to_string()
+    app.create_admin();
+    // Login is a public route: it passes the gateway without credentials.
+    app.login("gateway", "/kms/login", "root").await
 }
 
 async fn register_echo(app: &TestApp, admin: &str, url: &str) {
@@ -284,17 +279,7 @@ async fn wait_refused(app: &TestApp, token: &str) {
 }
 
 async fn login_as(app: &TestApp, user: &str) -> String {
-    let (status, session) = app
-        .call(
-            "POST",
-            "gateway",
-            "/kms/login",
-            None,
-            Some(json!({"username": user, "password": "correct horse battery"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{session}");
-    session["access_token"].as_str().unwrap().to_string()
+    app.login("gateway", "/kms/login", user).await
 }
 
 #[actix_web::test]

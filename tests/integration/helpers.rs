@@ -16,6 +16,9 @@ use fountain::platform::server::{ExtraRoutes, Host, Platform};
 use fountain::roles;
 use serde_json::Value;
 
+/// The password of every user the tests create.
+pub const PASSWORD: &str = "correct horse battery";
+
 /// Where the test PostgreSQL server is; each test run creates its own databases in it.
 pub fn pg_admin_url() -> String {
     std::env::var("FOUNTAIN_TEST_PG_URL")
@@ -200,6 +203,38 @@ impl TestApp {
             .await
             .expect("secrets load");
         app
+    }
+
+    /// Creates the admin `root` (as `fountain admin create-user` does), once per app.
+    pub fn create_admin(&self) {
+        fountain::roles::kms::create_user_offline(&self.platform, "root", PASSWORD, &["admin".to_string()])
+            .expect("admin created");
+    }
+
+    /// Logs `username` in at `path` of `role` (kms itself, or the gateway's `/kms/login`).
+    pub async fn login(&self, role: &str, path: &str, username: &str) -> String {
+        let body = serde_json::json!({"username": username, "password": PASSWORD});
+        let (status, session) = self.call("POST", role, path, None, Some(body)).await;
+        assert_eq!(status, 200, "login of {username} at {role}{path}: {session}");
+        session["access_token"].as_str().expect("access token").to_string()
+    }
+
+    /// Creates `root` and returns its access token from kms.
+    pub async fn admin_token(&self) -> String {
+        self.create_admin();
+        self.login("kms", "/login", "root").await
+    }
+
+    /// Creates an API key for `service` and exchanges it for a service token.
+    pub async fn service_token(&self, admin: &str, service: &str) -> String {
+        let (status, key) = self
+            .call("POST", "kms", "/keys", Some(admin), Some(serde_json::json!({"service_name": service})))
+            .await;
+        assert_eq!(status, 201, "{key}");
+        let body = serde_json::json!({"grant_type": "client_credentials", "client_secret": key["api_key"]});
+        let (status, token) = self.call("POST", "kms", "/token", None, Some(body)).await;
+        assert_eq!(status, 200, "{token}");
+        token["access_token"].as_str().expect("service token").to_string()
     }
 
     pub async fn stop(mut self) {

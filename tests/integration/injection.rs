@@ -35,13 +35,7 @@ async fn rotation_reaches_every_role_without_failed_requests(backend: Backend) {
         }
     }
 
-    let password = "correct horse battery";
-    fountain::roles::kms::create_user_offline(&app.platform, "root", password, &["admin".to_string()])
-        .unwrap();
-    let (_, session) = app
-        .call("POST", "kms", "/login", None, Some(json!({"username": "root", "password": password})))
-        .await;
-    let admin = session["access_token"].as_str().unwrap().to_string();
+    let admin = app.admin_token().await;
 
     // A steady load on every role while two roles' secrets rotate.
     let urls: Vec<String> = fountain::roles::ALL.iter().map(|r| app.url(r.name, "/health")).collect();
@@ -87,13 +81,7 @@ on_both_backends!(rotation_reaches_every_role_without_failed_requests);
 #[actix_web::test]
 async fn roles_register_with_the_gateway_and_are_found_by_lookup() {
     let app = TestApp::spawn_with_injection(Backend::Sqlite, |_| {}).await;
-    let password = "correct horse battery";
-    fountain::roles::kms::create_user_offline(&app.platform, "root", password, &["admin".to_string()])
-        .unwrap();
-    let (_, session) = app
-        .call("POST", "kms", "/login", None, Some(json!({"username": "root", "password": password})))
-        .await;
-    let admin = session["access_token"].as_str().unwrap().to_string();
+    let admin = app.admin_token().await;
 
     // Every role registered itself (dynamic entries), beside the static [peers] entries.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -122,17 +110,8 @@ async fn roles_register_with_the_gateway_and_are_found_by_lookup() {
     assert_eq!(status, 401);
 
     // Registration rules, and expiry of dynamic entries.
-    let (_, key) = app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "svc"}))).await;
-    let (_, token) = app
-        .call(
-            "POST",
-            "kms",
-            "/token",
-            None,
-            Some(json!({"grant_type": "client_credentials", "client_secret": key["api_key"]})),
-        )
-        .await;
-    let svc = token["access_token"].as_str().unwrap();
+    let token = app.service_token(&admin, "svc").await;
+    let svc = token.as_str();
     let register =
         |service: &str, url: &str, ttl: i64| json!({"service": service, "url": url, "ttlSeconds": ttl});
     let (status, _) = app

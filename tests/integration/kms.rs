@@ -5,15 +5,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error_shape, Backend, TestApp};
+use crate::helpers::{assert_error_shape, Backend, TestApp, PASSWORD};
 use crate::on_both_backends;
 
-const PASSWORD: &str = "correct horse battery";
-
 async fn admin_token(app: &TestApp) -> String {
-    fountain::roles::kms::create_user_offline(&app.platform, "root", PASSWORD, &["admin".to_string()])
-        .unwrap();
-    login(app, "root", PASSWORD).await["access_token"].as_str().unwrap().to_string()
+    app.admin_token().await
 }
 
 async fn login(app: &TestApp, username: &str, password: &str) -> Value {

@@ -20,24 +20,9 @@ fn fast_notify(config: &mut fountain::config::Config) {
 
 /// An admin token, and a service token for `svc` (client credentials).
 async fn tokens(app: &TestApp) -> (String, String) {
-    let password = "correct horse battery";
-    fountain::roles::kms::create_user_offline(&app.platform, "root", password, &["admin".to_string()])
-        .unwrap();
-    let (_, session) = app
-        .call("POST", "kms", "/login", None, Some(json!({"username": "root", "password": password})))
-        .await;
-    let admin = session["access_token"].as_str().unwrap().to_string();
-    let (_, key) = app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "svc"}))).await;
-    let (_, service) = app
-        .call(
-            "POST",
-            "kms",
-            "/token",
-            None,
-            Some(json!({"grant_type": "client_credentials", "client_secret": key["api_key"]})),
-        )
-        .await;
-    (admin, service["access_token"].as_str().unwrap().to_string())
+    let admin = app.admin_token().await;
+    let service = app.service_token(&admin, "svc").await;
+    (admin, service)
 }
 
 async fn webhooks_are_signed_retried_and_replayable(backend: Backend) {

@@ -7,33 +7,14 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_error_shape, Backend, TestApp};
 use crate::on_both_backends;
 
-const PASSWORD: &str = "correct horse battery";
 const CUSTOM_VALUE: &str = "custom-api-token-value-7f3a9c";
 
 /// An admin token and service tokens for `svc` and `other`.
 async fn tokens(app: &TestApp) -> (String, String, String) {
-    fountain::roles::kms::create_user_offline(&app.platform, "root", PASSWORD, &["admin".to_string()])
-        .unwrap();
-    let (_, session) = app
-        .call("POST", "kms", "/login", None, Some(json!({"username": "root", "password": PASSWORD})))
-        .await;
-    let admin = session["access_token"].as_str().unwrap().to_string();
-    let mut services = Vec::new();
-    for name in ["svc", "other"] {
-        let (_, key) =
-            app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": name}))).await;
-        let (_, token) = app
-            .call(
-                "POST",
-                "kms",
-                "/token",
-                None,
-                Some(json!({"grant_type": "client_credentials", "client_secret": key["api_key"]})),
-            )
-            .await;
-        services.push(token["access_token"].as_str().unwrap().to_string());
-    }
-    (admin, services.remove(0), services.remove(0))
+    let admin = app.admin_token().await;
+    let svc = app.service_token(&admin, "svc").await;
+    let other = app.service_token(&admin, "other").await;
+    (admin, svc, other)
 }
 
 async fn secrets_lifecycle(backend: Backend) {
