@@ -62,6 +62,19 @@ fn start_echo() -> (String, actix_web::dev::ServerHandle) {
     (url, handle)
 }
 
+/// Every role, with `/echo/...` routed to the `echo` service (registered by each test).
+async fn spawn_with_echo_route(adjust: impl FnOnce(&mut fountain::config::Config)) -> TestApp {
+    TestApp::spawn_with(
+        Backend::Sqlite,
+        |c| {
+            c.gateway.routes.insert("echo".into(), "echo".into());
+            adjust(c);
+        },
+        None,
+    )
+    .await
+}
+
 async fn admin_token(app: &TestApp) -> String {
     app.create_admin();
     // Login is a public route: it passes the gateway without credentials.
@@ -83,15 +96,7 @@ async fn register_echo(app: &TestApp, admin: &str, url: &str) {
 
 #[actix_web::test]
 async fn the_gateway_routes_authenticates_and_cleans_headers() {
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        |c| {
-            c.gateway.routes.insert("echo".into(), "echo".into());
-            c.gateway.max_body_bytes = 16 * 1024 * 1024;
-        },
-        None,
-    )
-    .await;
+    let app = spawn_with_echo_route(|c| c.gateway.max_body_bytes = 16 * 1024 * 1024).await;
     let admin = admin_token(&app).await;
     let (echo, echo_handle) = start_echo();
     register_echo(&app, &admin, &echo).await;
@@ -284,19 +289,12 @@ async fn login_as(app: &TestApp, user: &str) -> String {
 
 #[actix_web::test]
 async fn revoked_tokens_sessions_and_disabled_users_are_refused_at_the_edge() {
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        |c| {
-            c.gateway.routes.insert("echo".into(), "echo".into());
-        },
-        None,
-    )
-    .await;
+    let app = spawn_with_echo_route(|_| {}).await;
     let admin = admin_token(&app).await;
     let (echo, echo_handle) = start_echo();
     register_echo(&app, &admin, &echo).await;
     for user in ["dora", "eve"] {
-        let body = json!({"username": user, "password": "correct horse battery"});
+        let body = json!({"username": user, "password": crate::helpers::PASSWORD});
         app.call("POST", "gateway", "/kms/register", None, Some(body)).await;
     }
 
@@ -330,14 +328,7 @@ async fn revoked_tokens_sessions_and_disabled_users_are_refused_at_the_edge() {
 
 #[actix_web::test]
 async fn idempotent_requests_move_to_a_live_instance_when_one_is_down() {
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        |c| {
-            c.gateway.routes.insert("echo".into(), "echo".into());
-        },
-        None,
-    )
-    .await;
+    let app = spawn_with_echo_route(|_| {}).await;
     let admin = admin_token(&app).await;
     let (first, first_handle) = start_echo();
     let (second, second_handle) = start_echo();
@@ -357,15 +348,7 @@ async fn idempotent_requests_move_to_a_live_instance_when_one_is_down() {
 
 #[actix_web::test]
 async fn a_slow_upstream_is_answered_504() {
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        |c| {
-            c.gateway.routes.insert("echo".into(), "echo".into());
-            c.gateway.upstream_timeout_seconds = 1;
-        },
-        None,
-    )
-    .await;
+    let app = spawn_with_echo_route(|c| c.gateway.upstream_timeout_seconds = 1).await;
     let admin = admin_token(&app).await;
     let (echo, handle) = start_echo();
     register_echo(&app, &admin, &echo).await;

@@ -244,6 +244,41 @@ impl TestApp {
     }
 }
 
+/// Asserts that none of `secrets` is stored in plaintext: not in the SQLite file or its WAL,
+/// not in any row of `pg_tables` on PostgreSQL.
+pub fn assert_not_at_rest(app: &TestApp, pg_tables: &[&str], secrets: &[&str]) {
+    match app.database.sqlite_path() {
+        Some(path) => {
+            for file in [path.clone(), path.with_extension("db-wal")] {
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                for secret in secrets {
+                    let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                    assert!(!found, "a secret is stored in plaintext in {}", file.display());
+                }
+            }
+        }
+        None => {
+            use diesel::RunQueryDsl;
+            #[derive(diesel::QueryableByName)]
+            struct Dump {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                row: String,
+            }
+            let mut conn = PgConnection::establish(&app.database.url).expect("test database");
+            for table in pg_tables {
+                let rows: Vec<Dump> = diesel::sql_query(format!("SELECT t::text AS row FROM {table} t"))
+                    .load(&mut conn)
+                    .expect("table dump");
+                for row in rows {
+                    for secret in secrets {
+                        assert!(!row.row.contains(secret), "a secret is stored in plaintext in {table}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Asserts the standard error shape and returns the error code.
 pub fn assert_error_shape(body: &Value) -> String {
     let code = body["errorCode"].as_str().unwrap_or_else(|| panic!("no errorCode in {body}"));

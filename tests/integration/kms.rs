@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error_shape, Backend, TestApp, PASSWORD};
+use crate::helpers::{assert_error_shape, assert_not_at_rest, Backend, TestApp, PASSWORD};
 use crate::on_both_backends;
 
 async fn admin_token(app: &TestApp) -> String {
@@ -441,43 +441,11 @@ async fn api_keys_lifecycle_and_nothing_in_plaintext_at_rest(backend: Backend) {
     }
 
     // Nothing secret at rest: not in the SQLite file (and its WAL), not in any PostgreSQL row.
-    let secrets = [key.as_str(), key2.as_str(), key3.as_str(), PASSWORD];
-    match app.database.sqlite_path() {
-        Some(path) => {
-            for file in [path.clone(), path.with_extension("db-wal")] {
-                let bytes = std::fs::read(&file).unwrap_or_default();
-                for secret in secrets {
-                    assert!(!contains(&bytes, secret.as_bytes()), "{secret} found in {}", file.display());
-                }
-            }
-        }
-        None => {
-            use diesel::{Connection, RunQueryDsl};
-            #[derive(diesel::QueryableByName)]
-            struct Dump {
-                #[diesel(sql_type = diesel::sql_types::Text)]
-                row: String,
-            }
-            let mut conn = diesel::PgConnection::establish(&app.database.url).unwrap();
-            for table in ["api_keys", "users", "audit_log", "refresh_tokens", "signing_keys"] {
-                let rows: Vec<Dump> = diesel::sql_query(format!("SELECT t::text AS row FROM {table} t"))
-                    .load(&mut conn)
-                    .unwrap();
-                for row in rows {
-                    for secret in secrets {
-                        assert!(!row.row.contains(secret), "{secret} found in {table}");
-                    }
-                }
-            }
-        }
-    }
+    let tables = ["api_keys", "users", "audit_log", "refresh_tokens", "signing_keys", "events"];
+    assert_not_at_rest(&app, &tables, &[key.as_str(), key2.as_str(), key3.as_str(), PASSWORD]);
     app.stop().await;
 }
 on_both_backends!(api_keys_lifecycle_and_nothing_in_plaintext_at_rest);
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 #[actix_web::test]
 async fn signing_key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
