@@ -162,7 +162,7 @@ fn upstream_headers(
             headers.append(name.clone(), value.clone());
         }
     }
-    let info = req.connection_info().clone();
+    let info = req.connection_info();
     let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(chain) if !chain.trim().is_empty() => format!("{chain}, {peer}"),
@@ -249,9 +249,8 @@ pub async fn forward(
             .request(req.method().clone(), format!("{base}{rest}{query}"))
             .timeout(timeout)
             .no_decompress();
-        for (name, value) in headers.iter() {
-            upstream = upstream.append_header((name.clone(), value.clone()));
-        }
+        // The cleaned map replaces awc's defaults wholesale (no per-header re-parsing).
+        *upstream.headers_mut() = headers.clone();
         upstream
     };
     let started = Instant::now();
