@@ -44,6 +44,12 @@ pub struct Config {
 pub struct GatewayConfig {
     /// How long the gateway waits for an upstream's response head before answering 504.
     pub upstream_timeout_seconds: u64,
+    /// Every known instance gets `GET /health` this often (0: no active checks).
+    pub health_check_interval_ms: u64,
+    /// A probe that takes longer than this fails.
+    pub health_check_timeout_ms: u64,
+    /// How long an instance that a request could not reach is skipped (passive health).
+    pub failure_cool_down_ms: u64,
     /// Paths that pass without credentials: exact paths, or prefixes ending in `*`.
     /// `/<prefix>/health` of every route is always public.
     pub public_routes: Vec<String>,

@@ -19,6 +19,21 @@ use crate::config::Config;
 /// The shortest time between two JWKS fetches.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Why `RemoteKeys::check` did not accept a token.
+#[derive(Debug)]
+pub enum KeyCheckFailure {
+    /// The token itself is bad (clients see one uniform 401).
+    Rejected(Rejection),
+    /// kms's keys could not be fetched.
+    Unavailable(ApiError),
+}
+
+impl From<Rejection> for KeyCheckFailure {
+    fn from(rejection: Rejection) -> Self {
+        Self::Rejected(rejection)
+    }
+}
+
 pub struct RemoteKeys {
     jwks_url: String,
     keys: RwLock<HashMap<String, DecodingKey>>,
@@ -57,6 +72,14 @@ impl RemoteKeys {
 
     /// Verifies a bearer token against kms's published keys.
     pub async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        self.check(token).await.map_err(|failure| match failure {
+            KeyCheckFailure::Rejected(rejection) => rejection.into(),
+            KeyCheckFailure::Unavailable(err) => err,
+        })
+    }
+
+    /// Like `verify`, but says why a token was refused (the gateway counts reasons).
+    pub async fn check(&self, token: &str) -> Result<Claims, KeyCheckFailure> {
         match self.verified.verify(token, |kid| self.key(kid)) {
             Err(Rejection::UnknownKey) => {
                 let mut last = self.last_fetch.lock().await;
@@ -66,7 +89,7 @@ impl RemoteKeys {
                 }
                 if last.is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL) {
                     *last = Some(Instant::now());
-                    self.fetch().await?;
+                    self.fetch().await.map_err(KeyCheckFailure::Unavailable)?;
                 }
                 Ok(self.verified.verify(token, |kid| self.key(kid))?)
             }

@@ -1,6 +1,7 @@
 //! Prometheus metrics, one registry per role so that a scrape of a role's `/metrics` shows that
 //! role alone even when every role shares one process.
 
+use actix_web::http::StatusCode;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// Request latency buckets in seconds: sub-millisecond resolution for the gateway's hot path,
@@ -49,8 +50,7 @@ impl RoleMetrics {
 
     /// Records one served request. `route` must be a route template, never a raw path, so that
     /// label cardinality stays bounded whatever clients send.
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let status = status.to_string();
+    pub fn observe(&self, method: &str, route: &str, status: StatusCode, seconds: f64) {
         let labels = [self.role, bounded_method(method), route, status.as_str()];
         self.requests.with_label_values(&labels).inc();
         self.latency.with_label_values(&labels).observe(seconds);
@@ -79,8 +79,8 @@ mod tests {
     #[test]
     fn observations_render_with_role_route_and_status_labels() {
         let metrics = RoleMetrics::new("kms").unwrap();
-        metrics.observe("GET", "/health", 200, 0.001);
-        metrics.observe("BREW", "unmatched", 404, 0.001);
+        metrics.observe("GET", "/health", StatusCode::OK, 0.001);
+        metrics.observe("BREW", "unmatched", StatusCode::NOT_FOUND, 0.001);
         let text = metrics.render().unwrap();
         assert!(
             text.contains(r#"http_requests_total{method="GET",role="kms",route="/health",status="200"} 1"#),

@@ -7,6 +7,7 @@ use std::time::Instant;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, ResponseError};
 
@@ -30,6 +31,11 @@ pub struct Observability {
     pub metrics: RoleMetrics,
 }
 
+/// The metrics label of a request that no route template describes, set by the handler that
+/// served it: the gateway proxies from its default service and names the route prefix here.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub Arc<str>);
+
 impl Observability {
     pub async fn handle(
         &self,
@@ -37,10 +43,12 @@ impl Observability {
         next: Next<impl MessageBody + 'static>,
     ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
         let started = Instant::now();
-        let request_id = accepted_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
+        let request_id = accepted_request_id(&req).unwrap_or_else(new_request_id);
         req.extensions_mut().insert(RequestId(request_id.clone()));
-        let method = req.method().to_string();
-        let path = req.path().to_string();
+        // Cheap handles (an interned method, a shared URI) kept for the failure branch, where
+        // the request is gone.
+        let method = req.method().clone();
+        let uri = req.uri().clone();
         let context = RequestContext { request_id: request_id.clone(), role: self.role };
 
         with_context(context, async move {
@@ -49,10 +57,10 @@ impl Observability {
                 Err(err) => {
                     // Only a failing inner middleware gets here (handlers and extractors turn
                     // their errors into responses); actix renders it further out.
-                    let status = err.as_response_error().status_code().as_u16();
+                    let status = err.as_response_error().status_code();
                     let elapsed = started.elapsed().as_secs_f64();
-                    self.metrics.observe(&method, "unmatched", status, elapsed);
-                    log_access(&method, &path, "unmatched", status, elapsed * 1000.0);
+                    self.metrics.observe(method.as_str(), "unmatched", status, elapsed);
+                    log_access(method.as_str(), uri.path(), "unmatched", status, elapsed * 1000.0);
                     return Err(err);
                 }
             };
@@ -60,15 +68,26 @@ impl Observability {
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID, value);
             }
-            let status = response.status().as_u16();
-            let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
-            let elapsed = started.elapsed();
-            self.metrics.observe(&method, &route, status, elapsed.as_secs_f64());
-            log_access(&method, &path, &route, status, elapsed.as_secs_f64() * 1000.0);
+            let status = response.status();
+            let elapsed = started.elapsed().as_secs_f64();
+            let label = response.request().extensions().get::<RouteLabel>().map(|l| l.0.clone());
+            let pattern = match &label {
+                Some(_) => None,
+                None => response.request().match_pattern(),
+            };
+            let route = label.as_deref().or(pattern.as_deref()).unwrap_or("unmatched");
+            self.metrics.observe(method.as_str(), route, status, elapsed);
+            log_access(method.as_str(), uri.path(), route, status, elapsed * 1000.0);
             Ok(response)
         })
         .await
     }
+}
+
+/// A fresh UUIDv4 request id, formatted on the stack and stored once.
+fn new_request_id() -> Arc<str> {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer))
 }
 
 /// Keeps a client's request id when it is short and plain, so ids can be traced across systems
@@ -106,7 +125,8 @@ fn json_errors_only(response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBo
 
 /// Probes and scrapes arrive every few seconds: they are logged at debug so that the access log
 /// shows traffic, not monitoring.
-fn log_access(method: &str, path: &str, route: &str, status: u16, millis: f64) {
+fn log_access(method: &str, path: &str, route: &str, status: StatusCode, millis: f64) {
+    let status = status.as_u16();
     let level = match route {
         "/health" | "/ready" | "/metrics" => log::Level::Debug,
         _ if status >= 500 => log::Level::Warn,

@@ -258,6 +258,10 @@ fn build_app(
             let observability = observability.clone();
             async move { observability.handle(req, next).await }
         }))
+        // Before the role's routes, so that a role may replace it (the gateway proxies there).
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::from_code(ErrorCode::NotFound))
+        }))
         .configure(standard::configure)
         .configure(|cfg| (spec.routes)(cfg, &context))
         .configure(|cfg| {
@@ -265,9 +269,6 @@ fn build_app(
                 extra(cfg);
             }
         })
-        .default_service(web::to(|| async {
-            Err::<HttpResponse, _>(ApiError::from_code(ErrorCode::NotFound))
-        }))
 }
 
 fn worker_count(config: &Config) -> usize {

@@ -225,8 +225,11 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         r#"gateway_upstream_responses_total{service="echo",status="200"}"#,
         r#"gateway_upstream_duration_seconds_bucket{service="echo""#,
         r#"gateway_upstream_failures_total{kind="unreachable",service="echo"}"#,
-        r#"gateway_auth_failures_total{reason="credential"}"#,
-        r#"gateway_auth_failures_total{reason="rule"}"#,
+        r#"gateway_auth_failures_total{reason="missing"} 1"#,
+        r#"gateway_auth_failures_total{reason="malformed"} 1"#,
+        r#"gateway_auth_failures_total{reason="api_key"} 1"#,
+        r#"gateway_auth_failures_total{reason="mfa_required"} 2"#,
+        r#"http_requests_total{method="GET",role="gateway",route="/echo/*",status="200"}"#,
     ] {
         assert!(metrics.contains(expected), "{expected} missing from gateway metrics");
     }

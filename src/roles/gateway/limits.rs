@@ -53,12 +53,12 @@ impl EdgeLimits {
     }
 
     /// Takes one request from `caller`'s bucket for this route, or says how long to wait.
-    pub fn check(&self, prefix: &str, caller: &str) -> Result<Option<Allowance>, ApiError> {
+    /// `caller` names the route too (`prefix|who`): the default limiter is shared by routes.
+    pub fn check(&self, prefix: &str, caller: &String) -> Result<Option<Allowance>, ApiError> {
         let Some((limiter, limit)) = self.per_route.get(prefix).or(self.default.as_ref()) else {
             return Ok(None);
         };
-        let key = format!("{prefix}|{caller}");
-        match limiter.check_key(&key) {
+        match limiter.check_key(caller) {
             Ok(snapshot) => {
                 Ok(Some(Allowance { limit: *limit, remaining: snapshot.remaining_burst_capacity() }))
             }

@@ -1,6 +1,6 @@
 //! Gateway-specific metrics, beside the request metrics every role has.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 pub struct GatewayMetrics {
     /// Upstream answers by service and status.
@@ -13,6 +13,8 @@ pub struct GatewayMetrics {
     pub auth_failures: IntCounterVec,
     /// Requests refused by a rate limit, by route prefix.
     pub rate_limited: IntCounterVec,
+    /// 1 when the instance passed its last health probe, by service and instance URL.
+    pub upstream_healthy: IntGaugeVec,
 }
 
 impl GatewayMetrics {
@@ -40,10 +42,22 @@ impl GatewayMetrics {
             Opts::new("gateway_rate_limited_total", "Requests refused by a rate limit"),
             &["route"],
         )?;
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new("gateway_upstream_healthy", "1 if the instance passed its last health probe"),
+            &["service", "url"],
+        )?;
         for metric in [&upstream, &upstream_failures, &auth_failures, &rate_limited] {
             registry.register(Box::new(metric.clone()))?;
         }
         registry.register(Box::new(upstream_latency.clone()))?;
-        Ok(Self { upstream, upstream_latency, upstream_failures, auth_failures, rate_limited })
+        registry.register(Box::new(upstream_healthy.clone()))?;
+        Ok(Self {
+            upstream,
+            upstream_latency,
+            upstream_failures,
+            auth_failures,
+            rate_limited,
+            upstream_healthy,
+        })
     }
 }

@@ -1,11 +1,15 @@
-//! The API Gateway role. So far: the service registry and `GET /lookup/{service}` that every
-//! role uses to find its peers.
+//! The API Gateway role: the proxy (`proxy.rs`: edge auth, routing, header hygiene, limits), the
+//! service registry behind `GET /lookup/{service}` (`registry.rs`), upstream health
+//! (`health.rs`), revocations from kms's events (`revocations.rs`).
 
+mod health;
 mod limits;
 mod metrics;
 mod proxy;
 mod registry;
 mod revocations;
+
+use std::time::Duration;
 
 use actix_web::web;
 use utoipa::OpenApi;
@@ -36,13 +40,20 @@ fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
     let state =
         GatewayState::new(ctx.db.clone(), keys, ctx.config.gateway.clone(), static_entries, trusted, metrics);
     actix_web::rt::spawn(state.revocations.clone().follow(ctx.db.clone(), ctx.shutdown.clone()));
+    let gateway = &ctx.config.gateway;
+    actix_web::rt::spawn(health::probe_until_stopped(
+        state.clone(),
+        Duration::from_millis(gateway.health_check_interval_ms),
+        Duration::from_millis(gateway.health_check_timeout_ms.max(1)),
+        ctx.shutdown.clone(),
+    ));
     let janitor = state.clone();
     let mut shutdown = ctx.shutdown.clone();
     actix_web::rt::spawn(async move {
         // Idle rate-limit buckets are dropped once a minute until the host stops.
         loop {
             tokio::select! {
-                _ = actix_web::rt::time::sleep(std::time::Duration::from_secs(60)) => janitor.limits.shrink(),
+                _ = actix_web::rt::time::sleep(Duration::from_secs(60)) => janitor.limits.shrink(),
                 _ = shutdown.changed() => return,
             }
         }
@@ -59,9 +70,9 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
     cfg.app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()));
     cfg.service(web::resource("/registry").post(registry::register).get(registry::list))
         .service(web::resource("/lookup/{service}").get(registry::lookup))
-        // Everything else under a routed prefix is proxied; unrouted prefixes answer 404.
-        .service(web::resource("/{prefix}").to(proxy::forward))
-        .service(web::resource("/{prefix}/{tail:.*}").to(proxy::forward));
+        // Everything else is proxied by prefix (unrouted prefixes answer 404). A default service
+        // rather than a `/{prefix}/{tail:.*}` resource: no pattern matching on the hot path.
+        .default_service(web::to(proxy::forward));
 }
 
 #[derive(OpenApi)]

@@ -10,14 +10,21 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
+use super::limits::Allowance;
 use super::registry::GatewayState;
-use crate::platform::auth::{self, Claims, SERVICE_ROLE};
+use crate::platform::auth::{self, Claims, Rejection, SERVICE_ROLE};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
-use crate::platform::middleware::RequestId;
+use crate::platform::identity::KeyCheckFailure;
+use crate::platform::middleware::{RequestId, REQUEST_ID};
 
 const FOUNTAIN_USER: HeaderName = HeaderName::from_static("x-fountain-user");
 const FOUNTAIN_ROLES: HeaderName = HeaderName::from_static("x-fountain-roles");
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 
 /// Headers that describe one hop and never travel further (RFC 9110 §7.6.1), plus the ones
 /// the gateway itself decides.
@@ -61,6 +68,11 @@ struct Identity {
     mfa: bool,
 }
 
+/// Why the edge refused a request, as counted in `gateway_auth_failures_total{reason}`.
+fn count_refusal(state: &GatewayState, reason: &str) {
+    state.metrics.auth_failures.with_label_values(&[reason]).inc();
+}
+
 /// Applies the first `gateway.rules` entry that matches the request, if any.
 fn check_rules(state: &GatewayState, req: &HttpRequest, identity: &Identity) -> ApiResult<()> {
     let path = req.path();
@@ -75,9 +87,11 @@ fn check_rules(state: &GatewayState, req: &HttpRequest, identity: &Identity) -> 
     });
     let Some(rule) = rule else { return Ok(()) };
     if !rule.roles.is_empty() && !rule.roles.iter().any(|r| identity.roles.contains(r)) {
+        count_refusal(state, "role");
         return Err(ApiError::new(ErrorCode::Forbidden, "this route requires another role"));
     }
     if rule.mfa && !identity.mfa {
+        count_refusal(state, "mfa_required");
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "this route requires a second factor (step up with twofa)",
@@ -95,21 +109,42 @@ fn is_public(state: &GatewayState, path: &str, tail: &str) -> bool {
         })
 }
 
+/// Checks the caller's credential; every refusal is counted by its reason.
 async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Identity> {
     if let Some(token) = auth::bearer_token(req) {
-        let claims: Claims = state.keys.verify(token).await?;
+        let claims: Claims = match state.keys.check(token).await {
+            Ok(claims) => claims,
+            Err(KeyCheckFailure::Rejected(rejection)) => {
+                count_refusal(state, rejection.reason());
+                return Err(rejection.into());
+            }
+            Err(KeyCheckFailure::Unavailable(err)) => {
+                count_refusal(state, "verifier_unavailable");
+                return Err(err);
+            }
+        };
         if state.revocations.is_revoked(&claims) {
-            log::info!(target: "fountain::auth", reason = "revoked"; "token rejected");
-            return Err(auth::invalid_token());
+            count_refusal(state, Rejection::Revoked.reason());
+            return Err(Rejection::Revoked.into());
         }
         return Ok(Identity { mfa: claims.mfa == Some(true), subject: claims.sub, roles: claims.roles });
     }
     if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
-        let service = verify_api_key(state, key).await?;
-        return service
-            .map(|service| Identity { subject: service, roles: vec![SERVICE_ROLE.to_string()], mfa: false })
-            .ok_or_else(auth::invalid_token);
+        return match verify_api_key(state, key).await {
+            Ok(Some(service)) => {
+                Ok(Identity { subject: service, roles: vec![SERVICE_ROLE.to_string()], mfa: false })
+            }
+            Ok(None) => {
+                count_refusal(state, "api_key");
+                Err(auth::invalid_token())
+            }
+            Err(err) => {
+                count_refusal(state, "verifier_unavailable");
+                Err(err)
+            }
+        };
     }
+    count_refusal(state, "missing");
     Err(ApiError::new(ErrorCode::Unauthorized, "a bearer token or an X-API-KEY is required"))
 }
 
@@ -125,7 +160,7 @@ async fn verify_api_key(state: &GatewayState, key: &str) -> ApiResult<Option<Str
         .ok_or_else(|| ApiError::unavailable("kms", "no kms instance is known"))?;
     let client = awc::Client::builder().timeout(Duration::from_secs(5)).finish();
     let mut response = client
-        .post(format!("{kms}/keys/verify"))
+        .post(format!("{}/keys/verify", kms.url))
         .send_json(&serde_json::json!({ "api_key": key }))
         .await
         .map_err(|e| ApiError::unavailable("kms", e))?;
@@ -146,7 +181,7 @@ fn upstream_headers(
     identity: Option<&Identity>,
     forward_authorization: bool,
 ) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
     let connection_listed: Vec<String> = req
         .headers()
         .get_all(header::CONNECTION)
@@ -164,67 +199,67 @@ fn upstream_headers(
     }
     let info = req.connection_info();
     let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match req.headers().get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(chain) if !chain.trim().is_empty() => format!("{chain}, {peer}"),
         _ => peer,
     };
-    let mut set = |name: &str, value: &str| {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
-    set("x-forwarded-for", &forwarded_for);
-    set("x-forwarded-proto", info.scheme());
-    set("x-forwarded-host", info.host());
+    set(X_FORWARDED_FOR, &forwarded_for);
+    set(X_FORWARDED_PROTO, info.scheme());
+    set(X_FORWARDED_HOST, info.host());
     if let Some(id) = req.extensions().get::<RequestId>() {
-        set("x-request-id", &id.0);
+        set(REQUEST_ID, &id.0);
     }
     if let Some(identity) = identity {
-        set(FOUNTAIN_USER.as_str(), &identity.subject);
-        set(FOUNTAIN_ROLES.as_str(), &identity.roles.join(","));
+        set(FOUNTAIN_USER, &identity.subject);
+        set(FOUNTAIN_ROLES, &identity.roles.join(","));
     }
     headers
 }
 
-/// Forwards `/{prefix}/{tail}` to its service.
+/// `/{prefix}/{rest}` split at the first segment: `("kms", "/keys/x")`; `rest` keeps the
+/// client's encoding and is empty for `/{prefix}` alone.
+fn split_prefix(path: &str) -> (&str, &str) {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    match path.find('/') {
+        Some(at) => (&path[..at], &path[at..]),
+        None => (path, ""),
+    }
+}
+
+/// Forwards `/{prefix}/{rest}` to the service the route table names. This is the gateway's
+/// default service: every path no other gateway endpoint matches comes here.
 pub async fn forward(
     state: web::Data<GatewayState>,
     client: web::Data<awc::Client>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let prefix = req.match_info().get("prefix").unwrap_or_default().to_string();
-    let tail = req.match_info().get("tail").unwrap_or_default().to_string();
-    let service = state
-        .config
+    let (prefix, rest) = split_prefix(req.path());
+    let route = state
         .routes
-        .get(&prefix)
-        .cloned()
+        .get(prefix)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no service is routed under this path"))?;
-    let path = req.path().to_string();
-    let identity = if is_public(&state, &path, &tail) {
+    req.extensions_mut().insert(route.label.clone());
+    let service = &*route.service;
+    let identity = if is_public(&state, req.path(), rest.strip_prefix('/').unwrap_or(rest)) {
         None
     } else {
-        match authenticate(&state, &req).await {
-            Ok(identity) => Some(identity),
-            Err(err) => {
-                let reason = if err.code == ErrorCode::Unauthorized { "credential" } else { "verifier" };
-                state.metrics.auth_failures.with_label_values(&[reason]).inc();
-                return Err(err);
-            }
-        }
+        Some(authenticate(&state, &req).await?)
     };
     let caller = match &identity {
-        Some(identity) => format!("id:{}", identity.subject),
-        None => format!("addr:{}", crate::platform::net::client_addr(&req, &state.trusted_proxies)),
+        Some(identity) => format!("{prefix}|id:{}", identity.subject),
+        None => format!("{prefix}|addr:{}", crate::platform::net::client_addr(&req, &state.trusted_proxies)),
     };
-    let allowance = state.limits.check(&prefix, &caller).inspect_err(|_| {
-        state.metrics.rate_limited.with_label_values(&[prefix.as_str()]).inc();
+    let allowance = state.limits.check(prefix, &caller).inspect_err(|_| {
+        state.metrics.rate_limited.with_label_values(&[prefix]).inc();
     })?;
     if let Some(identity) = &identity {
-        check_rules(&state, &req, identity).inspect_err(|_| {
-            state.metrics.auth_failures.with_label_values(&["rule"]).inc();
-        })?;
+        check_rules(&state, &req, identity)?;
     }
 
     let limit = state.config.max_body_bytes;
@@ -233,31 +268,32 @@ pub async fn forward(
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large(limit));
     }
-    let base = state
-        .resolve(&service)
+    let choice = state
+        .resolve(service)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::BadGateway, "no instance of this service is available"))?;
-    // Keep the client's path encoding: everything after `/{prefix}`.
-    let rest = &req.uri().path()[1 + prefix.len()..];
-    let rest = if rest.is_empty() { "/" } else { rest };
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    let forward_authorization = state.config.forward_authorization_to.contains(&service);
-    let headers = upstream_headers(&req, identity.as_ref(), forward_authorization);
+    let mut headers = Some(upstream_headers(&req, identity.as_ref(), route.forward_authorization));
     let timeout = Duration::from_secs(state.config.upstream_timeout_seconds.max(1));
-    let build = |base: &str| {
-        let mut upstream = client
-            .request(req.method().clone(), format!("{base}{rest}{query}"))
-            .timeout(timeout)
-            .no_decompress();
-        // The cleaned map replaces awc's defaults wholesale (no per-header re-parsing).
-        *upstream.headers_mut() = headers.clone();
+    let target = |base: &str| match req.uri().query() {
+        Some(query) => format!("{base}{}?{query}", if rest.is_empty() { "/" } else { rest }),
+        None => format!("{base}{}", if rest.is_empty() { "/" } else { rest }),
+    };
+    let mut build = |base: &str| {
+        let mut upstream =
+            client.request(req.method().clone(), target(base)).timeout(timeout).no_decompress();
+        // The cleaned map replaces awc's defaults wholesale (no per-header re-parsing); only a
+        // retry needs a copy.
+        let cleaned = headers
+            .take()
+            .unwrap_or_else(|| upstream_headers(&req, identity.as_ref(), route.forward_authorization));
+        *upstream.headers_mut() = cleaned;
         upstream
     };
     let started = Instant::now();
     let has_body =
         declared.is_some_and(|len| len > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
     let sent = Arc::new(AtomicU64::new(0));
-    let mut base = base;
+    let mut url = choice.url;
     let result = if has_body {
         let counter = sent.clone();
         let limited = payload.map(move |chunk| {
@@ -267,20 +303,20 @@ pub async fn forward(
             }
             Ok(chunk)
         });
-        build(&base).send_stream(limited).await
+        build(&url).send_stream(limited).await
     } else {
         // Without a body nothing is lost by trying once more: an idempotent request whose
         // connection could not even be opened goes to another instance, if there is one.
         let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE");
-        let first = build(&base).send().await;
+        let first = build(&url).send().await;
         match first {
             Err(awc::error::SendRequestError::Connect(err)) if idempotent => {
-                state.metrics.upstream_failures.with_label_values(&[service.as_str(), "unreachable"]).inc();
-                state.forget(&service, &base);
-                match state.resolve(&service).await? {
-                    Some(next) if next != base => {
-                        base = next;
-                        build(&base).send().await
+                state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
+                state.health.request_failed(&url);
+                match state.resolve(service).await? {
+                    Some(next) if next.url != url => {
+                        url = next.url;
+                        build(&url).send().await
                     }
                     _ => Err(awc::error::SendRequestError::Connect(err)),
                 }
@@ -294,34 +330,46 @@ pub async fn forward(
         }
         match err {
             awc::error::SendRequestError::Timeout => {
-                state.metrics.upstream_failures.with_label_values(&[service.as_str(), "timeout"]).inc();
+                state.metrics.upstream_failures.with_label_values(&[service, "timeout"]).inc();
                 ApiError::new(ErrorCode::GatewayTimeout, "the service did not answer in time")
             }
             other => {
-                state.metrics.upstream_failures.with_label_values(&[service.as_str(), "unreachable"]).inc();
-                state.forget(&service, &base);
-                log::warn!(target: "fountain::gateway", service = service.as_str(); "upstream request failed: {other}");
+                state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
+                state.health.request_failed(&url);
+                log::warn!(target: "fountain::gateway", service = service; "upstream request failed: {other}");
                 ApiError::new(ErrorCode::BadGateway, "the service is unavailable")
             }
         }
     })?;
-    state
-        .metrics
-        .upstream_latency
-        .with_label_values(&[service.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    state.metrics.upstream.with_label_values(&[service.as_str(), response.status().as_str()]).inc();
-    let mut reply = HttpResponse::build(response.status());
-    for (name, value) in response.headers() {
+    state.metrics.upstream_latency.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
+    state.metrics.upstream.with_label_values(&[service, response.status().as_str()]).inc();
+    Ok(relay(response, allowance))
+}
+
+/// The upstream's response for the client: its status and headers (minus hop-by-hop ones),
+/// moved rather than copied, and its body streamed through.
+fn relay<S>(response: awc::ClientResponse<S>, allowance: Option<Allowance>) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
+{
+    let status = response.status();
+    let mut upstream_headers = HeaderMap::new();
+    let body = response.map_body(|head, payload| {
+        upstream_headers = std::mem::take(&mut head.headers);
+        payload
+    });
+    let mut reply = HttpResponse::build(status);
+    for (name, value) in upstream_headers {
         if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
-            reply.append_header((name.clone(), value.clone()));
+            reply.append_header((name, value));
         }
     }
     if let Some(allowance) = allowance {
-        reply.insert_header(("ratelimit-limit", allowance.limit.to_string()));
-        reply.insert_header(("ratelimit-remaining", allowance.remaining.to_string()));
+        reply.insert_header((RATELIMIT_LIMIT, HeaderValue::from(allowance.limit)));
+        reply.insert_header((RATELIMIT_REMAINING, HeaderValue::from(allowance.remaining)));
     }
-    Ok(reply.streaming(response))
+    // Headers first: `streaming` adds a default content type only when the upstream sent none.
+    reply.streaming(body)
 }
 
 fn too_large(limit: u64) -> ApiError {

@@ -1,6 +1,7 @@
 //! Service discovery: instances register themselves (TTL + heartbeat), static entries come from
 //! `[peers]`, and `GET /lookup/{service}` answers with one live URL, round-robin.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -10,10 +11,13 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::health::{Choice, Health};
+use crate::platform::cache::TtlCache;
 use crate::platform::db::{AnyConnection, Db, DbError};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::Json;
 use crate::platform::identity::{AdminOrService, RemoteKeys};
+use crate::platform::middleware::RouteLabel;
 use crate::platform::names::validate_service_name;
 
 diesel::table! {
@@ -29,25 +33,33 @@ diesel::table! {
 const MIN_TTL: u64 = 5;
 const MAX_TTL: u64 = 3600;
 
-/// How long an instance that failed a request is skipped (passive health).
-const COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(10);
+/// One `[gateway.routes]` entry, prepared once so that the proxy's hot path allocates nothing
+/// to find it.
+pub struct Route {
+    pub service: Arc<str>,
+    /// The metrics label of requests under this prefix (`/kms/*`).
+    pub label: RouteLabel,
+    /// The client's `Authorization` header goes through to this service.
+    pub forward_authorization: bool,
+}
 
 pub struct GatewayState {
     pub db: Db,
     pub keys: web::Data<RemoteKeys>,
     pub config: crate::config::GatewayConfig,
+    pub routes: HashMap<String, Route>,
     pub api_keys: super::proxy::ApiKeyCache,
     pub limits: super::limits::EdgeLimits,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub revocations: Arc<super::revocations::Revocations>,
     pub metrics: super::metrics::GatewayMetrics,
+    pub health: Health,
     /// Static entries (`[peers]`): never expire.
-    pub static_entries: Vec<(String, String)>,
+    pub static_entries: Vec<(String, Arc<str>)>,
     next: AtomicUsize,
-    failed: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Live instances per service as last read from the registry table: the proxy's hot path
     /// must not query the database on every request.
-    instances: crate::platform::cache::TtlCache<String, Vec<String>>,
+    instances: TtlCache<String, Arc<[Arc<str>]>>,
 }
 
 /// How long a read of the registry table is reused (registrations here clear it at once).
@@ -67,56 +79,69 @@ impl GatewayState {
             std::time::Duration::from_millis(config.api_key_cache_ttl_ms),
             10_000,
         );
+        let routes = config
+            .routes
+            .iter()
+            .map(|(prefix, service)| {
+                let route = Route {
+                    service: Arc::from(service.as_str()),
+                    label: RouteLabel(Arc::from(format!("/{prefix}/*"))),
+                    forward_authorization: config.forward_authorization_to.contains(service),
+                };
+                (prefix.clone(), route)
+            })
+            .collect();
         Arc::new(Self {
             db,
             keys,
+            health: Health::new(std::time::Duration::from_millis(config.failure_cool_down_ms)),
             config,
+            routes,
             limits,
             trusted_proxies,
             revocations: Default::default(),
             metrics,
             api_keys,
-            static_entries,
+            static_entries: static_entries.into_iter().map(|(s, u)| (s, Arc::from(u))).collect(),
             next: AtomicUsize::new(0),
-            failed: Default::default(),
-            instances: crate::platform::cache::TtlCache::new(INSTANCES_TTL, 10_000),
+            instances: TtlCache::new(INSTANCES_TTL, 10_000),
         })
     }
 
-    /// One base URL for `service`: live registered instances round-robin, skipping ones that
-    /// failed within the cool-down (unless all did), else the static entry.
-    pub async fn resolve(&self, service: &str) -> ApiResult<Option<String>> {
-        let mut urls = match self.instances.get(&service.to_string()) {
+    /// One instance of `service`: live registered instances round-robin, skipping unhealthy
+    /// ones (unless all are), else the static entries.
+    pub async fn resolve(&self, service: &str) -> ApiResult<Option<Choice>> {
+        let urls = match self.instances.get(service) {
             Some(urls) => urls,
             None => {
                 let name = service.to_string();
                 let rows = self.db.run(move |conn| live(conn, Some(&name))).await?;
-                let urls: Vec<String> = rows.into_iter().map(|(_, url, _)| url).collect();
+                let mut urls: Vec<Arc<str>> = rows.into_iter().map(|(_, url, _)| Arc::from(url)).collect();
+                if urls.is_empty() {
+                    urls.extend(
+                        self.static_entries.iter().filter(|(s, _)| s == service).map(|(_, u)| u.clone()),
+                    );
+                }
+                let urls: Arc<[Arc<str>]> = urls.into();
                 self.instances.insert(service.to_string(), urls.clone());
                 urls
             }
         };
         if urls.is_empty() {
-            urls.extend(self.static_entries.iter().filter(|(s, _)| s == service).map(|(_, u)| u.clone()));
-        }
-        if urls.is_empty() {
             return Ok(None);
         }
-        let healthy: Vec<&String> = {
-            let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-            urls.iter().filter(|u| failed.get(*u).is_none_or(|at| at.elapsed() >= COOL_DOWN)).collect()
-        };
-        let pool: Vec<&String> = if healthy.is_empty() { urls.iter().collect() } else { healthy };
-        let pick = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
-        Ok(Some(pool[pick].clone()))
+        Ok(self.health.choose(&urls, self.next.fetch_add(1, Ordering::Relaxed)))
     }
 
-    /// Marks an instance as failing for the cool-down.
-    pub fn forget(&self, _service: &str, url: &str) {
-        self.failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(url.to_string(), std::time::Instant::now());
+    /// Every instance the gateway knows, static and registered, for the health probes.
+    pub async fn all_instances(&self) -> Result<Vec<(String, Arc<str>)>, DbError> {
+        let rows = self.db.run(|conn| live(conn, None)).await?;
+        let mut all: Vec<(String, Arc<str>)> =
+            rows.into_iter().map(|(s, url, _)| (s, Arc::from(url))).collect();
+        all.extend(self.static_entries.iter().cloned());
+        all.sort();
+        all.dedup();
+        Ok(all)
     }
 }
 
@@ -270,7 +295,7 @@ pub async fn list(
         .collect();
     entries.extend(state.static_entries.iter().map(|(service, url)| RegistryEntry {
         service: service.clone(),
-        url: url.clone(),
+        url: url.to_string(),
         is_static: true,
         expires_at: None,
     }));
@@ -279,7 +304,7 @@ pub async fn list(
 
 /// Look up a service
 ///
-/// Service or admin. One live URL of the service (round-robin over its instances), else its static entry.
+/// Service or admin. One URL of the service, round-robin over its healthy registered instances, else its static entry; `healthy` is false when every instance fails its health checks.
 #[utoipa::path(
     get, path = "/lookup/{service}", operation_id = "lookupService", tag = "Discovery",
     params(("service" = String, Path, description = "Service name")),
@@ -293,7 +318,9 @@ pub async fn lookup(
 ) -> ApiResult<web::Json<Lookup>> {
     let service = path.into_inner();
     match state.resolve(&service).await? {
-        Some(url) => Ok(web::Json(Lookup { service, url, healthy: true })),
+        Some(choice) => {
+            Ok(web::Json(Lookup { service, url: choice.url.to_string(), healthy: choice.healthy }))
+        }
         None => Err(ApiError::new(ErrorCode::NotFound, "no such service")),
     }
 }
