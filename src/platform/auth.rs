@@ -157,7 +157,8 @@ pub fn verify(token: &str, key: &DecodingKey, issuer: &str, audience: &str) -> R
 /// verification is paid once per token instead of once per request. `exp` and `nbf` are checked
 /// again on every hit; revocation stays the caller's check (denylist, events).
 pub struct VerifiedTokens {
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
+    /// Shared claims: a hit hands out a reference count, not a copy of every string.
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Claims>>>,
     capacity: usize,
     issuer: String,
     audience: String,
@@ -185,7 +186,7 @@ impl VerifiedTokens {
         &self,
         token: &str,
         key_for: impl FnOnce(&str) -> Option<DecodingKey>,
-    ) -> Result<Claims, Rejection> {
+    ) -> Result<std::sync::Arc<Claims>, Rejection> {
         let digest = Self::digest(token);
         let now = chrono::Utc::now().timestamp();
         let leeway = LEEWAY_SECONDS as i64;
@@ -201,7 +202,7 @@ impl VerifiedTokens {
         }
         let kid = eddsa_kid(token)?;
         let key = key_for(&kid).ok_or(Rejection::UnknownKey)?;
-        let claims = verify(token, &key, &self.issuer, &self.audience)?;
+        let claims = std::sync::Arc::new(verify(token, &key, &self.issuer, &self.audience)?);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity {
             entries.retain(|_, c| c.exp + leeway >= now);
@@ -310,9 +311,9 @@ mod tests {
         };
         let (token, key) = signed(&good);
         let cache = VerifiedTokens::new(2, "kms", "fountain");
-        assert_eq!(cache.verify(&token, |_| Some(key.clone())), Ok(good.clone()));
+        assert_eq!(cache.verify(&token, |_| Some(key.clone())), Ok(std::sync::Arc::new(good.clone())));
         // A hit needs no key at all.
-        assert_eq!(cache.verify(&token, |_| None), Ok(good.clone()));
+        assert_eq!(cache.verify(&token, |_| None), Ok(std::sync::Arc::new(good.clone())));
         cache.forget(&token);
         assert_eq!(cache.verify(&token, |_| None), Err(Rejection::UnknownKey));
         let (bad, key2) = signed(&Claims { aud: "x".into(), ..good.clone() });

@@ -3,7 +3,7 @@
 //! into a flood of JWKS requests). Verified tokens are cached (see `auth::VerifiedTokens`).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Payload;
@@ -72,14 +72,14 @@ impl RemoteKeys {
 
     /// Verifies a bearer token against kms's published keys.
     pub async fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        self.check(token).await.map_err(|failure| match failure {
+        self.check(token).await.map(Arc::unwrap_or_clone).map_err(|failure| match failure {
             KeyCheckFailure::Rejected(rejection) => rejection.into(),
             KeyCheckFailure::Unavailable(err) => err,
         })
     }
 
     /// Like `verify`, but says why a token was refused (the gateway counts reasons).
-    pub async fn check(&self, token: &str) -> Result<Claims, KeyCheckFailure> {
+    pub async fn check(&self, token: &str) -> Result<Arc<Claims>, KeyCheckFailure> {
         match self.verified.verify(token, |kid| self.key(kid)) {
             Err(Rejection::UnknownKey) => {
                 let mut last = self.last_fetch.lock().await;

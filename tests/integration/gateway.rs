@@ -120,6 +120,9 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         .insert_header(("x-request-id", "trace-gw-1"))
         .insert_header(("x-forwarded-for", "203.0.113.9"))
         .insert_header(("proxy-authorization", "Basic c2VjcmV0"))
+        .insert_header(("x-forwarded-proto", "https"))
+        .insert_header(("x-forwarded-host", "evil.example"))
+        .insert_header(("forwarded", "for=198.51.100.1;proto=https"))
         .send()
         .await
         .unwrap();
@@ -130,7 +133,10 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
     assert_eq!(headers["x-fountain-roles"], "admin");
     assert_eq!(headers["x-request-id"], "trace-gw-1");
     assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
-    assert_eq!(headers["x-forwarded-proto"], "http");
+    // Loopback is a trusted proxy by default (Caddy on the same host): its view is relayed.
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    assert_eq!(headers["x-forwarded-host"], "evil.example");
+    assert!(headers.get("forwarded").is_none());
     assert!(headers.get("authorization").is_none(), "echo is not in forward_authorization_to");
     assert!(headers.get("proxy-authorization").is_none());
     assert_eq!(seen["query"], "a=1&b=%2F");
@@ -234,6 +240,32 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         assert!(metrics.contains(expected), "{expected} missing from gateway metrics");
     }
     echo2_handle.stop(false).await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn forwarding_headers_are_believed_only_from_trusted_proxies() {
+    let app = spawn_with_echo_route(|c| c.server.trusted_proxies.clear()).await;
+    let admin = admin_token(&app).await;
+    let (echo, echo_handle) = start_echo();
+    register_echo(&app, &admin, &echo).await;
+    let mut response = app
+        .client
+        .get(app.url("gateway", "/echo/headers"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .insert_header(("x-forwarded-for", "203.0.113.9"))
+        .insert_header(("x-forwarded-proto", "https"))
+        .insert_header(("x-forwarded-host", "evil.example"))
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = response.json().await.unwrap();
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-forwarded-proto"], "http", "a client's claim of TLS is not relayed");
+    let gateway_host = app.url("gateway", "").trim_start_matches("http://").to_string();
+    assert_eq!(headers["x-forwarded-host"], gateway_host.as_str(), "nor its claim of another host");
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "the chain is appended to, as ever");
+    echo_handle.stop(false).await;
     app.stop().await;
 }
 

@@ -11,7 +11,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::limits::Allowance;
-use super::registry::GatewayState;
+use super::registry::{GatewayState, Route};
 use crate::platform::auth::{self, Claims, Rejection, SERVICE_ROLE};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::identity::KeyCheckFailure;
@@ -44,6 +44,7 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-fountain-roles",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "forwarded",
     "x-request-id",
 ];
 const DROPPED_RESPONSE_HEADERS: &[&str] = &[
@@ -61,11 +62,41 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
 pub type ApiKeyCache = crate::platform::cache::TtlCache<[u8; 32], Option<String>>;
 
 /// Who the request is from, once the edge has checked it.
-struct Identity {
-    subject: String,
-    roles: Vec<String>,
+enum Identity {
+    /// A verified JWT (shared with the verified-token cache, not copied).
+    Token(Arc<Claims>),
+    /// The service an X-API-KEY belongs to.
+    Service(String),
+}
+
+impl Identity {
+    fn subject(&self) -> &str {
+        match self {
+            Identity::Token(claims) => &claims.sub,
+            Identity::Service(service) => service,
+        }
+    }
+
+    /// Exact role membership.
+    fn has_role(&self, role: &str) -> bool {
+        match self {
+            Identity::Token(claims) => claims.has_role(role),
+            Identity::Service(_) => role == SERVICE_ROLE,
+        }
+    }
+
+    /// The roles as the upstream sees them in `X-Fountain-Roles`.
+    fn roles_header(&self) -> String {
+        match self {
+            Identity::Token(claims) => claims.roles.join(","),
+            Identity::Service(_) => SERVICE_ROLE.to_string(),
+        }
+    }
+
     /// The token carries the twofa step-up claim.
-    mfa: bool,
+    fn mfa(&self) -> bool {
+        matches!(self, Identity::Token(claims) if claims.mfa == Some(true))
+    }
 }
 
 /// Why the edge refused a request, as counted in `gateway_auth_failures_total{reason}`.
@@ -86,11 +117,11 @@ fn check_rules(state: &GatewayState, req: &HttpRequest, identity: &Identity) -> 
             && (rule.methods.is_empty() || rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
     });
     let Some(rule) = rule else { return Ok(()) };
-    if !rule.roles.is_empty() && !rule.roles.iter().any(|r| identity.roles.contains(r)) {
+    if !rule.roles.is_empty() && !rule.roles.iter().any(|r| identity.has_role(r)) {
         count_refusal(state, "role");
         return Err(ApiError::new(ErrorCode::Forbidden, "this route requires another role"));
     }
-    if rule.mfa && !identity.mfa {
+    if rule.mfa && !identity.mfa() {
         count_refusal(state, "mfa_required");
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -112,7 +143,7 @@ fn is_public(state: &GatewayState, path: &str, tail: &str) -> bool {
 /// Checks the caller's credential; every refusal is counted by its reason.
 async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Identity> {
     if let Some(token) = auth::bearer_token(req) {
-        let claims: Claims = match state.keys.check(token).await {
+        let claims = match state.keys.check(token).await {
             Ok(claims) => claims,
             Err(KeyCheckFailure::Rejected(rejection)) => {
                 count_refusal(state, rejection.reason());
@@ -127,13 +158,11 @@ async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Iden
             count_refusal(state, Rejection::Revoked.reason());
             return Err(Rejection::Revoked.into());
         }
-        return Ok(Identity { mfa: claims.mfa == Some(true), subject: claims.sub, roles: claims.roles });
+        return Ok(Identity::Token(claims));
     }
     if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
         return match verify_api_key(state, key).await {
-            Ok(Some(service)) => {
-                Ok(Identity { subject: service, roles: vec![SERVICE_ROLE.to_string()], mfa: false })
-            }
+            Ok(Some(service)) => Ok(Identity::Service(service)),
             Ok(None) => {
                 count_refusal(state, "api_key");
                 Err(auth::invalid_token())
@@ -175,11 +204,14 @@ async fn verify_api_key(state: &GatewayState, key: &str) -> ApiResult<Option<Str
 }
 
 /// Copies the client's headers minus hop-by-hop and identity headers, then sets the
-/// forwarding and identity headers from what the gateway knows.
+/// forwarding and identity headers from what the gateway knows. `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` are kept only from a trusted proxy (Caddy); anyone else gets them set from
+/// the connection, so a client cannot claim it came over TLS or through another host name.
 fn upstream_headers(
+    state: &GatewayState,
     req: &HttpRequest,
     identity: Option<&Identity>,
-    forward_authorization: bool,
+    route: &Route,
 ) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
     let connection_listed: Vec<String> = req
@@ -192,31 +224,39 @@ fn upstream_headers(
         let lower = name.as_str();
         let dropped = DROPPED_REQUEST_HEADERS.contains(&lower)
             || connection_listed.iter().any(|c| c == lower)
-            || (name == header::AUTHORIZATION && !forward_authorization);
+            || (name == header::AUTHORIZATION && !route.forward_authorization);
         if !dropped {
             headers.append(name.clone(), value.clone());
         }
     }
-    let info = req.connection_info();
-    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let peer = req.peer_addr().map(|a| a.ip());
+    let from_proxy = peer.is_some_and(|ip| state.trusted_proxies.contains(&ip));
+    let peer = peer.map(|ip| ip.to_string()).unwrap_or_default();
     let forwarded_for = match req.headers().get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(chain) if !chain.trim().is_empty() => format!("{chain}, {peer}"),
         _ => peer,
     };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    let relayed = |name: &HeaderName| from_proxy.then(|| req.headers().get(name)).flatten().cloned();
+    let scheme = if req.app_config().secure() { "https" } else { "http" };
+    let proto = relayed(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(scheme));
+    headers.insert(X_FORWARDED_PROTO, proto);
+    if let Some(host) = relayed(&X_FORWARDED_HOST).or_else(|| req.headers().get(header::HOST).cloned()) {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
-    set(X_FORWARDED_FOR, &forwarded_for);
-    set(X_FORWARDED_PROTO, info.scheme());
-    set(X_FORWARDED_HOST, info.host());
     if let Some(id) = req.extensions().get::<RequestId>() {
         set(REQUEST_ID, &id.0);
     }
     if let Some(identity) = identity {
-        set(FOUNTAIN_USER, &identity.subject);
-        set(FOUNTAIN_ROLES, &identity.roles.join(","));
+        set(FOUNTAIN_USER, identity.subject());
+        set(FOUNTAIN_ROLES, &identity.roles_header());
     }
     headers
 }
@@ -252,7 +292,7 @@ pub async fn forward(
         Some(authenticate(&state, &req).await?)
     };
     let caller = match &identity {
-        Some(identity) => format!("{prefix}|id:{}", identity.subject),
+        Some(identity) => format!("{prefix}|id:{}", identity.subject()),
         None => format!("{prefix}|addr:{}", crate::platform::net::client_addr(&req, &state.trusted_proxies)),
     };
     let allowance = state.limits.check(prefix, &caller).inspect_err(|_| {
@@ -272,7 +312,7 @@ pub async fn forward(
         .resolve(service)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::BadGateway, "no instance of this service is available"))?;
-    let mut headers = Some(upstream_headers(&req, identity.as_ref(), route.forward_authorization));
+    let mut headers = Some(upstream_headers(&state, &req, identity.as_ref(), route));
     let timeout = Duration::from_secs(state.config.upstream_timeout_seconds.max(1));
     let target = |base: &str| match req.uri().query() {
         Some(query) => format!("{base}{}?{query}", if rest.is_empty() { "/" } else { rest }),
@@ -283,9 +323,8 @@ pub async fn forward(
             client.request(req.method().clone(), target(base)).timeout(timeout).no_decompress();
         // The cleaned map replaces awc's defaults wholesale (no per-header re-parsing); only a
         // retry needs a copy.
-        let cleaned = headers
-            .take()
-            .unwrap_or_else(|| upstream_headers(&req, identity.as_ref(), route.forward_authorization));
+        let cleaned =
+            headers.take().unwrap_or_else(|| upstream_headers(&state, &req, identity.as_ref(), route));
         *upstream.headers_mut() = cleaned;
         upstream
     };

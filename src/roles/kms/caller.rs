@@ -54,7 +54,7 @@ pub async fn authenticate(state: web::Data<KmsState>, token: String) -> Result<C
         })
         .await?;
     standing?;
-    Ok(claims)
+    Ok(std::sync::Arc::unwrap_or_clone(claims))
 }
 
 impl FromRequest for Caller {
