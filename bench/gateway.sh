@@ -7,10 +7,13 @@
 # wrk -t2 -c64 on loopback, small responses. Also the gateway's RSS under that load. The
 # gateway's rate limiter stays on (its cost is part of the path) with a limit wrk cannot reach;
 # any non-2xx answer is printed in the errors column and makes the run worthless.
-# Usage: bench/gateway.sh   (needs wrk, nginx and caddy: apt-get install wrk nginx caddy)
+# The paths are measured in interleaved rounds (upstream, gateway, nginx, caddy; again…) and the
+# medians reported: on a shared 2-core machine a single run of each drifts by ±15 %.
+# Usage: bench/gateway.sh   (needs wrk, nginx, caddy and bc: apt-get install wrk nginx caddy bc)
+# BENCH_SECONDS (default 10) per run, BENCH_ROUNDS (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in wrk nginx caddy; do
+for tool in wrk nginx caddy bc; do
   command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install $tool)" >&2; exit 1; }
 done
 cargo build --release --quiet
@@ -64,18 +67,60 @@ curl -fs "http://127.0.0.1:$gw/bench/" -H "authorization: Bearer $token" | grep 
   || { echo "the gateway does not reach the upstream" >&2; cat "$work/fountain.log" >&2; exit 1; }
 sleep 1
 
-run() { # name, url, [header]
-  local out="$work/$RANDOM.txt"
-  if [ -n "${3:-}" ]; then wrk -t2 -c64 -d"${duration}s" --latency -H "$3" "$2" > "$out"
-  else wrk -t2 -c64 -d"${duration}s" --latency "$2" > "$out"; fi
-  printf '%-40s %10s req/s   p50 %9s   p99 %9s   errors %s\n' "$1" \
-    "$(awk '/Requests\/sec/ {print $2}' "$out")" "$(awk '$1=="50%" {print $2}' "$out")" \
-    "$(awk '$1=="99%" {print $2}' "$out")" "$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ')"
+# One wrk run; prints "req/s p50 p99 errors" (latencies in ms).
+measure() { # url, [header]
+  local out="$work/wrk.txt"
+  if [ -n "${2:-}" ]; then wrk -t2 -c64 -d"${duration}s" --latency -H "$2" "$1" > "$out"
+  else wrk -t2 -c64 -d"${duration}s" --latency "$1" > "$out"; fi
+  ms() { awk -v q="$1" '$1==q {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}' "$out"; }
+  local errors; errors=$(awk '/Non-2xx|Socket errors/ {print}' "$out" | tr '\n' ' ')
+  echo "$(awk '/Requests\/sec/ {print $2}' "$out") $(ms 50%) $(ms 99%) ${errors:-none}"
 }
-echo "machine: $(nproc) cores; wrk -t2 -c64 -d${duration}s; upstream: nginx return 200"
-run "upstream directly (peer)" "http://127.0.0.1:$up/"
-( sleep $((duration / 2)); awk '/VmRSS/ {print "fountain gateway+kms RSS under load: " $2 " kB"}' /proc/$gw_pid/status ) &
-run "fountain gateway, JWT verified" "http://127.0.0.1:$gw/bench/" "Authorization: Bearer $token"
-wait $! 2>/dev/null || true
-run "nginx proxy_pass (peer)" "http://127.0.0.1:$nginx_proxy/"
-run "caddy reverse_proxy (peer)" "http://127.0.0.1:$caddy_proxy/"
+# Median of a column over the rounds of one path.
+median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+
+paths=(upstream gateway nginx caddy)
+declare -A label=(
+  [upstream]="upstream directly (peer)"
+  [gateway]="fountain gateway, JWT verified"
+  [nginx]="nginx proxy_pass (peer)"
+  [caddy]="caddy reverse_proxy (peer)"
+)
+target() {
+  case $1 in
+    upstream) measure "http://127.0.0.1:$up/" ;;
+    gateway) measure "http://127.0.0.1:$gw/bench/" "Authorization: Bearer $token" ;;
+    nginx) measure "http://127.0.0.1:$nginx_proxy/" ;;
+    caddy) measure "http://127.0.0.1:$caddy_proxy/" ;;
+  esac
+}
+
+rounds=${BENCH_ROUNDS:-3}
+echo "machine: $(nproc) cores; wrk -t2 -c64 -d${duration}s; upstream: nginx return 200; $rounds interleaved rounds, medians"
+rss_max=0
+for round in $(seq 1 "$rounds"); do
+  for path in "${paths[@]}"; do
+    if [ "$path" = gateway ]; then
+      ( sleep $((duration / 2)); awk '/VmRSS/ {print $2}' /proc/$gw_pid/status > "$work/rss.$round" ) &
+      sampler=$!
+    fi
+    result=$(target "$path")
+    echo "round $round  ${label[$path]}: $result"
+    echo "$result" >> "$work/$path.results"
+    [ "${result##* }" = none ] || echo "  ^ errors: this round is worthless" >&2
+  done
+  wait "$sampler"
+  rss=$(cat "$work/rss.$round"); [ "$rss" -gt "$rss_max" ] && rss_max=$rss
+done
+echo
+printf '%-34s %12s %10s %10s\n' path "req/s" "p50 ms" "p99 ms"
+for path in "${paths[@]}"; do
+  f="$work/$path.results"
+  printf '%-34s %12s %10s %10s\n' "${label[$path]}" "$(cut -d' ' -f1 "$f" | median)" \
+    "$(cut -d' ' -f2 "$f" | median)" "$(cut -d' ' -f3 "$f" | median)"
+done
+gw_rps=$(cut -d' ' -f1 "$work/gateway.results" | median); nginx_rps=$(cut -d' ' -f1 "$work/nginx.results" | median)
+up_p99=$(cut -d' ' -f3 "$work/upstream.results" | median); gw_p99=$(cut -d' ' -f3 "$work/gateway.results" | median)
+echo "gateway / nginx throughput: $(echo "scale=2; $gw_rps / $nginx_rps" | bc)"
+echo "gateway p99 added over the direct upstream: $(echo "scale=3; $gw_p99 - $up_p99" | bc) ms"
+echo "gateway+kms process RSS under load (max of rounds): $((rss_max / 1024)) MB"

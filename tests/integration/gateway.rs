@@ -26,12 +26,13 @@ fn start_echo() -> (String, actix_web::dev::ServerHandle) {
             )
             .route(
                 "/upload",
-                web::post().to(|mut body: web::Payload| async move {
+                web::post().to(|req: HttpRequest, mut body: web::Payload| async move {
                     let mut total = 0usize;
                     while let Some(chunk) = body.next().await {
                         total += chunk.map(|c| c.len()).unwrap_or(0);
                     }
-                    HttpResponse::Ok().json(json!({ "received": total }))
+                    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok());
+                    HttpResponse::Ok().json(json!({ "received": total, "contentLength": declared }))
                 }),
             )
             .route(
@@ -196,7 +197,21 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         .send_body(upload)
         .await
         .unwrap();
-    assert_eq!(response.json::<Value>().await.unwrap()["received"], TEN_MB);
+    assert_eq!(response.headers().get("content-length").unwrap(), "48", "the upstream's length is kept");
+    let seen = response.json::<Value>().await.unwrap();
+    assert_eq!((seen["received"].as_u64(), seen["contentLength"].as_str()), (Some(TEN_MB as u64), Some("10485760")));
+    let chunks = futures_util::stream::iter(
+        (0..10).map(|_| Ok::<_, actix_web::Error>(web::Bytes::from(vec![3u8; TEN_MB / 10]))),
+    );
+    let mut response = app
+        .client
+        .post(app.url("gateway", "/echo/upload"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .send_stream(chunks)
+        .await
+        .unwrap();
+    let seen = response.json::<Value>().await.unwrap();
+    assert_eq!((seen["received"].as_u64(), seen["contentLength"].as_str()), (Some(TEN_MB as u64), None));
     let mut response = app
         .client
         .get(app.url("gateway", "/echo/download"))

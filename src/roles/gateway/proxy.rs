@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
@@ -342,7 +344,11 @@ pub async fn forward(
             }
             Ok(chunk)
         });
-        build(&url).send_stream(limited).await
+        // A declared length is kept (some upstreams refuse chunked uploads); otherwise chunked.
+        match declared.filter(|_| !req.headers().contains_key(header::TRANSFER_ENCODING)) {
+            Some(length) => build(&url).send_body(SizedStream::new(length, limited)).await,
+            None => build(&url).send_stream(limited).await,
+        }
     } else {
         // Without a body nothing is lost by trying once more: an idempotent request whose
         // connection could not even be opened goes to another instance, if there is one.
@@ -382,12 +388,17 @@ pub async fn forward(
     })?;
     state.metrics.upstream_latency.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
     state.metrics.upstream.with_label_values(&[service, response.status().as_str()]).inc();
-    Ok(relay(response, allowance))
+    Ok(relay(response, allowance, req.method() == Method::HEAD))
 }
 
 /// The upstream's response for the client: its status and headers (minus hop-by-hop ones),
-/// moved rather than copied, and its body streamed through.
-fn relay<S>(response: awc::ClientResponse<S>, allowance: Option<Allowance>) -> HttpResponse
+/// moved rather than copied, and its body streamed through — with the upstream's
+/// `Content-Length` when it gave one, chunked otherwise.
+fn relay<S>(
+    response: awc::ClientResponse<S>,
+    allowance: Option<Allowance>,
+    head_request: bool,
+) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
 {
@@ -397,6 +408,13 @@ where
         upstream_headers = std::mem::take(&mut head.headers);
         payload
     });
+    let has_body = !head_request
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED;
+    let length = has_body
+        .then(|| upstream_headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok())
+        .flatten();
     let mut reply = HttpResponse::build(status);
     for (name, value) in upstream_headers {
         if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
@@ -407,8 +425,11 @@ where
         reply.insert_header((RATELIMIT_LIMIT, HeaderValue::from(allowance.limit)));
         reply.insert_header((RATELIMIT_REMAINING, HeaderValue::from(allowance.remaining)));
     }
-    // Headers first: `streaming` adds a default content type only when the upstream sent none.
-    reply.streaming(body)
+    match length {
+        Some(length) => reply.body(SizedStream::new(length, body)),
+        // Headers first: `streaming` adds a default content type only when the upstream sent none.
+        None => reply.streaming(body),
+    }
 }
 
 fn too_large(limit: u64) -> ApiError {
