@@ -159,7 +159,6 @@ impl Host {
         }
         let config = Arc::new(config);
         let platform = &Platform { config: config.clone(), ..platform.clone() };
-        let workers = worker_count(&config);
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let mut running = Vec::with_capacity(listeners.len());
         for (spec, listener) in listeners {
@@ -170,7 +169,7 @@ impl Host {
                 .map_err(|e| HostError::Setup { role: spec.name, reason: e.to_string() })?;
             let extra = extra.clone();
             let server = HttpServer::new(move || build_app(context.clone(), extra.clone()))
-                .workers(workers)
+                .workers(worker_count(&config, spec))
                 .shutdown_timeout(config.server.shutdown_timeout_seconds)
                 .disable_signals()
                 .listen(listener)
@@ -271,9 +270,9 @@ fn build_app(
         })
 }
 
-fn worker_count(config: &Config) -> usize {
+fn worker_count(config: &Config, spec: &RoleSpec) -> usize {
     match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => std::thread::available_parallelism().map_or(1, usize::from) * spec.workers_per_core.max(1),
         n => n,
     }
 }

@@ -199,7 +199,10 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         .unwrap();
     assert_eq!(response.headers().get("content-length").unwrap(), "48", "the upstream's length is kept");
     let seen = response.json::<Value>().await.unwrap();
-    assert_eq!((seen["received"].as_u64(), seen["contentLength"].as_str()), (Some(TEN_MB as u64), Some("10485760")));
+    assert_eq!(
+        (seen["received"].as_u64(), seen["contentLength"].as_str()),
+        (Some(TEN_MB as u64), Some("10485760"))
+    );
     let chunks = futures_util::stream::iter(
         (0..10).map(|_| Ok::<_, actix_web::Error>(web::Bytes::from(vec![3u8; TEN_MB / 10]))),
     );
