@@ -11,8 +11,16 @@ const TEN_MB: usize = 10 * 1024 * 1024;
 
 /// An upstream that shows what reached it: headers, body size, and a large download.
 fn start_echo() -> (String, actix_web::dev::ServerHandle) {
+    start_echo_at("127.0.0.1:0")
+}
+
+fn start_echo_at(addr: &str) -> (String, actix_web::dev::ServerHandle) {
     let server = HttpServer::new(|| {
         App::new()
+            .route(
+                "/health",
+                web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "healthy"})) }),
+            )
             .route(
                 "/headers",
                 web::get().to(|req: HttpRequest| async move {
@@ -54,7 +62,7 @@ fn start_echo() -> (String, actix_web::dev::ServerHandle) {
     })
     .workers(1)
     .disable_signals()
-    .bind("127.0.0.1:0")
+    .bind(addr)
     .unwrap();
     let url = format!("http://{}", server.addrs()[0]);
     let server = server.run();
@@ -258,6 +266,71 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         assert!(metrics.contains(expected), "{expected} missing from gateway metrics");
     }
     echo2_handle.stop(false).await;
+    app.stop().await;
+}
+
+/// Which instances `GET /lookup/echo` hands out over `n` asks, and whether each was healthy.
+async fn lookups(app: &TestApp, token: &str, n: usize) -> std::collections::BTreeSet<(String, bool)> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let (status, body) = app.call("GET", "gateway", "/lookup/echo", Some(token), None).await;
+        assert_eq!(status, 200, "{body}");
+        seen.insert((body["url"].as_str().unwrap().to_string(), body["healthy"].as_bool().unwrap()));
+    }
+    seen
+}
+
+async fn wait_for_lookups(app: &TestApp, token: &str, expected: &[(&str, bool)]) {
+    let expected: std::collections::BTreeSet<(String, bool)> =
+        expected.iter().map(|(url, healthy)| (url.to_string(), *healthy)).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let seen = lookups(app, token, 6).await;
+        if seen == expected {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "lookups gave {seen:?}, expected {expected:?}");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn health_probes_take_failing_instances_out_and_back_in() {
+    let app = spawn_with_echo_route(|c| {
+        c.gateway.health_check_interval_ms = 100;
+        // Long enough that only the probes can explain an instance coming back.
+        c.gateway.failure_cool_down_ms = 600_000;
+    })
+    .await;
+    let admin = admin_token(&app).await;
+    let (live, live_handle) = start_echo();
+    // A port nothing listens on yet: the second instance starts dead.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("http://127.0.0.1:{port}");
+    register_echo(&app, &admin, &live).await;
+    register_echo(&app, &admin, &dead).await;
+
+    // The probe takes the dead instance out before any request has to fail on it.
+    wait_for_lookups(&app, &admin, &[(&live, true)]).await;
+    for _ in 0..10 {
+        assert_eq!(through_edge(&app, &admin).await, 200);
+    }
+    let (_, _, metrics) = app.get("gateway", "/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains(&format!(r#"gateway_upstream_healthy{{service="echo",url="{live}"}} 1"#)));
+    assert!(metrics.contains(&format!(r#"gateway_upstream_healthy{{service="echo",url="{dead}"}} 0"#)));
+    assert!(!metrics.contains(r#"gateway_upstream_failures_total{kind="unreachable",service="echo"}"#));
+
+    // It starts answering: the probe brings it back into the rotation.
+    let (_, revived_handle) = start_echo_at(&format!("127.0.0.1:{port}"));
+    wait_for_lookups(&app, &admin, &[(&live, true), (&dead, true)]).await;
+
+    // Every instance down: lookups still answer (requests are tried) but say so.
+    live_handle.stop(false).await;
+    revived_handle.stop(false).await;
+    wait_for_lookups(&app, &admin, &[(&live, false), (&dead, false)]).await;
+    let (status, body) = app.call("GET", "gateway", "/echo/headers", Some(&admin), None).await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (502, "bad_gateway"));
     app.stop().await;
 }
 
