@@ -488,3 +488,66 @@ async fn a_slow_upstream_is_answered_504() {
     handle.stop(false).await;
     app.stop().await;
 }
+
+/// Resident memory of a process in kB, from /proc.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[actix_web::test]
+async fn large_bodies_stream_through_a_gateway_process_in_bounded_memory() {
+    let (echo, echo_handle) = start_echo();
+    let dir = tempfile::tempdir().unwrap();
+    let process = crate::helpers::ServeProcess::start(
+        &dir.path().join("data"),
+        &["kms", "gateway"],
+        &[
+            ("FOUNTAIN_PEERS__ECHO", echo.as_str()),
+            ("FOUNTAIN_GATEWAY__ROUTES__ECHO", "echo"),
+            ("FOUNTAIN_GATEWAY__PUBLIC_ROUTES", r#"["/echo/*"]"#),
+        ],
+    );
+    let gateway = format!("http://{}", process.addr("gateway"));
+    let client = awc::Client::builder().disable_timeout().finish();
+    // Warm up the path (connection pools, buffers) before the baseline is taken.
+    let mut response = client.get(format!("{gateway}/echo/headers")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.body().await.unwrap();
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    let pid = process.child.id();
+    let baseline = rss_kb(pid);
+
+    // Sample the gateway's RSS every few milliseconds while 40 MB go up and 40 MB come down.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kb(pid));
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            peak
+        })
+    };
+    for _ in 0..4 {
+        let mut response =
+            client.post(format!("{gateway}/echo/upload")).send_body(vec![5u8; TEN_MB]).await.unwrap();
+        assert_eq!(response.json::<Value>().await.unwrap()["received"], TEN_MB);
+        let mut response = client.get(format!("{gateway}/echo/download")).send().await.unwrap();
+        assert_eq!(response.body().limit(2 * TEN_MB).await.unwrap().len(), TEN_MB);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let growth_mb = peak.saturating_sub(baseline) as f64 / 1024.0;
+    eprintln!("gateway RSS: baseline {} kB, peak {peak} kB, growth {growth_mb:.1} MB", baseline);
+    // One buffered body alone would be 10 MB; streaming keeps the growth to a few buffers.
+    assert!(growth_mb < 5.0, "the gateway grew {growth_mb:.1} MB moving 10 MB bodies");
+    drop(process);
+    echo_handle.stop(false).await;
+}
