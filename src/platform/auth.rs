@@ -269,17 +269,15 @@ mod tests {
         (token, DecodingKey::from_ed_components(&x).unwrap())
     }
 
+    /// Claims kms would issue now: right issuer and audience, valid for a minute.
+    fn valid_claims(now: i64) -> Claims {
+        Claims { iss: "kms".into(), aud: "fountain".into(), exp: now + 60, iat: now, nbf: now, ..claims(&[]) }
+    }
+
     #[test]
     fn claims_are_checked_after_the_signature() {
         let now = chrono::Utc::now().timestamp();
-        let good = Claims {
-            iss: "kms".into(),
-            aud: "fountain".into(),
-            exp: now + 60,
-            iat: now,
-            nbf: now,
-            ..claims(&[])
-        };
+        let good = valid_claims(now);
         let check = |c: Claims| {
             let (token, key) = signed(&c);
             assert_eq!(eddsa_kid(&token).as_deref(), Ok("k1"));
@@ -301,14 +299,7 @@ mod tests {
     #[test]
     fn the_cache_returns_verified_claims_and_still_honours_expiry() {
         let now = chrono::Utc::now().timestamp();
-        let good = Claims {
-            iss: "kms".into(),
-            aud: "fountain".into(),
-            exp: now + 60,
-            iat: now,
-            nbf: now,
-            ..claims(&[])
-        };
+        let good = valid_claims(now);
         let (token, key) = signed(&good);
         let cache = VerifiedTokens::new(2, "kms", "fountain");
         assert_eq!(cache.verify(&token, |_| Some(key.clone())), Ok(std::sync::Arc::new(good.clone())));
