@@ -551,3 +551,69 @@ async fn large_bodies_stream_through_a_gateway_process_in_bounded_memory() {
     drop(process);
     echo_handle.stop(false).await;
 }
+
+#[actix_web::test]
+async fn forged_foreign_expired_and_revoked_tokens_get_one_401_at_the_edge() {
+    let app = spawn_with_echo_route(|_| {}).await;
+    let admin = admin_token(&app).await;
+    let (echo, echo_handle) = start_echo();
+    register_echo(&app, &admin, &echo).await;
+    let mut tokens = crate::helpers::forged_tokens(&app, &admin).await;
+
+    // Tokens signed with kms's real key whose claims are wrong: another issuer or audience,
+    // expired or not yet valid beyond the leeway.
+    let ring = {
+        let mut conn = app.platform.db.conn().unwrap();
+        fountain::roles::kms::signing::KeyRing::load(&mut conn, &app.platform.master_key).unwrap()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let valid = fountain::platform::auth::Claims {
+        sub: "root".into(),
+        roles: vec!["admin".into()],
+        iss: "fountain-kms".into(),
+        aud: "fountain".into(),
+        exp: now + 600,
+        iat: now,
+        nbf: now,
+        jti: "minted-by-test".into(),
+        mfa: None,
+        sid: None,
+    };
+    let signed = |claims: fountain::platform::auth::Claims| ring.sign(&claims).unwrap();
+    assert_eq!(through_edge(&app, &signed(valid.clone())).await, 200, "the minted baseline is valid");
+    tokens.push(signed(fountain::platform::auth::Claims { iss: "evil-kms".into(), ..valid.clone() }));
+    tokens.push(signed(fountain::platform::auth::Claims { aud: "elsewhere".into(), ..valid.clone() }));
+    tokens.push(signed(fountain::platform::auth::Claims { exp: now - 60, ..valid.clone() }));
+    tokens.push(signed(fountain::platform::auth::Claims { nbf: now + 60, ..valid.clone() }));
+    // And a real token after logout.
+    let (status, _) = app.call("POST", "gateway", "/kms/logout", Some(&admin), None).await;
+    assert_eq!(status, 204);
+    wait_refused(&app, &admin).await;
+    tokens.push(admin.clone());
+
+    let mut bodies = Vec::new();
+    for token in &tokens {
+        let (status, body) = app.call("GET", "gateway", "/echo/headers", Some(token), None).await;
+        assert_eq!(status, 401, "{token}: {body}");
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "one uniform answer: {bodies:?}");
+    let (_, _, metrics) = app.get("gateway", "/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for reason in [
+        "malformed",
+        "algorithm",
+        "signature",
+        "unknown_kid",
+        "issuer",
+        "audience",
+        "expired",
+        "not_yet_valid",
+        "revoked",
+    ] {
+        let line = format!(r#"gateway_auth_failures_total{{reason="{reason}"}}"#);
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+    echo_handle.stop(false).await;
+    app.stop().await;
+}

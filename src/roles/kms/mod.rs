@@ -4,7 +4,7 @@ mod caller;
 pub mod keys;
 mod schema;
 pub mod session;
-mod signing;
+pub mod signing;
 mod state;
 mod store;
 pub mod users;
