@@ -23,14 +23,18 @@ fn start_echo_at(addr: &str) -> (String, actix_web::dev::ServerHandle) {
             )
             .route(
                 "/headers",
-                web::get().to(|req: HttpRequest| async move {
-                    let headers: serde_json::Map<String, Value> = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_string(), Value::from(v.to_str().unwrap_or_default())))
-                        .collect();
-                    HttpResponse::Ok().json(json!({ "headers": headers, "query": req.query_string() }))
-                }),
+                web::route()
+                    .guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
+                    .to(|req: HttpRequest| async move {
+                        let headers: serde_json::Map<String, Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_string(), Value::from(v.to_str().unwrap_or_default()))
+                            })
+                            .collect();
+                        HttpResponse::Ok().json(json!({ "headers": headers, "query": req.query_string() }))
+                    }),
             )
             .route(
                 "/upload",
@@ -242,6 +246,20 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         )
         .await;
     assert_eq!((status, assert_error_shape(&body).as_str()), (413, "payload_too_large"));
+
+    // HEAD: the upstream's declared length comes through, no body.
+    let mut head = app
+        .client
+        .head(app.url("gateway", "/echo/headers"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    // actix answers HEAD with the length the GET body would have.
+    let declared = head.headers().get("content-length").expect("content-length").to_str().unwrap();
+    assert!(declared.parse::<u64>().unwrap() > 100, "{declared}");
+    assert!(head.body().await.unwrap().is_empty());
 
     // The upstream dies: 502; a new instance registers: served again, no gateway restart.
     echo_handle.stop(false).await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
@@ -388,17 +388,13 @@ pub async fn forward(
     })?;
     state.metrics.upstream_latency.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
     state.metrics.upstream.with_label_values(&[service, response.status().as_str()]).inc();
-    Ok(relay(response, allowance, req.method() == Method::HEAD))
+    Ok(relay(response, allowance))
 }
 
 /// The upstream's response for the client: its status and headers (minus hop-by-hop ones),
 /// moved rather than copied, and its body streamed through — with the upstream's
 /// `Content-Length` when it gave one, chunked otherwise.
-fn relay<S>(
-    response: awc::ClientResponse<S>,
-    allowance: Option<Allowance>,
-    head_request: bool,
-) -> HttpResponse
+fn relay<S>(response: awc::ClientResponse<S>, allowance: Option<Allowance>) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
 {
@@ -408,11 +404,10 @@ where
         upstream_headers = std::mem::take(&mut head.headers);
         payload
     });
-    let has_body = !head_request
-        && !status.is_informational()
-        && status != StatusCode::NO_CONTENT
-        && status != StatusCode::NOT_MODIFIED;
-    let length = has_body
+    // A HEAD answer declares the length a GET body would have; actix writes it and no body.
+    let may_declare_length =
+        !status.is_informational() && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED;
+    let length = may_declare_length
         .then(|| upstream_headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok())
         .flatten();
     let mut reply = HttpResponse::build(status);
