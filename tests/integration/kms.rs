@@ -177,38 +177,18 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_session(backend: Backend) {
     assert_eq!(status, 204, "the refreshed access token is valid");
 
     // A fresh session: reuse of a spent refresh token ends the whole family.
+    let refresh = |token: &str| {
+        let body = json!({"grant_type": "refresh_token", "refresh_token": token});
+        app.call("POST", "kms", "/token", None, Some(body))
+    };
     let session = login(&app, "carol", PASSWORD).await;
     let r1 = session["refresh_token"].as_str().unwrap().to_string();
-    let (status, rotated) = app
-        .call(
-            "POST",
-            "kms",
-            "/token",
-            None,
-            Some(json!({"grant_type": "refresh_token", "refresh_token": r1})),
-        )
-        .await;
+    let (status, rotated) = refresh(&r1).await;
     assert_eq!(status, 200, "JSON bodies work too: {rotated}");
     let r2 = rotated["refresh_token"].as_str().unwrap().to_string();
-    let (status, body) = app
-        .call(
-            "POST",
-            "kms",
-            "/token",
-            None,
-            Some(json!({"grant_type": "refresh_token", "refresh_token": r1})),
-        )
-        .await;
+    let (status, body) = refresh(&r1).await;
     unauthorized(status, &body);
-    let (status, _) = app
-        .call(
-            "POST",
-            "kms",
-            "/token",
-            None,
-            Some(json!({"grant_type": "refresh_token", "refresh_token": r2})),
-        )
-        .await;
+    let (status, _) = refresh(&r2).await;
     assert_eq!(status, 401, "the newer token of a reused family is revoked too");
 
     // Disabling a user ends their sessions and their tokens.
