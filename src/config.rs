@@ -66,6 +66,9 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     /// Route prefix -> its own limit instead of `rate_limit`.
     pub route_limits: BTreeMap<String, RateLimitConfig>,
+    /// Failed authentications per client address; past it the address gets 429 without any
+    /// credential check until its bucket refills.
+    pub auth_failure_limit: RateLimitConfig,
     /// Per-route access rules, checked after authentication.
     pub rules: Vec<RouteRule>,
 }

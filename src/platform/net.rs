@@ -8,9 +8,12 @@ use actix_web::HttpRequest;
 /// Caddy) — the last address that proxy appended to `X-Forwarded-For`. A client cannot choose
 /// its own address by sending the header directly.
 pub fn client_addr(req: &HttpRequest, trusted_proxies: &[IpAddr]) -> String {
-    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
-        return "unknown".into();
-    };
+    client_ip(req, trusted_proxies).map_or_else(|| "unknown".into(), |ip| ip.to_string())
+}
+
+/// `client_addr` as an address, without formatting it.
+pub fn client_ip(req: &HttpRequest, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
     if trusted_proxies.contains(&peer) {
         let forwarded = req
             .headers()
@@ -18,9 +21,9 @@ pub fn client_addr(req: &HttpRequest, trusted_proxies: &[IpAddr]) -> String {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse::<IpAddr>().ok());
-        if let Some(client) = forwarded {
-            return client.to_string();
+        if forwarded.is_some() {
+            return forwarded;
         }
     }
-    peer.to_string()
+    Some(peer)
 }

@@ -246,6 +246,19 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         )
         .await;
     assert_eq!((status, assert_error_shape(&body).as_str()), (413, "payload_too_large"));
+    // Over the limit without a declared length: counted while streaming, still 413.
+    let chunks = futures_util::stream::iter(
+        (0..17).map(|_| Ok::<_, actix_web::Error>(web::Bytes::from(vec![1u8; 1024 * 1024]))),
+    );
+    let mut response = app
+        .client
+        .post(app.url("gateway", "/echo/upload"))
+        .insert_header(("authorization", format!("Bearer {admin}")))
+        .send_stream(chunks)
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    assert_eq!(assert_error_shape(&response.json::<Value>().await.unwrap()), "payload_too_large");
 
     // HEAD: the upstream's declared length comes through, no body.
     let mut head = app
@@ -374,6 +387,53 @@ async fn forwarding_headers_are_believed_only_from_trusted_proxies() {
     let gateway_host = app.url("gateway", "").trim_start_matches("http://").to_string();
     assert_eq!(headers["x-forwarded-host"], gateway_host.as_str(), "nor its claim of another host");
     assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "the chain is appended to, as ever");
+    echo_handle.stop(false).await;
+    app.stop().await;
+}
+
+/// How many requests kms's `POST /keys/verify` has served.
+async fn kms_verifications(app: &TestApp) -> u64 {
+    let (_, _, metrics) = app.get("kms", "/metrics").await;
+    String::from_utf8_lossy(&metrics)
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{") && l.contains(r#"route="/keys/verify""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[actix_web::test]
+async fn failed_authentications_throttle_the_address_before_kms_is_asked() {
+    let app = spawn_with_echo_route(|c| {
+        c.gateway.auth_failure_limit = fountain::config::RateLimitConfig { requests_per_second: 1, burst: 3 };
+    })
+    .await;
+    let admin = admin_token(&app).await;
+    let (echo, echo_handle) = start_echo();
+    register_echo(&app, &admin, &echo).await;
+    let guess = |n: usize| {
+        app.client
+            .get(app.url("gateway", "/echo/headers"))
+            .insert_header(("x-api-key", format!("fk_guess_{n}")))
+            .send()
+    };
+    for n in 0..3 {
+        assert_eq!(guess(n).await.unwrap().status().as_u16(), 401);
+    }
+    assert_eq!(kms_verifications(&app).await, 3, "each distinct guess is one question to kms");
+    // The failure that exhausts the budget is answered 429; from then on kms is not asked.
+    for n in 3..8 {
+        let mut refused = guess(n).await.unwrap();
+        assert_eq!(refused.status().as_u16(), 429);
+        assert!(refused.headers().get("retry-after").is_some());
+        assert_eq!(assert_error_shape(&refused.json::<Value>().await.unwrap()), "rate_limited");
+    }
+    assert_eq!(kms_verifications(&app).await, 4);
+    // The whole address waits, whatever it presents next; other addresses do not.
+    assert_eq!(through_edge(&app, &admin).await, 429);
+    let (_, _, metrics) = app.get("gateway", "/metrics").await;
+    assert!(
+        String::from_utf8_lossy(&metrics).contains(r#"gateway_auth_failures_total{reason="throttled"} 5"#)
+    );
     echo_handle.stop(false).await;
     app.stop().await;
 }

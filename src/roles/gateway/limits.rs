@@ -3,13 +3,16 @@
 //! `RateLimit-Limit` / `RateLimit-Remaining` headers of the IETF draft.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
-use governor::{Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::config::RateLimitConfig;
+use crate::config::{GatewayConfig, RateLimitConfig};
+use crate::platform::cache::TtlCache;
 use crate::platform::error::{ApiError, ErrorCode};
 
 type Limiter = RateLimiter<
@@ -19,11 +22,21 @@ type Limiter = RateLimiter<
     StateInformationMiddleware,
 >;
 
-/// One limiter for the default rule and one per route prefix that overrides it.
+/// One limiter for the default rule and one per route prefix that overrides it, plus the
+/// budget of failed authentications per client address.
 pub struct EdgeLimits {
     default: Option<(Limiter, u32)>,
     per_route: HashMap<String, (Limiter, u32)>,
+    /// Failed authentications per client address. Rate limits proper apply to a verified
+    /// caller, so without this an anonymous client could try keys (each an uncached call to
+    /// kms) as fast as it likes.
+    failures: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Addresses that ran out of failures, until when: refused before any verification.
+    throttled: TtlCache<IpAddr, Instant>,
 }
+
+/// The longest an address stays throttled after exhausting its failure budget.
+const MAX_THROTTLE: Duration = Duration::from_secs(60);
 
 /// What to add to a response that was allowed.
 pub struct Allowance {
@@ -39,16 +52,42 @@ fn limiter(rule: &RateLimitConfig) -> Option<(Limiter, u32)> {
 }
 
 impl EdgeLimits {
-    pub fn new(
-        default: &RateLimitConfig,
-        per_route: &std::collections::BTreeMap<String, RateLimitConfig>,
-    ) -> Self {
+    pub fn new(config: &GatewayConfig) -> Self {
+        let failures = NonZeroU32::new(config.auth_failure_limit.requests_per_second).map(|per_second| {
+            let burst = NonZeroU32::new(config.auth_failure_limit.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
         Self {
-            default: limiter(default),
-            per_route: per_route
+            default: limiter(&config.rate_limit),
+            per_route: config
+                .route_limits
                 .iter()
                 .filter_map(|(prefix, rule)| Some((prefix.clone(), limiter(rule)?)))
                 .collect(),
+            failures,
+            throttled: TtlCache::new(MAX_THROTTLE, 10_000),
+        }
+    }
+
+    /// 429 while `addr` is throttled for failing authentication too often.
+    pub fn check_throttled(&self, addr: IpAddr) -> Result<(), ApiError> {
+        match self.throttled.get(&addr) {
+            Some(until) if until > Instant::now() => Err(too_many(until - Instant::now(), None)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication from `addr`; the one that exhausts its budget throttles
+    /// the address (and is answered 429 itself).
+    pub fn record_failure(&self, addr: IpAddr) -> Result<(), ApiError> {
+        let Some(failures) = &self.failures else { return Ok(()) };
+        match failures.check_key(&addr) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now()).min(MAX_THROTTLE);
+                self.throttled.insert(addr, Instant::now() + wait);
+                Err(too_many(wait, None))
+            }
         }
     }
 
@@ -63,11 +102,7 @@ impl EdgeLimits {
                 Ok(Some(Allowance { limit: *limit, remaining: snapshot.remaining_burst_capacity() }))
             }
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Err(ApiError::from_code(ErrorCode::RateLimited)
-                    .with_retry_after(seconds.max(1))
-                    .with_details(serde_json::json!({ "limit": limit })))
+                Err(too_many(not_until.wait_time_from(DefaultClock::default().now()), Some(*limit)))
             }
         }
     }
@@ -80,5 +115,18 @@ impl EdgeLimits {
         for (limiter, _) in self.per_route.values() {
             limiter.retain_recent();
         }
+        if let Some(failures) = &self.failures {
+            failures.retain_recent();
+        }
+    }
+}
+
+/// 429 with `Retry-After` rounded up to whole seconds.
+fn too_many(wait: Duration, limit: Option<u32>) -> ApiError {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let error = ApiError::from_code(ErrorCode::RateLimited).with_retry_after(seconds.max(1));
+    match limit {
+        Some(limit) => error.with_details(serde_json::json!({ "limit": limit })),
+        None => error,
     }
 }

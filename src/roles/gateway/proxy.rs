@@ -2,6 +2,7 @@
 //! authenticated at the edge (JWT from kms's JWKS, or X-API-KEY verified by kms), headers
 //! cleaned, identity set from the verified credential, and bodies streamed both ways.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use crate::platform::auth::{self, Claims, Rejection, SERVICE_ROLE};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::identity::KeyCheckFailure;
 use crate::platform::middleware::{RequestId, REQUEST_ID};
+use crate::platform::net::client_ip;
 
 const FOUNTAIN_USER: HeaderName = HeaderName::from_static("x-fountain-user");
 const FOUNTAIN_ROLES: HeaderName = HeaderName::from_static("x-fountain-roles");
@@ -59,6 +61,9 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "upgrade",
     "content-length",
 ];
+
+/// How long an X-API-KEY verification at kms may take.
+const KMS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Verdicts of X-API-KEY checks at kms (the owning service when valid), by SHA-256 of the key.
 pub type ApiKeyCache = crate::platform::cache::TtlCache<[u8; 32], Option<String>>;
@@ -142,8 +147,30 @@ fn is_public(state: &GatewayState, path: &str, tail: &str) -> bool {
         })
 }
 
+/// `authenticate`, unless the address has failed too often: then 429 before any check, so a
+/// client guessing keys cannot make the gateway ask kms at its own pace.
+async fn authenticate_within_budget(
+    state: &GatewayState,
+    client: &awc::Client,
+    req: &HttpRequest,
+    addr: Option<IpAddr>,
+) -> ApiResult<Identity> {
+    if let Some(addr) = addr {
+        state.limits.check_throttled(addr).inspect_err(|_| count_refusal(state, "throttled"))?;
+    }
+    let refusal = match authenticate(state, client, req).await {
+        Ok(identity) => return Ok(identity),
+        Err(refusal) => refusal,
+    };
+    // A verifier outage is not the client's failure.
+    if let (Some(addr), true) = (addr, refusal.code == ErrorCode::Unauthorized) {
+        state.limits.record_failure(addr)?;
+    }
+    Err(refusal)
+}
+
 /// Checks the caller's credential; every refusal is counted by its reason.
-async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Identity> {
+async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequest) -> ApiResult<Identity> {
     if let Some(token) = auth::bearer_token(req) {
         let claims = match state.keys.check(token).await {
             Ok(claims) => claims,
@@ -163,7 +190,7 @@ async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Iden
         return Ok(Identity::Token(claims));
     }
     if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
-        return match verify_api_key(state, key).await {
+        return match verify_api_key(state, client, key).await {
             Ok(Some(service)) => Ok(Identity::Service(service)),
             Ok(None) => {
                 count_refusal(state, "api_key");
@@ -179,7 +206,8 @@ async fn authenticate(state: &GatewayState, req: &HttpRequest) -> ApiResult<Iden
     Err(ApiError::new(ErrorCode::Unauthorized, "a bearer token or an X-API-KEY is required"))
 }
 
-async fn verify_api_key(state: &GatewayState, key: &str) -> ApiResult<Option<String>> {
+/// kms's verdict on an X-API-KEY, over the worker's pooled client (kept-alive connections).
+async fn verify_api_key(state: &GatewayState, client: &awc::Client, key: &str) -> ApiResult<Option<String>> {
     use sha2::Digest;
     let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
     if let Some(service) = state.api_keys.get(&digest) {
@@ -189,9 +217,9 @@ async fn verify_api_key(state: &GatewayState, key: &str) -> ApiResult<Option<Str
         .resolve("kms")
         .await?
         .ok_or_else(|| ApiError::unavailable("kms", "no kms instance is known"))?;
-    let client = awc::Client::builder().timeout(Duration::from_secs(5)).finish();
     let mut response = client
         .post(format!("{}/keys/verify", kms.url))
+        .timeout(KMS_TIMEOUT)
         .send_json(&serde_json::json!({ "api_key": key }))
         .await
         .map_err(|e| ApiError::unavailable("kms", e))?;
@@ -288,14 +316,16 @@ pub async fn forward(
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no service is routed under this path"))?;
     req.extensions_mut().insert(route.label.clone());
     let service = &*route.service;
+    let addr = client_ip(&req, &state.trusted_proxies);
     let identity = if is_public(&state, req.path(), rest.strip_prefix('/').unwrap_or(rest)) {
         None
     } else {
-        Some(authenticate(&state, &req).await?)
+        Some(authenticate_within_budget(&state, &client, &req, addr).await?)
     };
-    let caller = match &identity {
-        Some(identity) => format!("{prefix}|id:{}", identity.subject()),
-        None => format!("{prefix}|addr:{}", crate::platform::net::client_addr(&req, &state.trusted_proxies)),
+    let caller = match (&identity, addr) {
+        (Some(identity), _) => format!("{prefix}|id:{}", identity.subject()),
+        (None, Some(addr)) => format!("{prefix}|addr:{addr}"),
+        (None, None) => format!("{prefix}|addr:unknown"),
     };
     let allowance = state.limits.check(prefix, &caller).inspect_err(|_| {
         state.metrics.rate_limited.with_label_values(&[prefix]).inc();
@@ -316,9 +346,10 @@ pub async fn forward(
         .ok_or_else(|| ApiError::new(ErrorCode::BadGateway, "no instance of this service is available"))?;
     let mut headers = Some(upstream_headers(&state, &req, identity.as_ref(), route));
     let timeout = Duration::from_secs(state.config.upstream_timeout_seconds.max(1));
+    let rest = if rest.is_empty() { "/" } else { rest };
     let target = |base: &str| match req.uri().query() {
-        Some(query) => format!("{base}{}?{query}", if rest.is_empty() { "/" } else { rest }),
-        None => format!("{base}{}", if rest.is_empty() { "/" } else { rest }),
+        Some(query) => format!("{base}{rest}?{query}"),
+        None => format!("{base}{rest}"),
     };
     let mut build = |base: &str| {
         let mut upstream =

@@ -74,7 +74,7 @@ impl GatewayState {
         trusted_proxies: Vec<std::net::IpAddr>,
         metrics: super::metrics::GatewayMetrics,
     ) -> Arc<Self> {
-        let limits = super::limits::EdgeLimits::new(&config.rate_limit, &config.route_limits);
+        let limits = super::limits::EdgeLimits::new(&config);
         let api_keys = super::proxy::ApiKeyCache::new(
             std::time::Duration::from_millis(config.api_key_cache_ttl_ms),
             10_000,
