@@ -45,7 +45,7 @@ impl Health {
     }
 
     /// The `turn`-th healthy instance of `urls` (round-robin), or, if none is healthy, the
-    /// `turn`-th of all of them marked unhealthy. `urls` must not be empty.
+    /// `turn`-th of all of them marked unhealthy; `None` only when `urls` is empty.
     pub fn choose(&self, urls: &[Arc<str>], turn: usize) -> Option<Choice> {
         let down = self.lock();
         let is_up = |url: &Arc<str>| match down.get(url) {
