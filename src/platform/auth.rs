@@ -222,14 +222,46 @@ impl VerifiedTokens {
 
 /// The bearer token of a request, if it carries one.
 pub fn bearer_token(req: &actix_web::HttpRequest) -> Option<&str> {
-    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    // On bytes: `HeaderValue::to_str` checks the whole (long) token character by character on
+    // every request; a token is ASCII or it fails verification anyway.
+    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(value.iter().position(|&b| b == b' ')?)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = std::str::from_utf8(token).ok()?.trim();
+    (!token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header_only_when_well_formed() {
+        use actix_web::http::header::{HeaderValue, AUTHORIZATION};
+        let token_of = |value: &[u8]| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((AUTHORIZATION, HeaderValue::from_bytes(value).unwrap()))
+                .to_http_request();
+            bearer_token(&req).map(str::to_string)
+        };
+        assert_eq!(token_of(b"Bearer abc.def.ghi").as_deref(), Some("abc.def.ghi"));
+        assert_eq!(token_of(b"bearer   abc ").as_deref(), Some("abc"));
+        assert_eq!(token_of(b"BEARER abc").as_deref(), Some("abc"));
+        for refused in [
+            &b"Basic abc"[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Bearer    ",
+            b"Bearerabc",
+            b"Token abc",
+            b"Bearer \xff\xfe",
+        ] {
+            assert_eq!(token_of(refused), None, "{:?}", String::from_utf8_lossy(refused));
+        }
+        assert_eq!(bearer_token(&actix_web::test::TestRequest::default().to_http_request()), None);
+    }
 
     fn claims(roles: &[&str]) -> Claims {
         Claims {

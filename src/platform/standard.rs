@@ -80,7 +80,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/docs").get(|| async {
             HttpResponse::PermanentRedirect().insert_header((header::LOCATION, "docs/")).finish()
         }))
-        .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::new(["../openapi.json"])));
+        // In a scope, so that other paths (every proxied request, on the gateway) are not run
+        // through the UI's catch-all pattern.
+        .service(
+            web::scope("/docs").service(
+                SwaggerUi::new("/{_:.*}").config(utoipa_swagger_ui::Config::new(["../openapi.json"])),
+            ),
+        );
 }
 
 /// Display landing page

@@ -8,6 +8,7 @@ mod metrics;
 mod proxy;
 mod registry;
 mod revocations;
+mod upstream;
 
 use std::time::Duration;
 
@@ -69,8 +70,10 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
         cfg.app_data(state.keys.clone());
         cfg.app_data(web::Data::from(state));
     }
-    // One HTTP client per worker thread (awc clients are not shareable across threads).
+    // Per worker thread: awc for the gateway's own calls to kms (awc clients stay on their
+    // thread), hyper's pooled client for proxied requests.
     cfg.app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()));
+    cfg.app_data(web::Data::new(upstream::client()));
     cfg.service(web::resource("/registry").post(registry::register).get(registry::list))
         // In a scope: its static prefix is all the router checks for proxied paths.
         .service(web::scope("/lookup").service(web::resource("/{service}").get(registry::lookup)))

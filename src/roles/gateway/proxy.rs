@@ -3,32 +3,32 @@
 //! cleaned, identity set from the verified credential, and bodies streamed both ways.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::body::SizedStream;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
+use hyper::header::{HeaderName as UpstreamHeaderName, HeaderValue as UpstreamHeaderValue};
+use hyper::HeaderMap as UpstreamHeaders;
 
-use super::limits::Allowance;
+use super::limits::Caller;
 use super::registry::{GatewayState, Route};
+use super::upstream::{self, SendFailure, UploadError, UploadOutcome, UpstreamBody, UpstreamClient};
 use crate::platform::auth::{self, Claims, Rejection, SERVICE_ROLE};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::identity::KeyCheckFailure;
-use crate::platform::middleware::{RequestId, REQUEST_ID};
-use crate::platform::net::client_ip;
+use crate::platform::middleware::RequestId;
+use crate::platform::net::{client_ip, push_ip};
 
-const FOUNTAIN_USER: HeaderName = HeaderName::from_static("x-fountain-user");
-const FOUNTAIN_ROLES: HeaderName = HeaderName::from_static("x-fountain-roles");
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const UPSTREAM_FOUNTAIN_USER: UpstreamHeaderName = UpstreamHeaderName::from_static("x-fountain-user");
+const UPSTREAM_FOUNTAIN_ROLES: UpstreamHeaderName = UpstreamHeaderName::from_static("x-fountain-roles");
+const UPSTREAM_X_FORWARDED_FOR: UpstreamHeaderName = UpstreamHeaderName::from_static("x-forwarded-for");
+const UPSTREAM_X_FORWARDED_PROTO: UpstreamHeaderName = UpstreamHeaderName::from_static("x-forwarded-proto");
+const UPSTREAM_REQUEST_ID: UpstreamHeaderName = UpstreamHeaderName::from_static("x-request-id");
 
 /// Headers that describe one hop and never travel further (RFC 9110 §7.6.1), plus the ones
 /// the gateway itself decides.
@@ -50,16 +50,6 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-host",
     "forwarded",
     "x-request-id",
-];
-const DROPPED_RESPONSE_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
 ];
 
 /// How long an X-API-KEY verification at kms may take.
@@ -237,13 +227,15 @@ async fn verify_api_key(state: &GatewayState, client: &awc::Client, key: &str) -
 /// forwarding and identity headers from what the gateway knows. `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` are kept only from a trusted proxy (Caddy); anyone else gets them set from
 /// the connection, so a client cannot claim it came over TLS or through another host name.
+/// (actix and hyper use different releases of the `http` types, hence the conversions.)
 fn upstream_headers(
     state: &GatewayState,
     req: &HttpRequest,
     identity: Option<&Identity>,
     route: &Route,
-) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(req.headers().len() + 6);
+    declared_length: Option<u64>,
+) -> UpstreamHeaders {
+    let mut headers = UpstreamHeaders::with_capacity(req.headers().len() + 6);
     let connection_listed: Vec<String> = req
         .headers()
         .get_all(header::CONNECTION)
@@ -256,39 +248,62 @@ fn upstream_headers(
             || connection_listed.iter().any(|c| c == lower)
             || (name == header::AUTHORIZATION && !route.forward_authorization);
         if !dropped {
-            headers.append(name.clone(), value.clone());
+            append_converted(&mut headers, name, value);
         }
     }
     let peer = req.peer_addr().map(|a| a.ip());
     let from_proxy = peer.is_some_and(|ip| state.trusted_proxies.contains(&ip));
-    let peer = peer.map(|ip| ip.to_string()).unwrap_or_default();
-    let forwarded_for = match req.headers().get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(chain) if !chain.trim().is_empty() => format!("{chain}, {peer}"),
-        _ => peer,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
+    let relayed = |name: &HeaderName| from_proxy.then(|| req.headers().get(name)).flatten();
+    if let Some(proto) = relayed(&X_FORWARDED_PROTO) {
+        append_converted(&mut headers, &X_FORWARDED_PROTO, proto);
+    } else {
+        let scheme = if req.app_config().secure() { "https" } else { "http" };
+        headers.insert(UPSTREAM_X_FORWARDED_PROTO, UpstreamHeaderValue::from_static(scheme));
     }
-    let relayed = |name: &HeaderName| from_proxy.then(|| req.headers().get(name)).flatten().cloned();
-    let scheme = if req.app_config().secure() { "https" } else { "http" };
-    let proto = relayed(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(scheme));
-    headers.insert(X_FORWARDED_PROTO, proto);
-    if let Some(host) = relayed(&X_FORWARDED_HOST).or_else(|| req.headers().get(header::HOST).cloned()) {
-        headers.insert(X_FORWARDED_HOST, host);
+    if let Some(host) = relayed(&X_FORWARDED_HOST).or_else(|| req.headers().get(header::HOST)) {
+        append_converted(&mut headers, &X_FORWARDED_HOST, host);
     }
-    let mut set = |name: HeaderName, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
+    let mut set = |name: UpstreamHeaderName, value: &str| {
+        if let Ok(value) = UpstreamHeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
+    let mut forwarded_for = String::with_capacity(48);
+    match req.headers().get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(chain) if !chain.trim().is_empty() => {
+            forwarded_for.push_str(chain);
+            forwarded_for.push_str(", ");
+        }
+        _ => {}
+    }
+    if let Some(ip) = peer {
+        push_ip(&mut forwarded_for, ip);
+    }
+    set(UPSTREAM_X_FORWARDED_FOR, &forwarded_for);
     if let Some(id) = req.extensions().get::<RequestId>() {
-        set(REQUEST_ID, &id.0);
+        set(UPSTREAM_REQUEST_ID, &id.0);
     }
     if let Some(identity) = identity {
-        set(FOUNTAIN_USER, identity.subject());
-        set(FOUNTAIN_ROLES, &identity.roles_header());
+        set(UPSTREAM_FOUNTAIN_USER, identity.subject());
+        set(UPSTREAM_FOUNTAIN_ROLES, &identity.roles_header());
+    }
+    // A declared length is kept (some services refuse chunked uploads); otherwise hyper sends
+    // the body chunked.
+    if let Some(length) = declared_length {
+        headers.insert(hyper::header::CONTENT_LENGTH, UpstreamHeaderValue::from(length));
     }
     headers
+}
+
+/// One of the client's headers, in hyper's types.
+fn append_converted(headers: &mut UpstreamHeaders, name: &HeaderName, value: &HeaderValue) {
+    let converted = (
+        UpstreamHeaderName::from_bytes(name.as_str().as_bytes()),
+        UpstreamHeaderValue::from_bytes(value.as_bytes()),
+    );
+    if let (Ok(name), Ok(value)) = converted {
+        headers.append(name, value);
+    }
 }
 
 /// `/{prefix}/{rest}` split at the first segment: `("kms", "/keys/x")`; `rest` keeps the
@@ -306,6 +321,7 @@ fn split_prefix(path: &str) -> (&str, &str) {
 pub async fn forward(
     state: web::Data<GatewayState>,
     client: web::Data<awc::Client>,
+    upstream: web::Data<UpstreamClient>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
@@ -322,12 +338,11 @@ pub async fn forward(
     } else {
         Some(authenticate_within_budget(&state, &client, &req, addr).await?)
     };
-    let caller = match (&identity, addr) {
-        (Some(identity), _) => format!("{prefix}|id:{}", identity.subject()),
-        (None, Some(addr)) => format!("{prefix}|addr:{addr}"),
-        (None, None) => format!("{prefix}|addr:unknown"),
+    let caller = match &identity {
+        Some(identity) => Caller::Subject(identity.subject()),
+        None => Caller::Address(addr),
     };
-    let allowance = state.limits.check(prefix, &caller).inspect_err(|_| {
+    let allowance = state.limits.check(prefix, caller).inspect_err(|_| {
         state.metrics.rate_limited.with_label_values(&[prefix]).inc();
     })?;
     if let Some(identity) = &identity {
@@ -335,6 +350,7 @@ pub async fn forward(
     }
 
     let limit = state.config.max_body_bytes;
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
     let declared: Option<u64> =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     if declared.is_some_and(|len| len > limit) {
@@ -344,118 +360,68 @@ pub async fn forward(
         .resolve(service)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::BadGateway, "no instance of this service is available"))?;
-    let mut headers = Some(upstream_headers(&state, &req, identity.as_ref(), route));
-    let timeout = Duration::from_secs(state.config.upstream_timeout_seconds.max(1));
+    let method = hyper::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "this method cannot be forwarded"))?;
+    let declared = declared.filter(|_| !chunked);
+    let has_body = chunked || declared.is_some_and(|len| len > 0);
     let rest = if rest.is_empty() { "/" } else { rest };
-    let target = |base: &str| match req.uri().query() {
-        Some(query) => format!("{base}{rest}?{query}"),
-        None => format!("{base}{rest}"),
+    let request = |base: &str, body: UpstreamBody| {
+        let target = match req.uri().query() {
+            Some(query) => format!("{base}{rest}?{query}"),
+            None => format!("{base}{rest}"),
+        };
+        let mut request = hyper::Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = target.parse().map_err(|_| {
+            ApiError::new(ErrorCode::BadRequest, "this path cannot be forwarded to the service")
+        })?;
+        *request.headers_mut() = upstream_headers(&state, &req, identity.as_ref(), route, declared);
+        Ok::<_, ApiError>(request)
     };
-    let mut build = |base: &str| {
-        let mut upstream =
-            client.request(req.method().clone(), target(base)).timeout(timeout).no_decompress();
-        // The cleaned map replaces awc's defaults wholesale (no per-header re-parsing); only a
-        // retry needs a copy.
-        let cleaned =
-            headers.take().unwrap_or_else(|| upstream_headers(&state, &req, identity.as_ref(), route));
-        *upstream.headers_mut() = cleaned;
-        upstream
-    };
+    let timeout = Duration::from_secs(state.config.upstream_timeout_seconds.max(1));
     let started = Instant::now();
-    let has_body =
-        declared.is_some_and(|len| len > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
-    let sent = Arc::new(AtomicU64::new(0));
     let mut url = choice.url;
-    let result = if has_body {
-        let counter = sent.clone();
-        let limited = payload.map(move |chunk| {
-            let chunk = chunk.map_err(|e| actix_web::error::ErrorBadRequest(e.to_string()))?;
-            if counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64 > limit {
-                return Err(actix_web::error::ErrorPayloadTooLarge("request body too large"));
-            }
-            Ok(chunk)
-        });
-        // A declared length is kept (some upstreams refuse chunked uploads); otherwise chunked.
-        match declared.filter(|_| !req.headers().contains_key(header::TRANSFER_ENCODING)) {
-            Some(length) => build(&url).send_body(SizedStream::new(length, limited)).await,
-            None => build(&url).send_stream(limited).await,
-        }
+    let (result, upload) = if has_body {
+        let (body, upload) = upstream::stream_upload(payload, limit);
+        (upstream::send(&upstream, request(&url, body)?, timeout).await, Some(upload))
     } else {
         // Without a body nothing is lost by trying once more: an idempotent request whose
         // connection could not even be opened goes to another instance, if there is one.
         let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE");
-        let first = build(&url).send().await;
-        match first {
-            Err(awc::error::SendRequestError::Connect(err)) if idempotent => {
-                state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
-                state.health.request_failed(&url);
-                match state.resolve(service).await? {
-                    Some(next) if next.url != url => {
-                        url = next.url;
-                        build(&url).send().await
-                    }
-                    _ => Err(awc::error::SendRequestError::Connect(err)),
-                }
+        let mut result = upstream::send(&upstream, request(&url, upstream::no_body())?, timeout).await;
+        if let (Err(SendFailure::Connect(_)), true) = (&result, idempotent) {
+            state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
+            state.health.request_failed(&url);
+            if let Some(next) = state.resolve(service).await?.filter(|next| next.url != url) {
+                url = next.url;
+                result = upstream::send(&upstream, request(&url, upstream::no_body())?, timeout).await;
             }
-            other => other,
         }
+        (result, None)
     };
-    let response = result.map_err(|err| {
-        if sent.load(Ordering::Relaxed) > limit {
-            return too_large(limit);
+    let response = result.map_err(|failure| {
+        match upload.as_ref().and_then(UploadOutcome::failure) {
+            Some(UploadError::TooLarge) => return too_large(limit),
+            Some(UploadError::ClientFailed) => {
+                return ApiError::new(ErrorCode::BadRequest, "the request body broke off before its end")
+            }
+            None => {}
         }
-        match err {
-            awc::error::SendRequestError::Timeout => {
+        let detail = match failure {
+            SendFailure::Timeout => {
                 state.metrics.upstream_failures.with_label_values(&[service, "timeout"]).inc();
-                ApiError::new(ErrorCode::GatewayTimeout, "the service did not answer in time")
+                return ApiError::new(ErrorCode::GatewayTimeout, "the service did not answer in time");
             }
-            other => {
-                state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
-                state.health.request_failed(&url);
-                log::warn!(target: "fountain::gateway", service = service; "upstream request failed: {other}");
-                ApiError::new(ErrorCode::BadGateway, "the service is unavailable")
-            }
-        }
+            SendFailure::Connect(detail) | SendFailure::Broken(detail) => detail,
+        };
+        state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
+        state.health.request_failed(&url);
+        log::warn!(target: "fountain::gateway", service = service; "upstream request failed: {detail}");
+        ApiError::new(ErrorCode::BadGateway, "the service is unavailable")
     })?;
     state.metrics.upstream_latency.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
     state.metrics.upstream.with_label_values(&[service, response.status().as_str()]).inc();
-    Ok(relay(response, allowance))
-}
-
-/// The upstream's response for the client: its status and headers (minus hop-by-hop ones),
-/// moved rather than copied, and its body streamed through — with the upstream's
-/// `Content-Length` when it gave one, chunked otherwise.
-fn relay<S>(response: awc::ClientResponse<S>, allowance: Option<Allowance>) -> HttpResponse
-where
-    S: futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
-{
-    let status = response.status();
-    let mut upstream_headers = HeaderMap::new();
-    let body = response.map_body(|head, payload| {
-        upstream_headers = std::mem::take(&mut head.headers);
-        payload
-    });
-    // A HEAD answer declares the length a GET body would have; actix writes it and no body.
-    let may_declare_length =
-        !status.is_informational() && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED;
-    let length = may_declare_length
-        .then(|| upstream_headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok())
-        .flatten();
-    let mut reply = HttpResponse::build(status);
-    for (name, value) in upstream_headers {
-        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
-            reply.append_header((name, value));
-        }
-    }
-    if let Some(allowance) = allowance {
-        reply.insert_header((RATELIMIT_LIMIT, HeaderValue::from(allowance.limit)));
-        reply.insert_header((RATELIMIT_REMAINING, HeaderValue::from(allowance.remaining)));
-    }
-    match length {
-        Some(length) => reply.body(SizedStream::new(length, body)),
-        // Headers first: `streaming` adds a default content type only when the upstream sent none.
-        None => reply.streaming(body),
-    }
+    Ok(upstream::relay(response, allowance))
 }
 
 fn too_large(limit: u64) -> ApiError {
