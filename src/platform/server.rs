@@ -169,7 +169,7 @@ impl Host {
                 .map_err(|e| HostError::Setup { role: spec.name, reason: e.to_string() })?;
             let extra = extra.clone();
             let server = HttpServer::new(move || build_app(context.clone(), extra.clone()))
-                .workers(worker_count(&config, spec))
+                .workers(worker_count(&config))
                 .shutdown_timeout(config.server.shutdown_timeout_seconds)
                 .disable_signals()
                 .listen(listener)
@@ -270,9 +270,9 @@ fn build_app(
         })
 }
 
-fn worker_count(config: &Config, spec: &RoleSpec) -> usize {
+fn worker_count(config: &Config) -> usize {
     match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(1, usize::from) * spec.workers_per_core.max(1),
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     }
 }

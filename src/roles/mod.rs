@@ -31,8 +31,6 @@ pub struct RoleSpec {
     /// One-line description (≤300 characters, as the ecosystem contract requires).
     pub description: &'static str,
     pub default_port: u16,
-    /// HTTP workers per CPU core when `server.workers` is 0 (auto).
-    pub workers_per_core: usize,
     /// Registers the role's own endpoints (the standard ones are added by the host).
     pub routes: fn(&mut web::ServiceConfig, &RoleContext),
     /// The OpenAPI document of the role's own endpoints, merged with the standard ones.
@@ -54,7 +52,6 @@ impl RoleSpec {
             title,
             description,
             default_port,
-            workers_per_core: 1,
             routes: no_routes,
             openapi: no_operations,
             init: no_state,

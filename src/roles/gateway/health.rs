@@ -8,6 +8,7 @@
 //! and a dead instance answers with a quick connect error (502) anyway.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ enum Down {
 
 pub struct Health {
     down: Mutex<HashMap<Arc<str>, Down>>,
+    /// Whether `down` has any entry, readable without the lock: while every instance is up
+    /// (the usual case) choosing one touches no shared cache line for writing.
+    any_down: AtomicBool,
     cool_down: Duration,
 }
 
@@ -37,7 +41,7 @@ pub struct Choice {
 
 impl Health {
     pub fn new(cool_down: Duration) -> Self {
-        Self { down: Mutex::new(HashMap::new()), cool_down }
+        Self { down: Mutex::new(HashMap::new()), any_down: AtomicBool::new(false), cool_down }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Down>> {
@@ -47,6 +51,10 @@ impl Health {
     /// The `turn`-th healthy instance of `urls` (round-robin), or, if none is healthy, the
     /// `turn`-th of all of them marked unhealthy; `None` only when `urls` is empty.
     pub fn choose(&self, urls: &[Arc<str>], turn: usize) -> Option<Choice> {
+        if !self.any_down.load(Ordering::Acquire) {
+            let url = urls.get(turn % urls.len().max(1))?;
+            return Some(Choice { url: url.clone(), healthy: true });
+        }
         let down = self.lock();
         let is_up = |url: &Arc<str>| match down.get(url) {
             None => true,
@@ -67,6 +75,7 @@ impl Health {
         if !matches!(down.get(url), Some(Down::Probe)) {
             down.insert(url.clone(), Down::Request(Instant::now()));
         }
+        self.any_down.store(true, Ordering::Release);
     }
 
     /// Records one probe round and forgets instances that are no longer known.
@@ -90,6 +99,8 @@ impl Health {
                 _ => {}
             }
         }
+        // Every known instance was just probed: passive marks are replaced or cleared.
+        self.any_down.store(!down.is_empty(), Ordering::Release);
     }
 }
 

@@ -2,11 +2,13 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use crate::platform::metrics::Family;
+
 pub struct GatewayMetrics {
     /// Upstream answers by service and status.
-    pub upstream: IntCounterVec,
+    pub upstream: Family<IntCounterVec>,
     /// Time from sending upstream to its response head, by service.
-    pub upstream_latency: HistogramVec,
+    pub upstream_latency: Family<HistogramVec>,
     /// Upstreams that could not be reached or timed out, by service and kind.
     pub upstream_failures: IntCounterVec,
     /// Requests refused at the edge, by reason.
@@ -46,14 +48,13 @@ impl GatewayMetrics {
             Opts::new("gateway_upstream_healthy", "1 if the instance passed its last health probe"),
             &["service", "url"],
         )?;
-        for metric in [&upstream, &upstream_failures, &auth_failures, &rate_limited] {
+        for metric in [&upstream_failures, &auth_failures, &rate_limited] {
             registry.register(Box::new(metric.clone()))?;
         }
-        registry.register(Box::new(upstream_latency.clone()))?;
         registry.register(Box::new(upstream_healthy.clone()))?;
         Ok(Self {
-            upstream,
-            upstream_latency,
+            upstream: Family::register(upstream, registry)?,
+            upstream_latency: Family::register(upstream_latency, registry)?,
             upstream_failures,
             auth_failures,
             rate_limited,

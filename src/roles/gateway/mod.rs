@@ -26,9 +26,6 @@ pub const ROLE: RoleSpec = RoleSpec {
     name: "gateway",
     title: "API Gateway",
     default_port: 8000,
-    // A proxy spends most of a request waiting on its upstream: two event loops per core keep
-    // a core busy while one loop waits to be scheduled (bench/README.md: +7 % throughput).
-    workers_per_core: 2,
     description: "The one public entry to FountainAI: verifies JWTs and API keys, routes each path prefix to its service, keeps the service registry behind GET /lookup/{service}, cleans headers and enforces rate limits and step-up MFA.",
     routes,
     openapi,

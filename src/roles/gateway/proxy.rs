@@ -28,6 +28,7 @@ const UPSTREAM_FOUNTAIN_USER: UpstreamHeaderName = UpstreamHeaderName::from_stat
 const UPSTREAM_FOUNTAIN_ROLES: UpstreamHeaderName = UpstreamHeaderName::from_static("x-fountain-roles");
 const UPSTREAM_X_FORWARDED_FOR: UpstreamHeaderName = UpstreamHeaderName::from_static("x-forwarded-for");
 const UPSTREAM_X_FORWARDED_PROTO: UpstreamHeaderName = UpstreamHeaderName::from_static("x-forwarded-proto");
+const UPSTREAM_X_FORWARDED_HOST: UpstreamHeaderName = UpstreamHeaderName::from_static("x-forwarded-host");
 const UPSTREAM_REQUEST_ID: UpstreamHeaderName = UpstreamHeaderName::from_static("x-request-id");
 
 /// Headers that describe one hop and never travel further (RFC 9110 §7.6.1), plus the ones
@@ -254,32 +255,21 @@ fn upstream_headers(
     let peer = req.peer_addr().map(|a| a.ip());
     let from_proxy = peer.is_some_and(|ip| state.trusted_proxies.contains(&ip));
     let relayed = |name: &HeaderName| from_proxy.then(|| req.headers().get(name)).flatten();
-    if let Some(proto) = relayed(&X_FORWARDED_PROTO) {
-        append_converted(&mut headers, &X_FORWARDED_PROTO, proto);
-    } else {
-        let scheme = if req.app_config().secure() { "https" } else { "http" };
-        headers.insert(UPSTREAM_X_FORWARDED_PROTO, UpstreamHeaderValue::from_static(scheme));
+    let scheme = if req.app_config().secure() { "https" } else { "http" };
+    let proto = relayed(&X_FORWARDED_PROTO).and_then(|v| UpstreamHeaderValue::from_bytes(v.as_bytes()).ok());
+    headers.insert(UPSTREAM_X_FORWARDED_PROTO, proto.unwrap_or(UpstreamHeaderValue::from_static(scheme)));
+    let host = relayed(&X_FORWARDED_HOST).or_else(|| req.headers().get(header::HOST));
+    if let Some(host) = host.and_then(|v| UpstreamHeaderValue::from_bytes(v.as_bytes()).ok()) {
+        headers.insert(UPSTREAM_X_FORWARDED_HOST, host);
     }
-    if let Some(host) = relayed(&X_FORWARDED_HOST).or_else(|| req.headers().get(header::HOST)) {
-        append_converted(&mut headers, &X_FORWARDED_HOST, host);
+    if let Some(value) = forwarded_for(req, peer) {
+        headers.insert(UPSTREAM_X_FORWARDED_FOR, value);
     }
     let mut set = |name: UpstreamHeaderName, value: &str| {
         if let Ok(value) = UpstreamHeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
-    let mut forwarded_for = String::with_capacity(48);
-    match req.headers().get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(chain) if !chain.trim().is_empty() => {
-            forwarded_for.push_str(chain);
-            forwarded_for.push_str(", ");
-        }
-        _ => {}
-    }
-    if let Some(ip) = peer {
-        push_ip(&mut forwarded_for, ip);
-    }
-    set(UPSTREAM_X_FORWARDED_FOR, &forwarded_for);
     if let Some(id) = req.extensions().get::<RequestId>() {
         set(UPSTREAM_REQUEST_ID, &id.0);
     }
@@ -293,6 +283,23 @@ fn upstream_headers(
         headers.insert(hyper::header::CONTENT_LENGTH, UpstreamHeaderValue::from(length));
     }
     headers
+}
+
+/// The client's `X-Forwarded-For` chain with the peer appended.
+fn forwarded_for(req: &HttpRequest, peer: Option<IpAddr>) -> Option<UpstreamHeaderValue> {
+    let mut chain = String::with_capacity(48);
+    match req.headers().get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(earlier) if !earlier.trim().is_empty() => {
+            chain.push_str(earlier);
+            chain.push_str(", ");
+        }
+        _ => {}
+    }
+    if let Some(ip) = peer {
+        push_ip(&mut chain, ip);
+    }
+    // Bytes::from takes the string's buffer: validated, not copied.
+    UpstreamHeaderValue::from_maybe_shared(web::Bytes::from(chain)).ok()
 }
 
 /// One of the client's headers, in hyper's types.
@@ -318,13 +325,16 @@ fn split_prefix(path: &str) -> (&str, &str) {
 
 /// Forwards `/{prefix}/{rest}` to the service the route table names. This is the gateway's
 /// default service: every path no other gateway endpoint matches comes here.
-pub async fn forward(
-    state: web::Data<GatewayState>,
-    client: web::Data<awc::Client>,
-    upstream: web::Data<UpstreamClient>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
+pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+    // Borrowed rather than extracted: an extractor clones each `Data`'s reference count, an
+    // atomic write to a line every worker writes, on every request.
+    let (Some(state), Some(client), Some(upstream)) = (
+        req.app_data::<web::Data<GatewayState>>(),
+        req.app_data::<web::Data<awc::Client>>(),
+        req.app_data::<web::Data<UpstreamClient>>(),
+    ) else {
+        return Err(ApiError::from_code(ErrorCode::Internal));
+    };
     let (prefix, rest) = split_prefix(req.path());
     let route = state
         .routes
@@ -419,8 +429,9 @@ pub async fn forward(
         log::warn!(target: "fountain::gateway", service = service; "upstream request failed: {detail}");
         ApiError::new(ErrorCode::BadGateway, "the service is unavailable")
     })?;
-    state.metrics.upstream_latency.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
-    state.metrics.upstream.with_label_values(&[service, response.status().as_str()]).inc();
+    let seconds = started.elapsed().as_secs_f64();
+    state.metrics.upstream_latency.with(&[service], |histogram| histogram.observe(seconds));
+    state.metrics.upstream.with(&[service, response.status().as_str()], |counter| counter.inc());
     Ok(upstream::relay(response, allowance))
 }
 

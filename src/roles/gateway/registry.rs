@@ -2,7 +2,6 @@
 //! `[peers]`, and `GET /lookup/{service}` answers with one live URL, round-robin.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
@@ -56,7 +55,6 @@ pub struct GatewayState {
     pub health: Health,
     /// Static entries (`[peers]`): never expire.
     pub static_entries: Vec<(String, Arc<str>)>,
-    next: AtomicUsize,
     /// Live instances per service as last read from the registry table: the proxy's hot path
     /// must not query the database on every request.
     instances: TtlCache<String, Arc<[Arc<str>]>>,
@@ -103,7 +101,6 @@ impl GatewayState {
             metrics,
             api_keys,
             static_entries: static_entries.into_iter().map(|(s, u)| (s, Arc::from(u))).collect(),
-            next: AtomicUsize::new(0),
             instances: TtlCache::new(INSTANCES_TTL, 10_000),
         })
     }
@@ -130,7 +127,7 @@ impl GatewayState {
         if urls.is_empty() {
             return Ok(None);
         }
-        Ok(self.health.choose(&urls, self.next.fetch_add(1, Ordering::Relaxed)))
+        Ok(self.health.choose(&urls, next_turn()))
     }
 
     /// Every instance the gateway knows, static and registered, for the health probes.
@@ -143,6 +140,20 @@ impl GatewayState {
         all.dedup();
         Ok(all)
     }
+}
+
+thread_local! {
+    /// Round-robin position, per worker: each worker still spreads its requests evenly, and no
+    /// counter is shared between cores on every request.
+    static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn next_turn() -> usize {
+    TURN.with(|turn| {
+        let current = turn.get();
+        turn.set(current.wrapping_add(1));
+        current
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -27,7 +27,6 @@ pub const ROLE: RoleSpec = RoleSpec {
     name: ROLE_NAME,
     title: "Key Management Service",
     default_port: 8003,
-    workers_per_core: 1,
     description: "FountainAI's source of identity: users and login, EdDSA-signed JWTs published as a JWKS, refresh and revocation, and per-service API keys with rotation, grace periods and constant-time verification.",
     routes,
     openapi,

@@ -22,7 +22,6 @@ pub const ROLE: RoleSpec = RoleSpec {
     name: "notify",
     title: "Notification Service",
     default_port: 8006,
-    workers_per_core: 1,
     description: "FountainAI's event hub: durable topics, HMAC-signed webhook deliveries with retry and dead-lettering, a live Server-Sent Events stream with resume, and replay of past events.",
     routes,
     openapi,

@@ -24,7 +24,6 @@ pub const ROLE: RoleSpec = RoleSpec {
     name: "secrets",
     title: "Secrets Manager Service",
     default_port: 8005,
-    workers_per_core: 1,
     description: "Per-service secrets for FountainAI, versioned and encrypted at rest, with rotation that every service picks up live through the Notification Service, and a generator for strong random secrets.",
     routes,
     openapi,
