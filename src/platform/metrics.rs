@@ -76,10 +76,13 @@ impl RoleMetrics {
 /// Identifies a family across threads for the per-thread handle caches.
 static NEXT_FAMILY: AtomicU64 = AtomicU64::new(1);
 
+/// A metric handle with the label values it was made for.
+type CachedHandle = (Vec<String>, Box<dyn Any>);
+
 thread_local! {
     /// This thread's handles, by (family, hash of label values), with the label values kept
     /// to rule out a hash collision.
-    static HANDLES: RefCell<HashMap<(u64, u64), (Vec<String>, Box<dyn Any>)>> = RefCell::new(HashMap::new());
+    static HANDLES: RefCell<HashMap<(u64, u64), CachedHandle>> = RefCell::new(HashMap::new());
 }
 
 /// A labelled metric vector whose handles can be cached per thread.

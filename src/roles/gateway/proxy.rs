@@ -343,10 +343,10 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     req.extensions_mut().insert(route.label.clone());
     let service = &*route.service;
     let addr = client_ip(&req, &state.trusted_proxies);
-    let identity = if is_public(&state, req.path(), rest.strip_prefix('/').unwrap_or(rest)) {
+    let identity = if is_public(state, req.path(), rest.strip_prefix('/').unwrap_or(rest)) {
         None
     } else {
-        Some(authenticate_within_budget(&state, &client, &req, addr).await?)
+        Some(authenticate_within_budget(state, client, &req, addr).await?)
     };
     let caller = match &identity {
         Some(identity) => Caller::Subject(identity.subject()),
@@ -356,7 +356,7 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
         state.metrics.rate_limited.with_label_values(&[prefix]).inc();
     })?;
     if let Some(identity) = &identity {
-        check_rules(&state, &req, identity)?;
+        check_rules(state, &req, identity)?;
     }
 
     let limit = state.config.max_body_bytes;
@@ -385,7 +385,7 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
         *request.uri_mut() = target.parse().map_err(|_| {
             ApiError::new(ErrorCode::BadRequest, "this path cannot be forwarded to the service")
         })?;
-        *request.headers_mut() = upstream_headers(&state, &req, identity.as_ref(), route, declared);
+        *request.headers_mut() = upstream_headers(state, &req, identity.as_ref(), route, declared);
         Ok::<_, ApiError>(request)
     };
     let timeout = Duration::from_secs(state.config.upstream_timeout_seconds.max(1));
@@ -393,18 +393,18 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     let mut url = choice.url;
     let (result, upload) = if has_body {
         let (body, upload) = upstream::stream_upload(payload, limit);
-        (upstream::send(&upstream, request(&url, body)?, timeout).await, Some(upload))
+        (upstream::send(upstream, request(&url, body)?, timeout).await, Some(upload))
     } else {
         // Without a body nothing is lost by trying once more: an idempotent request whose
         // connection could not even be opened goes to another instance, if there is one.
         let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE");
-        let mut result = upstream::send(&upstream, request(&url, upstream::no_body())?, timeout).await;
+        let mut result = upstream::send(upstream, request(&url, upstream::no_body())?, timeout).await;
         if let (Err(SendFailure::Connect(_)), true) = (&result, idempotent) {
             state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
             state.health.request_failed(&url);
             if let Some(next) = state.resolve(service).await?.filter(|next| next.url != url) {
                 url = next.url;
-                result = upstream::send(&upstream, request(&url, upstream::no_body())?, timeout).await;
+                result = upstream::send(upstream, request(&url, upstream::no_body())?, timeout).await;
             }
         }
         (result, None)
