@@ -7,8 +7,9 @@
 # wrk -t2 -c64 on loopback, small responses. Also the gateway's RSS under that load. The
 # gateway's rate limiter stays on (its cost is part of the path) with a limit wrk cannot reach;
 # any non-2xx answer is printed in the errors column and makes the run worthless.
-# The paths are measured in interleaved rounds (upstream, gateway, nginx, caddy; again…) and the
-# medians reported: on a shared 2-core machine a single run of each drifts by ±15 %.
+# The paths are measured in interleaved rounds (upstream, gateway, nginx, caddy; then gateway,
+# nginx, caddy, upstream; …) and the medians reported: on a shared 2-core machine a single run of
+# each drifts by ±15 %.
 # Usage: bench/gateway.sh   (needs wrk, nginx, caddy and bc: apt-get install wrk nginx caddy bc)
 # BENCH_SECONDS (default 10) per run, BENCH_ROUNDS (default 3).
 set -euo pipefail
@@ -99,7 +100,9 @@ rounds=${BENCH_ROUNDS:-3}
 echo "machine: $(nproc) cores; wrk -t2 -c64 -d${duration}s; upstream: nginx return 200; $rounds interleaved rounds, medians"
 rss_max=0
 for round in $(seq 1 "$rounds"); do
-  for path in "${paths[@]}"; do
+  # Each round starts one path further on, so that no path always follows the same one.
+  shift_by=$(( (round - 1) % ${#paths[@]} ))
+  for path in "${paths[@]:$shift_by}" "${paths[@]:0:$shift_by}"; do
     if [ "$path" = gateway ]; then
       ( sleep $((duration / 2)); awk '/VmRSS/ {print $2}' /proc/$gw_pid/status > "$work/rss.$round" ) &
       sampler=$!

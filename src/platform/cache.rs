@@ -4,11 +4,15 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct TtlCache<K, V> {
     entries: Mutex<HashMap<K, (V, Instant)>>,
+    /// Whether `entries` may hold anything, readable without the lock: a lookup in a cache that
+    /// is usually empty (throttled addresses, say) then writes no shared cache line.
+    maybe_filled: AtomicBool,
     ttl: Duration,
     capacity: usize,
 }
@@ -17,7 +21,12 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     /// Entries live `ttl` (zero: nothing is kept); at `capacity` stale entries are dropped, and
     /// if that is not enough, everything is.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), ttl, capacity: capacity.max(1) }
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            maybe_filled: AtomicBool::new(false),
+            ttl,
+            capacity: capacity.max(1),
+        }
     }
 
     /// The value stored for `key` if it is younger than the TTL.
@@ -26,6 +35,9 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        if !self.maybe_filled.load(Ordering::Acquire) {
+            return None;
+        }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(value, _)| value.clone())
     }
@@ -43,6 +55,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
             }
         }
         entries.insert(key, (value, Instant::now()));
+        self.maybe_filled.store(true, Ordering::Release);
     }
 
     pub fn remove<Q>(&self, key: &Q)
@@ -50,11 +63,15 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(key);
+        self.maybe_filled.store(!entries.is_empty(), Ordering::Release);
     }
 
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.clear();
+        self.maybe_filled.store(false, Ordering::Release);
     }
 }
 

@@ -487,6 +487,15 @@ async fn wait_refused(app: &TestApp, token: &str) {
     }
 }
 
+/// Once refused, refused by every worker: none may still admit it from its own memo. (429: the
+/// refusals spent the address's failure budget — still a refusal.)
+async fn assert_stays_refused(app: &TestApp, token: &str) {
+    for _ in 0..8 {
+        let status = through_edge(app, token).await;
+        assert!(matches!(status, 401 | 429), "a worker admitted a revoked credential: {status}");
+    }
+}
+
 async fn login_as(app: &TestApp, user: &str) -> String {
     app.login("gateway", "/kms/login", user).await
 }
@@ -508,6 +517,7 @@ async fn revoked_tokens_sessions_and_disabled_users_are_refused_at_the_edge() {
     let (status, _) = app.call("POST", "gateway", "/kms/logout", Some(&token), None).await;
     assert_eq!(status, 204);
     wait_refused(&app, &token).await;
+    assert_stays_refused(&app, &token).await;
 
     // A disabled user's still-unexpired token is refused too; re-enabling lets new ones in.
     let token = login_as(&app, "eve").await;
@@ -516,6 +526,7 @@ async fn revoked_tokens_sessions_and_disabled_users_are_refused_at_the_edge() {
         app.call("PATCH", "kms", "/users/eve", Some(&admin), Some(json!({"disabled": true}))).await;
     assert_eq!(status, 200);
     wait_refused(&app, &token).await;
+    assert_stays_refused(&app, &token).await;
     app.call("PATCH", "kms", "/users/eve", Some(&admin), Some(json!({"disabled": false}))).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

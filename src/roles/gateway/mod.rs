@@ -2,6 +2,7 @@
 //! service registry behind `GET /lookup/{service}` (`registry.rs`), upstream health
 //! (`health.rs`), revocations from kms's events (`revocations.rs`).
 
+mod admitted;
 mod health;
 mod limits;
 mod metrics;

@@ -11,6 +11,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use hyper::header::{HeaderName as UpstreamHeaderName, HeaderValue as UpstreamHeaderValue};
 use hyper::HeaderMap as UpstreamHeaders;
 
+use super::admitted;
 use super::limits::Caller;
 use super::registry::{GatewayState, Route};
 use super::upstream::{self, SendFailure, UploadError, UploadOutcome, UpstreamBody, UpstreamClient};
@@ -163,6 +164,13 @@ async fn authenticate_within_budget(
 /// Checks the caller's credential; every refusal is counted by its reason.
 async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequest) -> ApiResult<Identity> {
     if let Some(token) = auth::bearer_token(req) {
+        // Read before the revocation check below: a memo entry never claims a newer generation
+        // than the lists it was checked against.
+        let generation = state.revocations.generation();
+        let digest = admitted::digest(token);
+        if let Some(claims) = admitted::recall(state.instance, &digest, generation) {
+            return Ok(Identity::Token(claims));
+        }
         let claims = match state.keys.check(token).await {
             Ok(claims) => claims,
             Err(KeyCheckFailure::Rejected(rejection)) => {
@@ -178,7 +186,7 @@ async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequ
             count_refusal(state, Rejection::Revoked.reason());
             return Err(Rejection::Revoked.into());
         }
-        return Ok(Identity::Token(claims));
+        return Ok(Identity::Token(admitted::remember(state.instance, digest, generation, &claims)));
     }
     if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
         return match verify_api_key(state, client, key).await {

@@ -1,8 +1,10 @@
 //! Service discovery: instances register themselves (TTL + heartbeat), static entries come from
 //! `[peers]`, and `GET /lookup/{service}` answers with one live URL, round-robin.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
 use chrono::NaiveDateTime;
@@ -43,6 +45,8 @@ pub struct Route {
 }
 
 pub struct GatewayState {
+    /// Tells this gateway's entries in per-worker memos from another's (tests run several).
+    pub instance: u64,
     pub db: Db,
     pub keys: web::Data<RemoteKeys>,
     pub config: crate::config::GatewayConfig,
@@ -58,9 +62,13 @@ pub struct GatewayState {
     /// Live instances per service as last read from the registry table: the proxy's hot path
     /// must not query the database on every request.
     instances: TtlCache<String, Arc<[Arc<str>]>>,
+    /// Bumped whenever `instances` is cleared, so that workers drop their copies at once.
+    instances_generation: std::sync::atomic::AtomicU64,
 }
 
-/// How long a read of the registry table is reused (registrations here clear it at once).
+/// How long a read of the registry table is reused (registrations here clear it at once). A
+/// worker's own copy of a read lives as long again, so an instance that stopped heartbeating
+/// (or was registered through another gateway) is seen at most two TTLs late.
 const INSTANCES_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl GatewayState {
@@ -89,7 +97,9 @@ impl GatewayState {
                 (prefix.clone(), route)
             })
             .collect();
+        static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(Self {
+            instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             db,
             keys,
             health: Health::new(std::time::Duration::from_millis(config.failure_cool_down_ms)),
@@ -102,32 +112,48 @@ impl GatewayState {
             api_keys,
             static_entries: static_entries.into_iter().map(|(s, u)| (s, Arc::from(u))).collect(),
             instances: TtlCache::new(INSTANCES_TTL, 10_000),
+            instances_generation: Default::default(),
         })
     }
 
     /// One instance of `service`: live registered instances round-robin, skipping unhealthy
     /// ones (unless all are), else the static entries.
     pub async fn resolve(&self, service: &str) -> ApiResult<Option<Choice>> {
-        let urls = match self.instances.get(service) {
+        let generation = self.instances_generation.load(std::sync::atomic::Ordering::Acquire);
+        let urls = match recall_instances(self.instance, service, generation) {
             Some(urls) => urls,
             None => {
-                let name = service.to_string();
-                let rows = self.db.run(move |conn| live(conn, Some(&name))).await?;
-                let mut urls: Vec<Arc<str>> = rows.into_iter().map(|(_, url, _)| Arc::from(url)).collect();
-                if urls.is_empty() {
-                    urls.extend(
-                        self.static_entries.iter().filter(|(s, _)| s == service).map(|(_, u)| u.clone()),
-                    );
-                }
-                let urls: Arc<[Arc<str>]> = urls.into();
-                self.instances.insert(service.to_string(), urls.clone());
-                urls
+                let shared = self.shared_instances(service).await?;
+                remember_instances(self.instance, service, generation, &shared)
             }
         };
         if urls.is_empty() {
             return Ok(None);
         }
         Ok(self.health.choose(&urls, next_turn()))
+    }
+
+    /// The instances of `service` from the shared cache, reading the registry table when the
+    /// cached read is older than its TTL.
+    async fn shared_instances(&self, service: &str) -> ApiResult<Arc<[Arc<str>]>> {
+        if let Some(urls) = self.instances.get(service) {
+            return Ok(urls);
+        }
+        let name = service.to_string();
+        let rows = self.db.run(move |conn| live(conn, Some(&name))).await?;
+        let mut urls: Vec<Arc<str>> = rows.into_iter().map(|(_, url, _)| Arc::from(url)).collect();
+        if urls.is_empty() {
+            urls.extend(self.static_entries.iter().filter(|(s, _)| s == service).map(|(_, u)| u.clone()));
+        }
+        let urls: Arc<[Arc<str>]> = urls.into();
+        self.instances.insert(service.to_string(), urls.clone());
+        Ok(urls)
+    }
+
+    /// After a registration: every worker rereads.
+    fn forget_instances(&self) {
+        self.instances.clear();
+        self.instances_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Every instance the gateway knows, static and registered, for the health probes.
@@ -140,6 +166,33 @@ impl GatewayState {
         all.dedup();
         Ok(all)
     }
+}
+
+/// A worker's own copy of a service's instances: its own reference counts, no lock.
+struct InstancesMemo {
+    urls: Arc<[Arc<str>]>,
+    generation: u64,
+    read_at: Instant,
+}
+
+thread_local! {
+    /// By gateway (tests run several), then service.
+    static INSTANCES: RefCell<HashMap<u64, HashMap<String, InstancesMemo>>> = RefCell::new(HashMap::new());
+}
+
+fn recall_instances(gateway: u64, service: &str, generation: u64) -> Option<Arc<[Arc<str>]>> {
+    INSTANCES.with_borrow(|memo| {
+        let entry = memo.get(&gateway)?.get(service)?;
+        (entry.generation == generation && entry.read_at.elapsed() < INSTANCES_TTL)
+            .then(|| entry.urls.clone())
+    })
+}
+
+fn remember_instances(gateway: u64, service: &str, generation: u64, shared: &[Arc<str>]) -> Arc<[Arc<str>]> {
+    let urls: Arc<[Arc<str>]> = shared.iter().map(|url| Arc::from(&**url)).collect();
+    let entry = InstancesMemo { urls: urls.clone(), generation, read_at: Instant::now() };
+    INSTANCES.with_borrow_mut(|memo| memo.entry(gateway).or_default().insert(service.to_string(), entry));
+    urls
 }
 
 thread_local! {
@@ -278,7 +331,7 @@ pub async fn register(
     let by = caller.0.sub;
     let url = body.url.trim_end_matches('/').to_string();
     state.db.run(move |conn| upsert(conn, &body.service, &url, &by, body.ttl_seconds)).await?;
-    state.instances.clear();
+    state.forget_instances();
     Ok(HttpResponse::NoContent().finish())
 }
 

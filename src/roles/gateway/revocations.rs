@@ -4,6 +4,7 @@
 //! that kms writes in the transaction of each change; a reader task follows it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -25,9 +26,15 @@ struct Lists {
 #[derive(Default)]
 pub struct Revocations {
     lists: RwLock<Lists>,
+    /// Bumped by every applied event: a check made under an older generation must be redone.
+    generation: AtomicU64,
 }
 
 impl Revocations {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Whether a verified token has been revoked since it was issued.
     pub fn is_revoked(&self, claims: &Claims) -> bool {
         let lists = self.lists.read().unwrap_or_else(|e| e.into_inner());
@@ -65,6 +72,8 @@ impl Revocations {
         if lists.tokens.len() > 100_000 {
             lists.tokens.retain(|_, exp| *exp > now);
         }
+        // Under the write lock: a reader that sees the new generation sees the new lists.
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Follows the event stream until the host stops (catching up from the start first).

@@ -1,0 +1,57 @@
+//! Tokens this worker admitted recently. Every request with a bearer token would otherwise lock
+//! the shared verified-token cache, share one reference count across workers and read-lock the
+//! revocation lists: atomic writes to cache lines every core writes, on every request. A worker
+//! remembers the tokens it let through, with its own copy of their claims, for as long as the
+//! revocation lists have not changed (their generation) and the token is inside its validity
+//! window. Anything else goes the full way (`RemoteKeys::check` and the revocation check).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::platform::auth::{Claims, LEEWAY_SECONDS};
+
+/// Tokens remembered per worker; past this the memo starts over.
+const CAPACITY: usize = 4096;
+
+struct Admitted {
+    /// The revocation generation the token was checked against.
+    generation: u64,
+    claims: Arc<Claims>,
+}
+
+thread_local! {
+    /// By (gateway instance, SHA-256 of the token).
+    static ADMITTED: RefCell<HashMap<(u64, [u8; 32]), Admitted>> = RefCell::new(HashMap::new());
+}
+
+pub fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// The claims of a token this worker admitted under revocation generation `generation`, while
+/// it is still valid now.
+pub fn recall(gateway: u64, digest: &[u8; 32], generation: u64) -> Option<Arc<Claims>> {
+    let now = chrono::Utc::now().timestamp();
+    let leeway = LEEWAY_SECONDS as i64;
+    ADMITTED.with_borrow(|admitted| {
+        let entry = admitted.get(&(gateway, *digest))?;
+        let current = entry.generation == generation
+            && entry.claims.exp + leeway >= now
+            && entry.claims.nbf - leeway <= now;
+        current.then(|| entry.claims.clone())
+    })
+}
+
+/// Remembers a token that passed every check under `generation`; returns this worker's copy.
+pub fn remember(gateway: u64, digest: [u8; 32], generation: u64, claims: &Claims) -> Arc<Claims> {
+    let claims = Arc::new(claims.clone());
+    ADMITTED.with_borrow_mut(|admitted| {
+        if admitted.len() >= CAPACITY {
+            admitted.clear();
+        }
+        admitted.insert((gateway, digest), Admitted { generation, claims: claims.clone() });
+    });
+    claims
+}
