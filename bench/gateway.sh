@@ -14,6 +14,7 @@
 # BENCH_SECONDS (default 10) per run, BENCH_ROUNDS (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/nginx.sh
 for tool in wrk nginx caddy bc; do
   command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install $tool)" >&2; exit 1; }
 done
@@ -26,21 +27,6 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 up=18100; nginx_proxy=18101; caddy_proxy=18102; gw=18000; kms=18003
 
-mkdir -p "$work/nginx"
-cat > "$work/nginx/upstream.conf" <<CONF
-worker_processes 1; daemon off; pid $work/nginx/upstream.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off;
-  server { listen 127.0.0.1:$up; location / { return 200 'ok'; } } }
-CONF
-cat > "$work/nginx/proxy.conf" <<CONF
-worker_processes 2; daemon off; pid $work/nginx/proxy.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off;
-  upstream backend { server 127.0.0.1:$up; keepalive 64; }
-  server { listen 127.0.0.1:$nginx_proxy;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
 cat > "$work/Caddyfile" <<CONF
 {
 	admin off
@@ -50,8 +36,8 @@ http://127.0.0.1:$caddy_proxy {
 	reverse_proxy 127.0.0.1:$up
 }
 CONF
-nginx -c "$work/nginx/upstream.conf" -p "$work/nginx" & pids+=($!)
-nginx -c "$work/nginx/proxy.conf" -p "$work/nginx" & pids+=($!)
+(nginx_upstream "$work/nginx" $up) & pids+=($!)
+(nginx_proxy "$work/nginx" $nginx_proxy $up 2) & pids+=($!)
 caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & pids+=($!)
 
 export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_KMS__BCRYPT_COST=4 \

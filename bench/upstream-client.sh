@@ -7,6 +7,7 @@
 # Usage: bench/upstream-client.sh   (needs wrk, nginx and bc: apt-get install wrk nginx bc)
 # BENCH_SECONDS (default 10) per run, BENCH_ROUNDS (default 3), BENCH_WORKERS (default 2).
 set -euo pipefail
+source "$(dirname "$0")/nginx.sh"
 cd "$(dirname "$0")/upstream-client"
 for tool in wrk nginx bc; do
   command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install $tool)" >&2; exit 1; }
@@ -19,21 +20,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 up=18110; nginx_proxy=18111; awc_proxy=18112; hyper_proxy=18113
-cat > "$work/upstream.conf" <<CONF
-worker_processes 1; daemon off; pid $work/upstream.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$up; location / { return 200 'ok'; } } }
-CONF
-cat > "$work/proxy.conf" <<CONF
-worker_processes $workers; daemon off; pid $work/proxy.pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off;
-  upstream backend { server 127.0.0.1:$up; keepalive 64; }
-  server { listen 127.0.0.1:$nginx_proxy;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-nginx -c "$work/upstream.conf" -p "$work" & pids+=($!)
-nginx -c "$work/proxy.conf" -p "$work" & pids+=($!)
+(nginx_upstream "$work" $up) & pids+=($!)
+(nginx_proxy "$work" $nginx_proxy $up "$workers") & pids+=($!)
 "$bin" awc "$workers" $awc_proxy "http://127.0.0.1:$up" & pids+=($!)
 "$bin" hyper "$workers" $hyper_proxy "http://127.0.0.1:$up" & pids+=($!)
 for port in $nginx_proxy $awc_proxy $hyper_proxy; do
