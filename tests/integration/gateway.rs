@@ -201,31 +201,16 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
     assert_eq!(forged.json::<Value>().await.unwrap(), bad_key, "one answer for every bad credential");
 
     // 10 MB up and down, streamed; over the limit is 413.
-    let upload = vec![1u8; TEN_MB];
-    let mut response = app
-        .client
-        .post(app.url("gateway", "/echo/upload"))
-        .insert_header(("authorization", format!("Bearer {admin}")))
-        .send_body(upload)
-        .await
-        .unwrap();
-    assert_eq!(response.headers().get("content-length").unwrap(), "48", "the upstream's length is kept");
-    let seen = response.json::<Value>().await.unwrap();
+    let (status, length, seen) =
+        upload_via_gateway(&app, &admin, vec![web::Bytes::from(vec![1u8; TEN_MB])], true).await;
+    assert_eq!((status, length.as_deref()), (200, Some("48")), "the upstream's length is kept");
     assert_eq!(
         (seen["received"].as_u64(), seen["contentLength"].as_str()),
         (Some(TEN_MB as u64), Some("10485760"))
     );
-    let chunks = futures_util::stream::iter(
-        (0..10).map(|_| Ok::<_, actix_web::Error>(web::Bytes::from(vec![3u8; TEN_MB / 10]))),
-    );
-    let mut response = app
-        .client
-        .post(app.url("gateway", "/echo/upload"))
-        .insert_header(("authorization", format!("Bearer {admin}")))
-        .send_stream(chunks)
-        .await
-        .unwrap();
-    let seen = response.json::<Value>().await.unwrap();
+    let chunks = (0..10).map(|_| web::Bytes::from(vec![3u8; TEN_MB / 10])).collect();
+    let (status, _, seen) = upload_via_gateway(&app, &admin, chunks, false).await;
+    assert_eq!(status, 200);
     assert_eq!((seen["received"].as_u64(), seen["contentLength"].as_str()), (Some(TEN_MB as u64), None));
     let mut response = app
         .client
@@ -247,18 +232,32 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
         .await;
     assert_eq!((status, assert_error_shape(&body).as_str()), (413, "payload_too_large"));
     // Over the limit without a declared length: counted while streaming, still 413.
-    let chunks = futures_util::stream::iter(
-        (0..17).map(|_| Ok::<_, actix_web::Error>(web::Bytes::from(vec![1u8; 1024 * 1024]))),
+    let chunks = (0..17).map(|_| web::Bytes::from(vec![1u8; 1024 * 1024])).collect();
+    let (status, _, body) = upload_via_gateway(&app, &admin, chunks, false).await;
+    assert_eq!((status, assert_error_shape(&body).as_str()), (413, "payload_too_large"));
+    // A chunked upload that breaks its own framing is the client's fault: never a success, and
+    // the upstream is not counted as failing (nor taken out of rotation) for it.
+    let addr = app.addr("gateway");
+    let malformed = format!(
+        "POST /echo/upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nnot-hex\r\n\r\n"
     );
-    let mut response = app
-        .client
-        .post(app.url("gateway", "/echo/upload"))
-        .insert_header(("authorization", format!("Bearer {admin}")))
-        .send_stream(chunks)
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 413);
-    assert_eq!(assert_error_shape(&response.json::<Value>().await.unwrap()), "payload_too_large");
+    let answer = actix_web::rt::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        stream.write_all(malformed.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    // actix drops a connection whose framing broke while a streaming handler is still waiting
+    // on the upstream; if the answer is ready first, it is the 400.
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let (_, _, metrics) = app.get("gateway", "/metrics").await;
+    assert!(!String::from_utf8_lossy(&metrics).contains("gateway_upstream_failures_total"));
 
     // HEAD: the upstream's declared length comes through, no body.
     let mut head = app
@@ -473,6 +472,30 @@ async fn rate_limits_apply_per_caller_with_headers_and_retry_after() {
     let (_, _, metrics) = app.get("gateway", "/metrics").await;
     assert!(String::from_utf8_lossy(&metrics).contains(r#"status="429""#));
     app.stop().await;
+}
+
+/// POSTs `chunks` to the echo upstream's `/upload` through the gateway, with a Content-Length
+/// when `sized`, chunked otherwise: (status, the answer's Content-Length, its JSON body).
+async fn upload_via_gateway(
+    app: &TestApp,
+    token: &str,
+    chunks: Vec<web::Bytes>,
+    sized: bool,
+) -> (u16, Option<String>, Value) {
+    let request = app
+        .client
+        .post(app.url("gateway", "/echo/upload"))
+        .insert_header(("authorization", format!("Bearer {token}")));
+    let mut response = if sized {
+        request.send_body(chunks.concat()).await.unwrap()
+    } else {
+        request
+            .send_stream(futures_util::stream::iter(chunks.into_iter().map(Ok::<_, actix_web::Error>)))
+            .await
+            .unwrap()
+    };
+    let length = response.headers().get("content-length").map(|v| v.to_str().unwrap().to_string());
+    (response.status().as_u16(), length, response.json::<Value>().await.unwrap())
 }
 
 async fn through_edge(app: &TestApp, token: &str) -> u16 {
