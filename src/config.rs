@@ -277,6 +277,18 @@ impl Config {
         if self.data.dir.as_os_str().is_empty() {
             return invalid("data.dir must not be empty".into());
         }
+        for (name, url) in &self.peers {
+            let plain_http = url::Url::parse(url).is_ok_and(|u| {
+                u.scheme() == "http"
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+            });
+            if !plain_http {
+                // TLS ends at the front proxy: roles reach each other over plain http.
+                return invalid(format!("peers.{name} must be an http:// URL without credentials"));
+            }
+        }
         env_filter::Builder::new().try_parse(&self.log.level).map_err(|_| {
             ConfigError::Invalid(format!("log.level {:?} is not a valid filter", self.log.level))
         })?;
@@ -414,6 +426,21 @@ mod tests {
             jail.set_env("FOUNTAIN_SERVER__HOST", "not-an-ip");
             let err = load_in_jail(&Overrides::default()).unwrap_err().to_string().to_lowercase();
             assert!(err.contains("server.host"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn peers_must_be_plain_http_urls_without_credentials() {
+        Jail::expect_with(|jail| {
+            for bad in ["https://kms.internal:8003", "kms:8003", "http://user:pw@kms:8003"] {
+                jail.set_env("FOUNTAIN_PEERS__KMS", bad);
+                let err = load_in_jail(&Overrides::default()).unwrap_err().to_string();
+                assert!(err.contains("peers.kms must be an http:// URL"), "{bad}: {err}");
+                assert!(!err.contains("pw@"), "credentials must not be echoed: {err}");
+            }
+            jail.set_env("FOUNTAIN_PEERS__KMS", "http://kms:8003");
+            assert!(load_in_jail(&Overrides::default()).is_ok());
             Ok(())
         });
     }

@@ -3,7 +3,6 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,6 +11,7 @@ use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
+use rustc_hash::{FxHashMap, FxHasher};
 
 /// Request latency buckets in seconds: sub-millisecond resolution for the gateway's hot path,
 /// up to the tens of seconds a slow upstream may take.
@@ -82,7 +82,7 @@ type CachedHandle = (Vec<String>, Box<dyn Any>);
 thread_local! {
     /// This thread's handles, by (family, hash of label values), with the label values kept
     /// to rule out a hash collision.
-    static HANDLES: RefCell<HashMap<(u64, u64), CachedHandle>> = RefCell::new(HashMap::new());
+    static HANDLES: RefCell<FxHashMap<(u64, u64), CachedHandle>> = RefCell::new(FxHashMap::default());
 }
 
 /// A labelled metric vector whose handles can be cached per thread.
@@ -124,7 +124,9 @@ impl<V: LabelledVec> Family<V> {
 
     /// Runs `update` on the metric with these label values.
     pub fn with(&self, labels: &[&str], update: impl FnOnce(&V::Metric)) {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        // Fx rather than SipHash: label values come from route templates and bounded sets, and a
+        // collision is ruled out below anyway.
+        let mut hasher = FxHasher::default();
         labels.hash(&mut hasher);
         let key = (self.id, hasher.finish());
         HANDLES.with_borrow_mut(|handles| {

@@ -584,6 +584,70 @@ async fn idempotent_requests_move_to_a_live_instance_when_one_is_down() {
     app.stop().await;
 }
 
+/// An upstream that answers the first request on each connection and closes the connection,
+/// unanswered, when the next one arrives: a service closing an idle kept-alive connection just
+/// as the gateway reuses it.
+fn start_one_answer_per_connection() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    /// Reads one request (head and `Content-Length` body); false once the client is gone.
+    fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> bool {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return false;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                let mut body = vec![0; length];
+                return reader.read_exact(&mut body).is_ok();
+            }
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if read_request(&mut reader) {
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+                    let _ = (&stream).write_all(answer.as_bytes());
+                    read_request(&mut reader);
+                }
+            });
+        }
+    });
+    url
+}
+
+#[actix_web::test]
+async fn a_request_the_service_dropped_unanswered_is_sent_again_only_when_idempotent() {
+    let app = spawn_with_echo_route(|_| {}).await;
+    let admin = admin_token(&app).await;
+    register_echo(&app, &admin, &start_one_answer_per_connection()).await;
+    for _ in 0..6 {
+        let (status, body) = app.call("GET", "gateway", "/echo/anything", Some(&admin), None).await;
+        assert_eq!((status, body), (200, json!({"ok": true})), "a GET met a dropped connection");
+    }
+    // A POST may have been acted on before its connection dropped: never sent twice.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, body) =
+            app.call("POST", "gateway", "/echo/anything", Some(&admin), Some(json!({"n": 1}))).await;
+        assert!(status == 200 || (status == 502 && assert_error_shape(&body) == "bad_gateway"), "{status}");
+        statuses.push(status);
+    }
+    assert!(statuses.contains(&502), "a POST on a dropped connection was sent again: {statuses:?}");
+    let (_, _, metrics) = app.get("gateway", "/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains(r#"gateway_upstream_failures_total{kind="dropped",service="echo"}"#));
+    assert!(!metrics.contains(r#"kind="unreachable""#), "a dropped connection is no health failure");
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn a_slow_upstream_is_answered_504() {
     let app = spawn_with_echo_route(|c| c.gateway.upstream_timeout_seconds = 1).await;

@@ -6,8 +6,9 @@
 //! window. Anything else goes the full way (`RemoteKeys::check` and the revocation check).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::platform::auth::{Claims, LEEWAY_SECONDS};
 
@@ -22,7 +23,7 @@ struct Admitted {
 
 thread_local! {
     /// By (gateway instance, SHA-256 of the token).
-    static ADMITTED: RefCell<HashMap<(u64, [u8; 32]), Admitted>> = RefCell::new(HashMap::new());
+    static ADMITTED: RefCell<FxHashMap<(u64, [u8; 32]), Admitted>> = RefCell::new(FxHashMap::default());
 }
 
 pub fn digest(token: &str) -> [u8; 32] {

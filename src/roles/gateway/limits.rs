@@ -2,7 +2,6 @@
 //! for anonymous calls), with per-route overrides. Answers 429 with `Retry-After` and the
 //! `RateLimit-Limit` / `RateLimit-Remaining` headers of the IETF draft.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rustc_hash::FxHashMap;
 
 use crate::config::{GatewayConfig, RateLimitConfig};
 use crate::platform::cache::TtlCache;
@@ -38,7 +38,7 @@ pub enum Caller<'a> {
 /// budget of failed authentications per client address.
 pub struct EdgeLimits {
     default: Option<(Limiter, u32)>,
-    per_route: HashMap<String, (Limiter, u32)>,
+    per_route: FxHashMap<String, (Limiter, u32)>,
     /// Failed authentications per client address. Rate limits proper apply to a verified
     /// caller, so without this an anonymous client could try keys (each an uncached call to
     /// kms) as fast as it likes.

@@ -33,7 +33,7 @@ impl GatewayMetrics {
             &["service"],
         )?;
         let upstream_failures = IntCounterVec::new(
-            Opts::new("gateway_upstream_failures_total", "Upstreams unreachable or too slow"),
+            Opts::new("gateway_upstream_failures_total", "Proxied requests that got no answer from the service, by kind: unreachable, timeout, dropped (a kept-alive connection closed unanswered)"),
             &["service", "kind"],
         )?;
         let auth_failures = IntCounterVec::new(

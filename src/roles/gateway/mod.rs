@@ -6,6 +6,7 @@ mod admitted;
 mod health;
 mod limits;
 mod metrics;
+mod pool;
 mod proxy;
 mod registry;
 mod revocations;
@@ -69,9 +70,9 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
         cfg.app_data(web::Data::from(state));
     }
     // Per worker thread: awc for the gateway's own calls to kms (awc clients stay on their
-    // thread), hyper's pooled client for proxied requests.
+    // thread), the worker's own connection pool for proxied requests.
     cfg.app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()));
-    cfg.app_data(web::Data::new(upstream::client()));
+    cfg.app_data(web::Data::new(pool::UpstreamClient::default()));
     cfg.service(web::resource("/registry").post(registry::register).get(registry::list))
         // In a scope: its static prefix is all the router checks for proxied paths.
         .service(web::scope("/lookup").service(web::resource("/{service}").get(registry::lookup)))

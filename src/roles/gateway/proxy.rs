@@ -13,8 +13,9 @@ use hyper::HeaderMap as UpstreamHeaders;
 
 use super::admitted;
 use super::limits::Caller;
+use super::pool::{Connection, SendFailure, UpstreamClient};
 use super::registry::{GatewayState, Route};
-use super::upstream::{self, SendFailure, UploadError, UploadOutcome, UpstreamBody, UpstreamClient};
+use super::upstream::{self, UploadError, UploadOutcome, UpstreamBody};
 use crate::platform::auth::{self, Claims, Rejection, SERVICE_ROLE};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::identity::KeyCheckFailure;
@@ -401,18 +402,23 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     let mut url = choice.url;
     let (result, upload) = if has_body {
         let (body, upload) = upstream::stream_upload(payload, limit);
-        (upstream::send(upstream, request(&url, body)?, timeout).await, Some(upload))
+        (upstream.send(request(&url, body)?, Connection::Reuse, timeout).await, Some(upload))
     } else {
         // Without a body nothing is lost by trying once more: an idempotent request whose
         // connection could not even be opened goes to another instance, if there is one.
         let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE");
-        let mut result = upstream::send(upstream, request(&url, upstream::no_body())?, timeout).await;
+        let mut result = upstream.send(request(&url, upstream::no_body())?, Connection::Reuse, timeout).await;
+        if idempotent && matches!(result, Err(SendFailure::Dropped(_))) {
+            // The service closed a kept-alive connection as the request went out: once more,
+            // on a new connection.
+            result = upstream.send(request(&url, upstream::no_body())?, Connection::New, timeout).await;
+        }
         if let (Err(SendFailure::Connect(_)), true) = (&result, idempotent) {
             state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
             state.health.request_failed(&url);
             if let Some(next) = state.resolve(service).await?.filter(|next| next.url != url) {
                 url = next.url;
-                result = upstream::send(upstream, request(&url, upstream::no_body())?, timeout).await;
+                result = upstream.send(request(&url, upstream::no_body())?, Connection::Reuse, timeout).await;
             }
         }
         (result, None)
@@ -425,15 +431,19 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
             }
             None => {}
         }
-        let detail = match failure {
+        let (kind, detail) = match failure {
             SendFailure::Timeout => {
                 state.metrics.upstream_failures.with_label_values(&[service, "timeout"]).inc();
                 return ApiError::new(ErrorCode::GatewayTimeout, "the service did not answer in time");
             }
-            SendFailure::Connect(detail) | SendFailure::Broken(detail) => detail,
+            // A kept-alive connection the service closed says nothing about its health.
+            SendFailure::Dropped(detail) => ("dropped", detail),
+            SendFailure::Connect(detail) | SendFailure::Broken(detail) => {
+                state.health.request_failed(&url);
+                ("unreachable", detail)
+            }
         };
-        state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
-        state.health.request_failed(&url);
+        state.metrics.upstream_failures.with_label_values(&[service, kind]).inc();
         log::warn!(target: "fountain::gateway", service = service; "upstream request failed: {detail}");
         ApiError::new(ErrorCode::BadGateway, "the service is unavailable")
     })?;

@@ -2,13 +2,13 @@
 //! `[peers]`, and `GET /lookup/{service}` answers with one live URL, round-robin.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -50,7 +50,7 @@ pub struct GatewayState {
     pub db: Db,
     pub keys: web::Data<RemoteKeys>,
     pub config: crate::config::GatewayConfig,
-    pub routes: HashMap<String, Route>,
+    pub routes: FxHashMap<String, Route>,
     pub api_keys: super::proxy::ApiKeyCache,
     pub limits: super::limits::EdgeLimits,
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -177,7 +177,8 @@ struct InstancesMemo {
 
 thread_local! {
     /// By gateway (tests run several), then service.
-    static INSTANCES: RefCell<HashMap<u64, HashMap<String, InstancesMemo>>> = RefCell::new(HashMap::new());
+    static INSTANCES: RefCell<FxHashMap<u64, FxHashMap<String, InstancesMemo>>> =
+        RefCell::new(FxHashMap::default());
 }
 
 fn recall_instances(gateway: u64, service: &str, generation: u64) -> Option<Arc<[Arc<str>]>> {
@@ -214,7 +215,7 @@ fn next_turn() -> usize {
 pub struct RegisterRequest {
     /// The service name; a service token may register only itself.
     pub service: String,
-    /// Base URL of the instance (http or https).
+    /// Base URL of the instance (http).
     pub url: String,
     /// How long the entry lives without a heartbeat (5–3600 s).
     pub ttl_seconds: u64,
@@ -293,15 +294,13 @@ fn live(
 
 fn check_url(raw: &str) -> ApiResult<()> {
     let ok = url::Url::parse(raw).is_ok_and(|u| {
-        matches!(u.scheme(), "http" | "https")
-            && u.host_str().is_some()
-            && u.username().is_empty()
-            && u.password().is_none()
+        // Plain http: TLS ends at the front proxy, services talk over the private network.
+        u.scheme() == "http" && u.host_str().is_some() && u.username().is_empty() && u.password().is_none()
     });
     if ok && raw.len() <= 2048 {
         Ok(())
     } else {
-        Err(ApiError::validation("url", "must be an http(s) URL without credentials"))
+        Err(ApiError::validation("url", "must be an http:// URL without credentials"))
     }
 }
 

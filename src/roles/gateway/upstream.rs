@@ -1,16 +1,9 @@
-//! The gateway's side of a proxied exchange with a service: hyper's pooled HTTP/1.1 client (one
-//! per worker), the client's upload streamed to it with back-pressure, and the service's answer
-//! streamed back to the client.
-//!
-//! Why hyper and not awc (which the rest of fountain uses for its own calls): two otherwise
-//! identical minimal actix proxies reach 0.87× (hyper) and 0.76× (awc) of nginx's throughput
-//! (`bench/upstream-client.sh`, bench/README.md): awc spends about 30 % more CPU per proxied
-//! request, on the path every request takes.
+//! The bodies of a proxied exchange: the client's upload streamed to the service with
+//! back-pressure, and the service's answer streamed back to the client. (The connections they
+//! travel over are `pool`'s.)
 
 use std::cell::Cell;
-use std::error::Error as _;
 use std::rc::Rc;
-use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::{header, StatusCode};
@@ -20,19 +13,11 @@ use futures_util::StreamExt;
 use http_body_util::channel::Channel;
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::limits::Allowance;
 
 /// A request body on its way to a service: none, or the client's upload as it arrives.
 pub type UpstreamBody = Either<Empty<Bytes>, Channel<Bytes, UploadError>>;
-/// The per-worker client for proxied requests.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
-/// Kept-alive connections to services unused this long are closed.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks of an upload buffered between the client and the service: enough to keep both sides
 /// busy, few enough that a slow service slows the client down instead of filling memory.
 const UPLOAD_BUFFER_CHUNKS: usize = 4;
@@ -51,15 +36,6 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "upgrade",
     "content-length",
 ];
-
-pub fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
-}
 
 /// Why an upload stopped before the service had all of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -113,43 +89,6 @@ pub fn stream_upload(mut payload: web::Payload, limit: u64) -> (UpstreamBody, Up
 
 pub fn no_body() -> UpstreamBody {
     Either::Left(Empty::new())
-}
-
-/// How sending to a service failed.
-pub enum SendFailure {
-    /// No connection could be opened: nothing reached the service.
-    Connect(String),
-    /// No answer within the upstream timeout.
-    Timeout,
-    /// The exchange broke after it began.
-    Broken(String),
-}
-
-/// Sends one request and waits for the answer's head.
-pub async fn send(
-    client: &UpstreamClient,
-    request: hyper::Request<UpstreamBody>,
-    timeout: Duration,
-) -> Result<hyper::Response<Incoming>, SendFailure> {
-    match tokio::time::timeout(timeout, client.request(request)).await {
-        Err(_) => Err(SendFailure::Timeout),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(err)) if err.is_connect() => Err(SendFailure::Connect(error_chain(&err))),
-        Ok(Err(err)) => Err(SendFailure::Broken(error_chain(&err))),
-    }
-}
-
-/// "client error (Connect): tcp connect error: Connection refused" rather than just the outer
-/// layer, for the log.
-fn error_chain(err: &hyper_util::client::legacy::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The service's answer for the client: its status and headers (minus hop-by-hop ones) and its
