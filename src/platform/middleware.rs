@@ -1,7 +1,8 @@
 //! The one middleware every role runs: request id, log context, metrics, access log, and the
 //! rewrite of bare error responses (actix's own 404/405, for instance) into the JSON error shape.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -33,8 +34,23 @@ pub struct Observability {
 
 /// The metrics label of a request that no route template describes, set by the handler that
 /// served it: the gateway proxies from its default service and names the route prefix here.
-#[derive(Debug, Clone)]
-pub struct RouteLabel(pub Arc<str>);
+/// Interned: labels are few (one per configured route prefix), and a request then carries its
+/// label without touching a reference count that every worker writes.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
+impl RouteLabel {
+    pub fn interned(label: &str) -> Self {
+        static LABELS: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+        let mut labels = LABELS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = labels.get(label) {
+            return RouteLabel(known);
+        }
+        let label: &'static str = Box::leak(label.into());
+        labels.insert(label);
+        RouteLabel(label)
+    }
+}
 
 impl Observability {
     pub async fn handle(
@@ -70,12 +86,12 @@ impl Observability {
             }
             let status = response.status();
             let elapsed = started.elapsed().as_secs_f64();
-            let label = response.request().extensions().get::<RouteLabel>().map(|l| l.0.clone());
-            let pattern = match &label {
+            let label = response.request().extensions().get::<RouteLabel>().map(|l| l.0);
+            let pattern = match label {
                 Some(_) => None,
                 None => response.request().match_pattern(),
             };
-            let route = label.as_deref().or(pattern.as_deref()).unwrap_or("unmatched");
+            let route = label.or(pattern.as_deref()).unwrap_or("unmatched");
             self.metrics.observe(method.as_str(), route, status, elapsed);
             log_access(method.as_str(), uri.path(), route, status, elapsed * 1000.0);
             Ok(response)

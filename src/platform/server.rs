@@ -6,6 +6,7 @@
 
 use std::any::Any;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
@@ -244,7 +245,9 @@ fn build_app(
         InitError = (),
     >,
 > {
-    let observability = Observability { role: context.spec.name, metrics: context.metrics.clone() };
+    // Per worker (apps are built on each worker's thread): the per-request handle is a plain
+    // reference count, not the metrics' shared atomic ones.
+    let observability = Rc::new(Observability { role: context.spec.name, metrics: context.metrics.clone() });
     let body_limit = usize::try_from(context.config.server.body_limit_bytes).unwrap_or(usize::MAX);
     let spec = context.spec;
     App::new()

@@ -27,6 +27,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_IDLE_PER_INSTANCE: usize = 256;
 
 /// How sending to a service failed.
+#[derive(Debug)]
 pub enum SendFailure {
     /// No connection could be opened: nothing reached the service.
     Connect(String),
@@ -60,29 +61,57 @@ impl IdleConnection {
     }
 }
 
-/// By the instance's authority (`host:port`, as its URL spells it). Fx rather than SipHash: the
-/// keys come from configuration and the registry, and `Authority`'s own hash feeds the hasher
-/// one byte at a time.
-type IdleConnections = FxHashMap<Box<str>, Vec<IdleConnection>>;
+/// What a worker knows of one service instance: where it is and its idle connections.
+struct Instance {
+    authority: Authority,
+    host: HeaderValue,
+    /// The path of the instance's URL when it has one (`http://host:port/base`), put before
+    /// every request's path.
+    base_path: Option<Box<str>>,
+    idle: Vec<IdleConnection>,
+}
+
+impl Instance {
+    fn parse(url: &str) -> Result<Self, SendFailure> {
+        let invalid = |why: &str| SendFailure::Connect(format!("the service URL {why}"));
+        let parts = url.parse::<Uri>().map_err(|_| invalid("is not a valid URL"))?.into_parts();
+        if parts.scheme.as_ref() != Some(&Scheme::HTTP) {
+            return Err(invalid("is not an http:// URL"));
+        }
+        let authority = parts.authority.ok_or_else(|| invalid("names no host"))?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| invalid("has an invalid host"))?;
+        let base_path = parts
+            .path_and_query
+            .map(|p| Box::<str>::from(p.path().trim_end_matches('/')))
+            .filter(|p| !p.is_empty());
+        Ok(Self { authority, host, base_path, idle: Vec::new() })
+    }
+}
+
+/// By the instance's base URL. Fx rather than SipHash: the keys come from configuration and
+/// the registry, not from clients.
+type Instances = FxHashMap<Rc<str>, Instance>;
 
 /// One worker's client for proxied requests (it never leaves its worker thread).
 #[derive(Default)]
 pub struct UpstreamClient {
-    idle: Rc<RefCell<IdleConnections>>,
+    instances: Rc<RefCell<Instances>>,
     reaper_started: Cell<bool>,
 }
 
 impl UpstreamClient {
-    /// Sends one request (absolute URI, plain http) and waits for the answer's head. A request
-    /// that a kept-alive connection refused before any byte of it was written (the service had
-    /// just closed that connection) is sent once more on a new connection.
+    /// Sends one request (its URI the path and query) to the instance at `base_url` and waits
+    /// for the answer's head. A request that a kept-alive connection refused before any byte of
+    /// it was written (the service had just closed that connection) is sent once more on a new
+    /// connection.
     pub async fn send(
         &self,
+        base_url: &str,
         request: Request<UpstreamBody>,
         connection: Connection,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendFailure> {
-        match tokio::time::timeout(timeout, self.exchange(request, connection)).await {
+        match tokio::time::timeout(timeout, self.exchange(base_url, request, connection)).await {
             Err(_) => Err(SendFailure::Timeout),
             Ok(result) => result,
         }
@@ -90,12 +119,13 @@ impl UpstreamClient {
 
     async fn exchange(
         &self,
-        request: Request<UpstreamBody>,
+        base_url: &str,
+        mut request: Request<UpstreamBody>,
         connection: Connection,
     ) -> Result<Response<Incoming>, SendFailure> {
-        let (authority, mut request) = origin_form(request)?;
+        let (key, authority) = self.address(base_url, &mut request)?;
         let kept = match connection {
-            Connection::Reuse => self.checkout(&authority),
+            Connection::Reuse => self.checkout(&key),
             Connection::New => None,
         };
         let reused = kept.is_some();
@@ -104,7 +134,7 @@ impl UpstreamClient {
             None => connect(&authority).await?,
         };
         let mut failure = match sender.try_send_request(request).await {
-            Ok(response) => return Ok(self.recycle_after(authority, sender, response)),
+            Ok(response) => return Ok(self.recycle_after(key, sender, response)),
             Err(failure) => failure,
         };
         match failure.take_message() {
@@ -116,17 +146,41 @@ impl UpstreamClient {
         }
         sender = connect(&authority).await?;
         match sender.send_request(request).await {
-            Ok(response) => Ok(self.recycle_after(authority, sender, response)),
+            Ok(response) => Ok(self.recycle_after(key, sender, response)),
             Err(err) => Err(SendFailure::Broken(error_chain(&err))),
         }
     }
 
-    /// The most recently used idle connection to `authority` that is still open.
-    fn checkout(&self, authority: &Authority) -> Option<SendRequest<UpstreamBody>> {
+    /// Addresses the request to the instance (`Host`, the URL's base path) and names it: its
+    /// key among the worker's instances and where to connect.
+    fn address(
+        &self,
+        base_url: &str,
+        request: &mut Request<UpstreamBody>,
+    ) -> Result<(Rc<str>, Authority), SendFailure> {
+        let mut instances = self.instances.borrow_mut();
+        if !instances.contains_key(base_url) {
+            instances.insert(Rc::from(base_url), Instance::parse(base_url)?);
+        }
+        let (key, instance) = instances
+            .get_key_value(base_url)
+            .ok_or_else(|| SendFailure::Connect("the service instance was forgotten".to_string()))?;
+        request.headers_mut().insert(HOST, instance.host.clone());
+        if let Some(base_path) = &instance.base_path {
+            let target = format!("{base_path}{}", request.uri());
+            *request.uri_mut() = target.parse().map_err(|_| {
+                SendFailure::Connect("the service URL's path cannot prefix this request".to_string())
+            })?;
+        }
+        Ok((key.clone(), instance.authority.clone()))
+    }
+
+    /// The most recently used idle connection to the instance that is still open.
+    fn checkout(&self, key: &str) -> Option<SendRequest<UpstreamBody>> {
         self.start_reaper();
-        let mut idle = self.idle.borrow_mut();
-        let connections = idle.get_mut(authority.as_str())?;
-        while let Some(connection) = connections.pop() {
+        let mut instances = self.instances.borrow_mut();
+        let idle = &mut instances.get_mut(key)?.idle;
+        while let Some(connection) = idle.pop() {
             if connection.usable() && connection.sender.is_ready() {
                 return Some(connection.sender);
             }
@@ -138,65 +192,46 @@ impl UpstreamClient {
     /// to its end, the upload sent); a connection whose exchange broke off is closed instead.
     fn recycle_after(
         &self,
-        authority: Authority,
+        key: Rc<str>,
         mut sender: SendRequest<UpstreamBody>,
         response: Response<Incoming>,
     ) -> Response<Incoming> {
-        let idle = Rc::downgrade(&self.idle);
+        let instances = Rc::downgrade(&self.instances);
         actix_web::rt::spawn(async move {
             if sender.ready().await.is_err() {
                 return;
             }
-            let Some(idle) = idle.upgrade() else { return };
-            let mut idle = idle.borrow_mut();
-            let connections = match idle.get_mut(authority.as_str()) {
-                Some(connections) => connections,
-                None => idle.entry(authority.as_str().into()).or_default(),
-            };
-            if connections.len() < MAX_IDLE_PER_INSTANCE {
-                connections.push(IdleConnection { sender, since: Instant::now() });
+            let Some(instances) = instances.upgrade() else { return };
+            let mut instances = instances.borrow_mut();
+            if let Some(instance) = instances.get_mut(&*key) {
+                if instance.idle.len() < MAX_IDLE_PER_INSTANCE {
+                    instance.idle.push(IdleConnection { sender, since: Instant::now() });
+                }
             }
         });
         response
     }
 
     /// Closes idle connections past their time, so that a service no longer called does not keep
-    /// the worker's connections (and its own) open forever.
+    /// the worker's connections (and its own) open forever; an instance left without idle
+    /// connections is forgotten (one gone from the registry with them).
     fn start_reaper(&self) {
         if self.reaper_started.replace(true) {
             return;
         }
-        let idle: Weak<RefCell<IdleConnections>> = Rc::downgrade(&self.idle);
+        let instances: Weak<RefCell<Instances>> = Rc::downgrade(&self.instances);
         actix_web::rt::spawn(async move {
             let mut ticks = actix_web::rt::time::interval(IDLE_TIMEOUT / 2);
             loop {
                 ticks.tick().await;
-                let Some(idle) = idle.upgrade() else { return };
-                idle.borrow_mut().retain(|_, connections| {
-                    connections.retain(IdleConnection::usable);
-                    !connections.is_empty()
+                let Some(instances) = instances.upgrade() else { return };
+                instances.borrow_mut().retain(|_, instance| {
+                    instance.idle.retain(IdleConnection::usable);
+                    !instance.idle.is_empty()
                 });
             }
         });
     }
-}
-
-/// The request rewritten for the wire: origin-form target (`/path?query`) and `Host` from the
-/// absolute URI it was built with, which names the instance to connect to.
-fn origin_form(
-    mut request: Request<UpstreamBody>,
-) -> Result<(Authority, Request<UpstreamBody>), SendFailure> {
-    let parts = std::mem::take(request.uri_mut()).into_parts();
-    if parts.scheme.as_ref() != Some(&Scheme::HTTP) {
-        return Err(SendFailure::Connect("only http:// service URLs can be proxied".to_string()));
-    }
-    let authority =
-        parts.authority.ok_or_else(|| SendFailure::Connect("the service URL names no host".to_string()))?;
-    let host = HeaderValue::from_str(authority.as_str())
-        .map_err(|_| SendFailure::Connect("the service URL's host is not a valid header".to_string()))?;
-    request.headers_mut().insert(HOST, host);
-    *request.uri_mut() = parts.path_and_query.map_or_else(|| Uri::from_static("/"), Uri::from);
-    Ok((authority, request))
 }
 
 /// A new connection to the instance, its driver running beside the worker's other tasks.
@@ -229,4 +264,35 @@ fn error_chain(err: &(dyn StdError + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roles::gateway::upstream::no_body;
+
+    fn addressed(base_url: &str, target: &str) -> Result<Request<UpstreamBody>, SendFailure> {
+        let mut request = Request::new(no_body());
+        *request.uri_mut() = Uri::try_from(target).unwrap();
+        UpstreamClient::default().address(base_url, &mut request)?;
+        Ok(request)
+    }
+
+    #[test]
+    fn requests_are_addressed_to_the_instance_host_under_its_base_path() {
+        let request = addressed("http://svc.internal:8080", "/items?page=2").unwrap();
+        assert_eq!(request.uri(), "/items?page=2");
+        assert_eq!(request.headers()[HOST], "svc.internal:8080");
+
+        let request = addressed("http://10.0.0.7:9000/base/", "/items?page=2").unwrap();
+        assert_eq!(request.uri(), "/base/items?page=2");
+        assert_eq!(request.headers()[HOST], "10.0.0.7:9000");
+    }
+
+    #[test]
+    fn instance_urls_other_than_plain_http_are_refused_before_any_connection() {
+        for url in ["https://svc.internal", "svc.internal:8080", "not a url", "http://"] {
+            assert!(matches!(addressed(url, "/"), Err(SendFailure::Connect(_))), "{url}");
+        }
+    }
 }

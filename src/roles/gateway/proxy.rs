@@ -3,7 +3,7 @@
 //! cleaned, identity set from the verified credential, and bodies streamed both ways.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -11,12 +11,12 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use hyper::header::{HeaderName as UpstreamHeaderName, HeaderValue as UpstreamHeaderValue};
 use hyper::HeaderMap as UpstreamHeaders;
 
-use super::admitted;
+use super::admitted::{self, AdmittedToken};
 use super::limits::Caller;
 use super::pool::{Connection, SendFailure, UpstreamClient};
 use super::registry::{GatewayState, Route};
 use super::upstream::{self, UploadError, UploadOutcome, UpstreamBody};
-use crate::platform::auth::{self, Claims, Rejection, SERVICE_ROLE};
+use crate::platform::auth::{self, Rejection, SERVICE_ROLE};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::identity::KeyCheckFailure;
 use crate::platform::middleware::RequestId;
@@ -63,8 +63,8 @@ pub type ApiKeyCache = crate::platform::cache::TtlCache<[u8; 32], Option<String>
 
 /// Who the request is from, once the edge has checked it.
 enum Identity {
-    /// A verified JWT (shared with the verified-token cache, not copied).
-    Token(Arc<Claims>),
+    /// A verified JWT, as this worker admitted it.
+    Token(Rc<AdmittedToken>),
     /// The service an X-API-KEY belongs to.
     Service(String),
 }
@@ -72,7 +72,7 @@ enum Identity {
 impl Identity {
     fn subject(&self) -> &str {
         match self {
-            Identity::Token(claims) => &claims.sub,
+            Identity::Token(token) => &token.claims.sub,
             Identity::Service(service) => service,
         }
     }
@@ -80,22 +80,25 @@ impl Identity {
     /// Exact role membership.
     fn has_role(&self, role: &str) -> bool {
         match self {
-            Identity::Token(claims) => claims.has_role(role),
+            Identity::Token(token) => token.claims.has_role(role),
             Identity::Service(_) => role == SERVICE_ROLE,
         }
     }
 
-    /// The roles as the upstream sees them in `X-Fountain-Roles`.
-    fn roles_header(&self) -> String {
+    /// `X-Fountain-User` and `X-Fountain-Roles` as the upstream sees them.
+    fn headers(&self) -> [Option<UpstreamHeaderValue>; 2] {
         match self {
-            Identity::Token(claims) => claims.roles.join(","),
-            Identity::Service(_) => SERVICE_ROLE.to_string(),
+            Identity::Token(token) => [token.user_header.clone(), token.roles_header.clone()],
+            Identity::Service(service) => [
+                UpstreamHeaderValue::from_str(service).ok(),
+                Some(UpstreamHeaderValue::from_static(SERVICE_ROLE)),
+            ],
         }
     }
 
     /// The token carries the twofa step-up claim.
     fn mfa(&self) -> bool {
-        matches!(self, Identity::Token(claims) if claims.mfa == Some(true))
+        matches!(self, Identity::Token(token) if token.claims.mfa == Some(true))
     }
 }
 
@@ -169,8 +172,8 @@ async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequ
         // than the lists it was checked against.
         let generation = state.revocations.generation();
         let digest = admitted::digest(token);
-        if let Some(claims) = admitted::recall(state.instance, &digest, generation) {
-            return Ok(Identity::Token(claims));
+        if let Some(token) = admitted::recall(state.instance, &digest, generation) {
+            return Ok(Identity::Token(token));
         }
         let claims = match state.keys.check(token).await {
             Ok(claims) => claims,
@@ -283,8 +286,12 @@ fn upstream_headers(
         set(UPSTREAM_REQUEST_ID, &id.0);
     }
     if let Some(identity) = identity {
-        set(UPSTREAM_FOUNTAIN_USER, identity.subject());
-        set(UPSTREAM_FOUNTAIN_ROLES, &identity.roles_header());
+        let [user, roles] = identity.headers();
+        for (name, value) in [(UPSTREAM_FOUNTAIN_USER, user), (UPSTREAM_FOUNTAIN_ROLES, roles)] {
+            if let Some(value) = value {
+                headers.insert(name, value);
+            }
+        }
     }
     // A declared length is kept (some services refuse chunked uploads); otherwise hyper sends
     // the body chunked.
@@ -349,7 +356,7 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
         .routes
         .get(prefix)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no service is routed under this path"))?;
-    req.extensions_mut().insert(route.label.clone());
+    req.extensions_mut().insert(route.label);
     let service = &*route.service;
     let addr = client_ip(&req, &state.trusted_proxies);
     let identity = if is_public(state, req.path(), rest.strip_prefix('/').unwrap_or(rest)) {
@@ -384,14 +391,15 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     let declared = declared.filter(|_| !chunked);
     let has_body = chunked || declared.is_some_and(|len| len > 0);
     let rest = if rest.is_empty() { "/" } else { rest };
-    let request = |base: &str, body: UpstreamBody| {
+    // The target in origin form (`/rest?query`); the instance's address is the pool's part.
+    let request = |body: UpstreamBody| {
         let target = match req.uri().query() {
-            Some(query) => format!("{base}{rest}?{query}"),
-            None => format!("{base}{rest}"),
+            Some(query) => format!("{rest}?{query}"),
+            None => rest.to_string(),
         };
         let mut request = hyper::Request::new(body);
         *request.method_mut() = method.clone();
-        *request.uri_mut() = target.parse().map_err(|_| {
+        *request.uri_mut() = hyper::Uri::try_from(target).map_err(|_| {
             ApiError::new(ErrorCode::BadRequest, "this path cannot be forwarded to the service")
         })?;
         *request.headers_mut() = upstream_headers(state, &req, identity.as_ref(), route, declared);
@@ -402,23 +410,23 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     let mut url = choice.url;
     let (result, upload) = if has_body {
         let (body, upload) = upstream::stream_upload(payload, limit);
-        (upstream.send(request(&url, body)?, Connection::Reuse, timeout).await, Some(upload))
+        (upstream.send(&url, request(body)?, Connection::Reuse, timeout).await, Some(upload))
     } else {
         // Without a body nothing is lost by trying once more: an idempotent request whose
         // connection could not even be opened goes to another instance, if there is one.
         let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE");
-        let mut result = upstream.send(request(&url, upstream::no_body())?, Connection::Reuse, timeout).await;
+        let mut result = upstream.send(&url, request(upstream::no_body())?, Connection::Reuse, timeout).await;
         if idempotent && matches!(result, Err(SendFailure::Dropped(_))) {
             // The service closed a kept-alive connection as the request went out: once more,
             // on a new connection.
-            result = upstream.send(request(&url, upstream::no_body())?, Connection::New, timeout).await;
+            result = upstream.send(&url, request(upstream::no_body())?, Connection::New, timeout).await;
         }
         if let (Err(SendFailure::Connect(_)), true) = (&result, idempotent) {
             state.metrics.upstream_failures.with_label_values(&[service, "unreachable"]).inc();
             state.health.request_failed(&url);
             if let Some(next) = state.resolve(service).await?.filter(|next| next.url != url) {
                 url = next.url;
-                result = upstream.send(request(&url, upstream::no_body())?, Connection::Reuse, timeout).await;
+                result = upstream.send(&url, request(upstream::no_body())?, Connection::Reuse, timeout).await;
             }
         }
         (result, None)

@@ -91,7 +91,7 @@ impl GatewayState {
             .map(|(prefix, service)| {
                 let route = Route {
                     service: Arc::from(service.as_str()),
-                    label: RouteLabel(Arc::from(format!("/{prefix}/*"))),
+                    label: RouteLabel::interned(&format!("/{prefix}/*")),
                     forward_authorization: config.forward_authorization_to.contains(service),
                 };
                 (prefix.clone(), route)
