@@ -7,10 +7,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::error::Error as StdError;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use actix_web::web::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, HOST};
 use hyper::http::uri::{Authority, Scheme};
@@ -110,7 +113,7 @@ impl UpstreamClient {
         request: Request<UpstreamBody>,
         connection: Connection,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendFailure> {
+    ) -> Result<Response<AnswerBody>, SendFailure> {
         match tokio::time::timeout(timeout, self.exchange(base_url, request, connection)).await {
             Err(_) => Err(SendFailure::Timeout),
             Ok(result) => result,
@@ -122,7 +125,7 @@ impl UpstreamClient {
         base_url: &str,
         mut request: Request<UpstreamBody>,
         connection: Connection,
-    ) -> Result<Response<Incoming>, SendFailure> {
+    ) -> Result<Response<AnswerBody>, SendFailure> {
         let (key, authority) = self.address(base_url, &mut request)?;
         let kept = match connection {
             Connection::Reuse => self.checkout(&key),
@@ -188,28 +191,15 @@ impl UpstreamClient {
         None
     }
 
-    /// Puts the connection back among the idle ones once this exchange is over (the answer read
-    /// to its end, the upload sent); a connection whose exchange broke off is closed instead.
+    /// The answer, its body holding the connection until it has been read to its end.
     fn recycle_after(
         &self,
         key: Rc<str>,
-        mut sender: SendRequest<UpstreamBody>,
+        sender: SendRequest<UpstreamBody>,
         response: Response<Incoming>,
-    ) -> Response<Incoming> {
-        let instances = Rc::downgrade(&self.instances);
-        actix_web::rt::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(instances) = instances.upgrade() else { return };
-            let mut instances = instances.borrow_mut();
-            if let Some(instance) = instances.get_mut(&*key) {
-                if instance.idle.len() < MAX_IDLE_PER_INSTANCE {
-                    instance.idle.push(IdleConnection { sender, since: Instant::now() });
-                }
-            }
-        });
-        response
+    ) -> Response<AnswerBody> {
+        let recycle = Recycle { sender, key, instances: Rc::downgrade(&self.instances) };
+        response.map(|inner| AnswerBody { inner, recycle: Some(recycle) })
     }
 
     /// Closes idle connections past their time, so that a service no longer called does not keep
@@ -231,6 +221,81 @@ impl UpstreamClient {
                 });
             }
         });
+    }
+}
+
+/// A connection whose exchange is under way, to be put back among its instance's idle ones.
+struct Recycle {
+    sender: SendRequest<UpstreamBody>,
+    key: Rc<str>,
+    instances: Weak<RefCell<Instances>>,
+}
+
+impl Recycle {
+    /// Back among the idle connections at once if the connection is ready for another request
+    /// (usually so once the answer has been read), or when it becomes so. A connection whose
+    /// exchange broke off never becomes ready: hyper closes it, and it is dropped.
+    fn when_ready(mut self) {
+        if self.sender.is_ready() {
+            self.put_back();
+            return;
+        }
+        actix_web::rt::spawn(async move {
+            if self.sender.ready().await.is_ok() {
+                self.put_back();
+            }
+        });
+    }
+
+    fn put_back(self) {
+        let Some(instances) = self.instances.upgrade() else { return };
+        let mut instances = instances.borrow_mut();
+        if let Some(instance) = instances.get_mut(&*self.key) {
+            if instance.idle.len() < MAX_IDLE_PER_INSTANCE {
+                instance.idle.push(IdleConnection { sender: self.sender, since: Instant::now() });
+            }
+        }
+    }
+}
+
+/// A service's answer body on its way to the client. Once it has been read to its end (or is
+/// dropped) its connection goes back to the pool: no task per request waits for that.
+pub struct AnswerBody {
+    inner: Incoming,
+    recycle: Option<Recycle>,
+}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            if let Some(recycle) = self.recycle.take() {
+                recycle.when_ready();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AnswerBody {
+    fn drop(&mut self) {
+        if let Some(recycle) = self.recycle.take() {
+            recycle.when_ready();
+        }
     }
 }
 

@@ -172,7 +172,7 @@ async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequ
         // than the lists it was checked against.
         let generation = state.revocations.generation();
         let digest = admitted::digest(token);
-        if let Some(token) = admitted::recall(state.instance, &digest, generation) {
+        if let Some(token) = admitted::recall(state.instance, digest, token, generation) {
             return Ok(Identity::Token(token));
         }
         let claims = match state.keys.check(token).await {
@@ -190,7 +190,7 @@ async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequ
             count_refusal(state, Rejection::Revoked.reason());
             return Err(Rejection::Revoked.into());
         }
-        return Ok(Identity::Token(admitted::remember(state.instance, digest, generation, &claims)));
+        return Ok(Identity::Token(admitted::remember(state.instance, digest, token, generation, &claims)));
     }
     if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
         return match verify_api_key(state, client, key).await {

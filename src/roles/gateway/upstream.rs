@@ -12,9 +12,9 @@ use actix_web::HttpResponse;
 use futures_util::StreamExt;
 use http_body_util::channel::Channel;
 use http_body_util::{BodyExt, Either, Empty};
-use hyper::body::Incoming;
 
 use super::limits::Allowance;
+use super::pool::AnswerBody;
 
 /// A request body on its way to a service: none, or the client's upload as it arrives.
 pub type UpstreamBody = Either<Empty<Bytes>, Channel<Bytes, UploadError>>;
@@ -94,7 +94,7 @@ pub fn no_body() -> UpstreamBody {
 /// The service's answer for the client: its status and headers (minus hop-by-hop ones) and its
 /// body streamed through, with the service's `Content-Length` when it gave one, chunked
 /// otherwise.
-pub fn relay(response: hyper::Response<Incoming>, allowance: Option<Allowance>) -> HttpResponse {
+pub fn relay(response: hyper::Response<AnswerBody>, allowance: Option<Allowance>) -> HttpResponse {
     let (head, body) = response.into_parts();
     let status = StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     // A HEAD answer declares the length a GET body would have; actix writes it and no body.
