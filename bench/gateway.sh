@@ -110,6 +110,11 @@ for path in "${paths[@]}"; do
 done
 gw_rps=$(cut -d' ' -f1 "$work/gateway.results" | median); nginx_rps=$(cut -d' ' -f1 "$work/nginx.results" | median)
 up_p99=$(cut -d' ' -f3 "$work/upstream.results" | median); gw_p99=$(cut -d' ' -f3 "$work/gateway.results" | median)
-echo "gateway / nginx throughput: $(echo "scale=2; $gw_rps / $nginx_rps" | bc)"
+echo "gateway / nginx throughput (ratio of the medians): $(echo "scale=2; $gw_rps / $nginx_rps" | bc)"
+# Each round measures both within the same half minute, so its ratio is spared the machine's
+# slower drifts; the median of those paired ratios is the steadier figure of the two.
+paired=$(paste -d' ' <(cut -d' ' -f1 "$work/gateway.results") <(cut -d' ' -f1 "$work/nginx.results") |
+  awk '{printf "%.2f\n", $1 / $2}')
+echo "gateway / nginx throughput (median of the rounds' ratios): $(echo "$paired" | median) (rounds: $(echo $paired))"
 echo "gateway p99 added over the direct upstream: $(echo "scale=3; $gw_p99 - $up_p99" | bc) ms"
 echo "gateway+kms process RSS under load (max of rounds): $((rss_max / 1024)) MB"
