@@ -35,7 +35,12 @@ async fn through_hyper(client: web::Data<HyperClient>, up: web::Data<Upstream>, 
     let Ok(uri) = format!("{}{}", up.0, req.uri().path()).parse::<hyper::Uri>() else {
         return HttpResponse::BadRequest().finish();
     };
-    match client.get(uri).await {
+    relay(client.get(uri).await)
+}
+
+/// hyper's answer (or failure) as actix's, the body streamed through.
+fn relay<E>(response: Result<hyper::Response<hyper::body::Incoming>, E>) -> HttpResponse {
+    match response {
         Ok(response) => {
             let status = actix_web::http::StatusCode::from_u16(response.status().as_u16())
                 .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
@@ -78,15 +83,7 @@ async fn through_hyper_conn(up: web::Data<Upstream>, req: HttpRequest) -> HttpRe
             IDLE.with(|idle| idle.borrow_mut().push(connection));
         }
     });
-    match response {
-        Ok(response) => {
-            let status = actix_web::http::StatusCode::from_u16(response.status().as_u16())
-                .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
-            let body = response.into_body().into_data_stream().map(|chunk| chunk.map_err(actix_web::error::ErrorBadGateway));
-            HttpResponse::build(status).streaming(body)
-        }
-        Err(_) => HttpResponse::BadGateway().finish(),
-    }
+    relay(response)
 }
 
 fn main() -> std::io::Result<()> {
