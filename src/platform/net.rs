@@ -1,8 +1,16 @@
-//! Where a request comes from, as far as it can be trusted.
+//! Where a request comes from, as far as it can be trusted; where a service can be reached.
 
 use std::net::IpAddr;
 
 use actix_web::HttpRequest;
+
+/// A service's base URL as fountain can reach it: plain `http://` with a host and no
+/// credentials. TLS ends at the front proxy; roles and services talk over the private network.
+pub fn is_plain_http_url(raw: &str) -> bool {
+    url::Url::parse(raw).is_ok_and(|u| {
+        u.scheme() == "http" && u.host_str().is_some() && u.username().is_empty() && u.password().is_none()
+    })
+}
 
 /// The client address: the TCP peer, or — when the peer is a trusted proxy (the gateway,
 /// Caddy) — the last address that proxy appended to `X-Forwarded-For`. A client cannot choose

@@ -20,6 +20,7 @@ use crate::platform::extract::Json;
 use crate::platform::identity::{AdminOrService, RemoteKeys};
 use crate::platform::middleware::RouteLabel;
 use crate::platform::names::validate_service_name;
+use crate::platform::net::is_plain_http_url;
 
 diesel::table! {
     registry (service, url) {
@@ -293,11 +294,7 @@ fn live(
 }
 
 fn check_url(raw: &str) -> ApiResult<()> {
-    let ok = url::Url::parse(raw).is_ok_and(|u| {
-        // Plain http: TLS ends at the front proxy, services talk over the private network.
-        u.scheme() == "http" && u.host_str().is_some() && u.username().is_empty() && u.password().is_none()
-    });
-    if ok && raw.len() <= 2048 {
+    if is_plain_http_url(raw) && raw.len() <= 2048 {
         Ok(())
     } else {
         Err(ApiError::validation("url", "must be an http:// URL without credentials"))
