@@ -40,10 +40,10 @@ CONF
 (nginx_proxy "$work/nginx" $nginx_proxy $up 2) & pids+=($!)
 caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & pids+=($!)
 
-export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_KMS__BCRYPT_COST=4 \
+export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_ROLES__KMS__BCRYPT_COST=4 \
   FOUNTAIN_ROLES__GATEWAY__PORT=$gw FOUNTAIN_ROLES__KMS__PORT=$kms \
-  FOUNTAIN_PEERS__BENCH="http://127.0.0.1:$up" FOUNTAIN_GATEWAY__ROUTES__BENCH=bench \
-  FOUNTAIN_GATEWAY__RATE_LIMIT__REQUESTS_PER_SECOND=10000000 FOUNTAIN_GATEWAY__RATE_LIMIT__BURST=10000000
+  FOUNTAIN_PEERS__BENCH="http://127.0.0.1:$up" FOUNTAIN_ROLES__GATEWAY__ROUTES__BENCH=bench \
+  FOUNTAIN_ROLES__GATEWAY__RATE_LIMIT__REQUESTS_PER_SECOND=10000000 FOUNTAIN_ROLES__GATEWAY__RATE_LIMIT__BURST=10000000
 printf 'bench password 1234\n' > "$work/pw"
 "$bin" admin create-user --username bench --role admin --password-file "$work/pw" >/dev/null
 "$bin" serve --role kms,gateway > "$work/fountain.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)

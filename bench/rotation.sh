@@ -10,7 +10,7 @@ work=$(mktemp -d)
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_KMS__BCRYPT_COST=4
+export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_ROLES__KMS__BCRYPT_COST=4
 offset=${BENCH_PORT_OFFSET:-20000}
 roles="gateway search sequence kms twofa secrets notify"
 ports=(8000 8001 8002 8003 8004 8005 8006)

@@ -21,7 +21,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "
 trap cleanup EXIT
 
 export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_ROLES__KMS__PORT="$port" FOUNTAIN_LOG__LEVEL=warn \
-       FOUNTAIN_KMS__BCRYPT_COST="$cost"
+       FOUNTAIN_ROLES__KMS__BCRYPT_COST="$cost"
 [ -n "${BENCH_DATABASE_URL:-}" ] && export FOUNTAIN_DATABASE__URL="$BENCH_DATABASE_URL"
 password='bench password 1234'
 printf '%s\n' "$password" > "$work/pw"

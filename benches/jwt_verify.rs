@@ -25,6 +25,9 @@ fn main() {
         jti: "bench".into(),
         mfa: None,
         sid: Some("session".into()),
+        uid: Some(1),
+        epoch: Some(0),
+        akid: None,
     };
     let header = Header { kid: Some("k1".into()), ..Header::new(Algorithm::EdDSA) };
     let token =

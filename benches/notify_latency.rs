@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use fountain::config::{Config, Overrides, RoleConfig};
-use fountain::platform::server::{Host, Platform};
+use fountain::app::Application;
+use fountain::config::{Config, Overrides};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -37,17 +37,16 @@ async fn run() {
         config.database.url = url;
     }
     config.log.level = "warn".into();
-    config.kms.bcrypt_cost = 4;
+    config.set_role_setting("kms", "bcrypt_cost", 4);
     config.database.pool_size = 16;
     for role in ["kms", "notify"] {
-        config.roles.insert(role.into(), RoleConfig { port: 0 });
+        config.roles.entry(role.into()).or_default().port = Some(0);
     }
     let roles: Vec<_> = ["kms", "notify"].iter().filter_map(|r| fountain::roles::find(r)).collect();
-    let config = Arc::new(config);
-    let platform = web::block(move || Platform::open(config)).await.expect("join").expect("platform");
+    let host = Application::build(config, &roles, None).await.expect("roles start");
+    let platform = host.platform().clone();
     fountain::roles::kms::create_user_offline(&platform, "bench", "bench password 1234", &["admin".into()])
         .expect("admin");
-    let host = Host::start(&platform, &roles, None).expect("host");
     let kms = format!("http://{}", host.addr("kms").expect("kms"));
     let notify = format!("http://{}", host.addr("notify").expect("notify"));
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();

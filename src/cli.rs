@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::{self, Application};
 use crate::config::{Config, Overrides};
 use crate::platform::db;
 use crate::platform::logging;
-use crate::platform::server::{Host, Platform, ShutdownSignal};
+use crate::platform::role::Role;
+use crate::platform::server::{Platform, ShutdownSignal};
 use crate::platform::standard;
 use crate::roles;
 
@@ -45,7 +47,7 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Print a role's OpenAPI 3.0.3 document.
+    /// Print a role's OpenAPI 3.0.3 document (`all`: every role's, as one JSON object by role).
     Openapi {
         #[arg(long, value_name = "ROLE")]
         role: String,
@@ -147,7 +149,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Openapi { role } => print_openapi(&role),
         Command::Config { action: ConfigAction::Check } => {
-            let config = Config::load(&overrides).map_err(Failure::runtime)?;
+            let config = app::with_role_defaults(Config::load(&overrides).map_err(Failure::runtime)?);
+            app::check_config(&config)
+                .map_err(|e| Failure::runtime(format!("invalid configuration: {e}")))?;
             let text = serde_json::to_string_pretty(&config.redacted_json()).map_err(Failure::runtime)?;
             println!("{text}");
             Ok(())
@@ -176,7 +180,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { role } => {
             let selected = roles::select(&role).map_err(Failure::usage)?;
             let config = load_and_init_logging(&overrides)?;
-            serve(Arc::new(config), selected)
+            serve(config, selected)
         }
     }
 }
@@ -202,46 +206,47 @@ fn load_and_init_logging(overrides: &Overrides) -> Result<Config, Failure> {
     Ok(config)
 }
 
+/// One role's document, or with `all` every role's as one object keyed by role name.
 fn print_openapi(role: &str) -> Result<(), Failure> {
-    let spec =
-        roles::find(role).ok_or_else(|| Failure::usage(roles::select(role).err().unwrap_or_default()))?;
-    let text = standard::role_openapi(spec).to_pretty_json().map_err(Failure::runtime)?;
-    println!("{text}");
+    let selected = roles::select(role).map_err(Failure::usage)?;
+    let document = |role: &dyn Role| -> Result<serde_json::Value, Failure> {
+        serde_json::to_value(standard::role_openapi(role)).map_err(Failure::runtime)
+    };
+    let value = match selected.as_slice() {
+        [one] => document(*one)?,
+        many => {
+            let mut all = serde_json::Map::new();
+            for role in many {
+                all.insert(role.name().to_string(), document(*role)?);
+            }
+            serde_json::Value::Object(all)
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&value).map_err(Failure::runtime)?);
     Ok(())
 }
 
-fn serve(config: Arc<Config>, selected: Vec<&'static roles::RoleSpec>) -> Result<(), Failure> {
-    let platform = Platform::open(config).map_err(Failure::runtime)?;
-    log::info!(
-        target: "fountain::server", backend = platform.db.backend().name(), database = platform.db.display();
-        "database ready"
-    );
-    let names: Vec<&str> = selected.iter().map(|r| r.name).collect();
-    #[cfg(all(feature = "kms", feature = "secrets"))]
-    if names.contains(&"kms") && names.contains(&"secrets") {
-        crate::platform::injection::bootstrap(&platform, &names).map_err(Failure::runtime)?;
-    }
+fn serve(config: Config, selected: Vec<&'static dyn Role>) -> Result<(), Failure> {
     actix_web::rt::System::new().block_on(async move {
         let mut signal = ShutdownSignal::install();
-        let host = Host::start(&platform, &selected, None).map_err(Failure::runtime)?;
-        let (handles, effective) = (host.secret_handles(), host.platform().clone());
+        let application = Application::build(config, &selected, None).await.map_err(Failure::runtime)?;
         let injected = tokio::select! {
-            result = crate::platform::injection::start(&effective, &handles) => Some(result),
+            result = application.inject_secrets() => Some(result),
             _ = signal.received() => None,
         };
         match injected {
             None => {
                 log::info!(target: "fountain::server", "shutdown signal received during start-up");
-                host.stop(true).await;
+                application.stop(true).await;
                 return Ok(());
             }
             Some(Err(err)) => {
-                host.stop(false).await;
+                application.stop(false).await;
                 return Err(Failure::runtime(err));
             }
             Some(Ok(())) => {}
         }
-        host.run_until_signal(signal).await;
+        application.run_until_stopped(signal).await;
         Ok(())
     })
 }

@@ -29,94 +29,13 @@ pub struct Config {
     pub data: DataConfig,
     pub database: DatabaseConfig,
     pub security: SecurityConfig,
-    pub kms: KmsConfig,
-    pub notify: NotifyConfig,
-    pub secrets: SecretsConfig,
-    pub gateway: GatewayConfig,
     /// Where each role is reachable: `role name -> base URL`. Roles served by this process are
-    /// filled in with their bound address at start.
+    /// filled in with their bound address at start; others default to `127.0.0.1` at their
+    /// port (see `app::with_role_defaults`).
+    #[serde(default)]
     pub peers: BTreeMap<String, String>,
+    #[serde(default)]
     pub roles: BTreeMap<String, RoleConfig>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GatewayConfig {
-    /// How long the gateway waits for an upstream's response head before answering 504.
-    pub upstream_timeout_seconds: u64,
-    /// Every known instance gets `GET /health` this often (0: no active checks).
-    pub health_check_interval_ms: u64,
-    /// A probe that takes longer than this fails.
-    pub health_check_timeout_ms: u64,
-    /// How long an instance that a request could not reach is skipped (passive health).
-    pub failure_cool_down_ms: u64,
-    /// Paths that pass without credentials: exact paths, or prefixes ending in `*`.
-    /// `/<prefix>/health` of every route is always public.
-    pub public_routes: Vec<String>,
-    /// How long an X-API-KEY verdict from kms is reused.
-    pub api_key_cache_ttl_ms: u64,
-    /// Largest request body the gateway streams to an upstream (larger: 413).
-    pub max_body_bytes: u64,
-    /// Services that receive the client's `Authorization` header (fountain's roles check
-    /// tokens themselves); other upstreams only see `X-Fountain-User` / `X-Fountain-Roles`.
-    pub forward_authorization_to: Vec<String>,
-    /// Path prefix -> service name (`/service_a/...` goes to `sequence`).
-    pub routes: BTreeMap<String, String>,
-    /// Requests per caller (user, API-key service, or client address when anonymous).
-    pub rate_limit: RateLimitConfig,
-    /// Route prefix -> its own limit instead of `rate_limit`.
-    pub route_limits: BTreeMap<String, RateLimitConfig>,
-    /// Failed authentications per client address; past it the address gets 429 without any
-    /// credential check until its bucket refills.
-    pub auth_failure_limit: RateLimitConfig,
-    /// Per-route access rules, checked after authentication.
-    pub rules: Vec<RouteRule>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteRule {
-    /// An exact gateway path, or a prefix ending in `*`.
-    pub path: String,
-    /// Methods the rule applies to; empty: all.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    /// The caller must hold one of these roles (exact match); empty: any authenticated caller.
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// The caller's token must carry `mfa: true` (a twofa step-up).
-    #[serde(default)]
-    pub mfa: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// Sustained rate; 0 turns the limit off.
-    pub requests_per_second: u32,
-    /// Requests allowed at once before the rate applies.
-    pub burst: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretsConfig {
-    /// Versions kept per service (older ones are pruned on each new version).
-    pub max_versions: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyConfig {
-    /// How often the delivery worker looks for new events and due retries.
-    pub poll_interval_ms: u64,
-    /// First retry delay; doubled per attempt (with jitter) up to `max_retry_delay_seconds`.
-    pub initial_retry_delay_ms: u64,
-    pub max_retry_delay_seconds: u64,
-    /// A delivery still failing this long after its event was published is dead-lettered.
-    pub max_delivery_age_seconds: u64,
-    /// Timeout of one webhook call.
-    pub delivery_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,22 +47,10 @@ pub struct SecurityConfig {
     pub credentials_dir: String,
     /// Start-up attempts to load a role's secrets before giving up (backoff 250 ms … 5 s).
     pub secret_fetch_attempts: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KmsConfig {
-    pub issuer: String,
-    pub audience: String,
-    pub access_token_ttl_seconds: u64,
-    pub refresh_token_ttl_seconds: u64,
-    pub service_token_ttl_seconds: u64,
-    pub bcrypt_cost: u32,
-    pub key_rotation_grace_seconds: u64,
-    pub key_cache_ttl_ms: u64,
-    pub login_failures_per_username: u32,
-    pub login_failures_per_address: u32,
-    pub login_failure_window_seconds: u64,
+    /// JWT `iss` that kms signs and every role requires.
+    pub token_issuer: String,
+    /// JWT `aud` that kms signs and every role requires.
+    pub token_audience: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,10 +95,15 @@ pub struct DatabaseConfig {
     pub sqlite_busy_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RoleConfig {
-    pub port: u16,
+    /// The role's port; absent: the role's built-in default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The role's own settings (every other key of `[roles.<name>]`): the role reads them into
+    /// its own typed section (`Config::role_settings`), which refuses unknown keys.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Where the configuration comes from besides the embedded defaults and the environment.
@@ -265,15 +177,6 @@ impl Config {
         if self.database.connect_attempts == 0 {
             return invalid("database.connect_attempts must be at least 1".into());
         }
-        if !(4..=31).contains(&self.kms.bcrypt_cost) {
-            return invalid("kms.bcrypt_cost must be between 4 and 31".into());
-        }
-        if self.kms.access_token_ttl_seconds == 0 || self.kms.service_token_ttl_seconds == 0 {
-            return invalid("kms token lifetimes must be at least one second".into());
-        }
-        if self.kms.login_failures_per_username == 0 || self.kms.login_failures_per_address == 0 {
-            return invalid("kms login failure limits must be at least 1".into());
-        }
         if self.data.dir.as_os_str().is_empty() {
             return invalid("data.dir must not be empty".into());
         }
@@ -294,9 +197,44 @@ impl Config {
         self.peers.get(role).map(|u| u.trim_end_matches('/').to_string())
     }
 
+    /// A role's own settings (`[roles.<name>]` without `port`) as the role's typed section.
+    /// Unknown keys and wrong types are refused with the key named (relative to the table).
+    pub fn role_settings<T: serde::de::DeserializeOwned>(&self, role: &str) -> Result<T, String> {
+        let settings = self.roles.get(role).map(|r| r.settings.clone()).unwrap_or_default();
+        serde_path_to_error::deserialize(serde_json::Value::Object(settings)).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                e.inner().to_string()
+            } else {
+                format!("{path}: {}", e.inner())
+            }
+        })
+    }
+
+    /// Sets one of a role's settings; `key` may be dotted (`routes.echo`). For code that builds
+    /// a configuration (tests, embedding); files and environment variables are the usual way.
+    pub fn set_role_setting(&mut self, role: &str, key: &str, value: impl Serialize) {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        let mut table = &mut self.roles.entry(role.to_string()).or_default().settings;
+        let mut parts = key.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                table.insert(part.to_string(), value);
+                return;
+            }
+            let next = table
+                .entry(part.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !next.is_object() {
+                *next = serde_json::Value::Object(Default::default());
+            }
+            table = next.as_object_mut().expect("made an object above");
+        }
+    }
+
     /// The port a role listens on: from `[roles.<name>]`, else the role's built-in default.
     pub fn role_port(&self, role: &str, default_port: u16) -> u16 {
-        self.roles.get(role).map_or(default_port, |r| r.port)
+        self.roles.get(role).and_then(|r| r.port).unwrap_or(default_port)
     }
 
     /// Decides the database backend from `database.url`.
@@ -377,8 +315,9 @@ mod tests {
         Jail::expect_with(|_| {
             let config = load_in_jail(&Overrides::default()).expect("defaults load");
             assert_eq!(config.server.host.to_string(), "127.0.0.1");
-            assert_eq!(config.role_port("gateway", 1), 8000);
-            assert_eq!(config.role_port("notify", 1), 8006);
+            assert_eq!(config.role_port("gateway", 8000), 8000, "ports come from the role list");
+            assert_eq!(config.roles["kms"].port, None);
+            assert_eq!(config.roles["kms"].settings["bcrypt_cost"], 12, "a role's table holds its settings");
             assert_eq!(
                 config.database_target().unwrap(),
                 DatabaseTarget::Sqlite(PathBuf::from("./data/fountain.db"))
@@ -402,7 +341,11 @@ mod tests {
             assert_eq!(config.server.workers, 3, "file beats defaults");
             assert_eq!(config.role_port("kms", 1), 9203, "environment beats file");
             assert_eq!(config.data.dir, PathBuf::from("/from/flag"), "flag beats everything");
-            assert_eq!(config.role_port("gateway", 1), 8000, "untouched keys keep defaults");
+            assert_eq!(config.role_port("gateway", 8000), 8000, "untouched keys keep defaults");
+            assert_eq!(
+                config.roles["kms"].settings["bcrypt_cost"], 12,
+                "a port beside the settings keeps them"
+            );
             Ok(())
         });
     }

@@ -35,6 +35,15 @@ pub struct Claims {
     /// The login session (refresh-token family) this access token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The account's identity (never reused: a re-created username gets a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<i64>,
+    /// The account's token epoch at issue; raised by every change of roles or enabled state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+    /// Service tokens: the id of the API key they were obtained with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub akid: Option<i64>,
 }
 
 impl Claims {
@@ -49,30 +58,6 @@ impl Claims {
 
     pub fn is_service(&self) -> bool {
         self.has_role(SERVICE_ROLE)
-    }
-}
-
-/// Refuses a caller without the exact role `admin`.
-pub fn require_admin(claims: &Claims) -> Result<(), ApiError> {
-    if claims.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::new(ErrorCode::Forbidden, "this requires the admin role"))
-    }
-}
-
-/// Refuses a caller that is neither an admin nor the service token of `service` itself
-/// (compared in constant time). `what` names the resource in the error.
-pub fn require_admin_or_owner(claims: &Claims, service: &str, what: &str) -> Result<(), ApiError> {
-    let owner = claims.is_service()
-        && crate::platform::crypto::constant_time_eq(claims.sub.as_bytes(), service.as_bytes());
-    if claims.is_admin() || owner {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!("only an admin or the owning service may read {what}"),
-        ))
     }
 }
 
@@ -275,6 +260,9 @@ mod tests {
             jti: "j".into(),
             mfa: None,
             sid: None,
+            uid: Some(1),
+            epoch: Some(0),
+            akid: None,
         }
     }
 

@@ -9,66 +9,63 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// Every error fountain returns, with its HTTP status and a stable machine name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    MalformedJson,
-    BadRequest,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    Conflict,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    ValidationFailed,
-    RateLimited,
-    Internal,
-    BadGateway,
-    NotReady,
-    GatewayTimeout,
+/// The error table: each row is a code, its HTTP status, its stable machine name (what clients
+/// branch on) and the message used when nothing more specific is known. Roles map their own
+/// error enums into these codes; a new domain code is one more row.
+macro_rules! error_table {
+    ($($code:ident => ($status:ident, $name:literal, $message:literal),)*) => {
+        /// Every error fountain returns, with its HTTP status and a stable machine name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($code,)*
+        }
+
+        impl ErrorCode {
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$code => StatusCode::$status,)*
+                }
+            }
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$code => $name,)*
+                }
+            }
+
+            /// A message fit for clients when nothing more specific is known.
+            pub const fn default_message(self) -> &'static str {
+                match self {
+                    $(Self::$code => $message,)*
+                }
+            }
+        }
+    };
+}
+
+error_table! {
+    MalformedJson => (BAD_REQUEST, "malformed_json", "the request body is not valid JSON"),
+    BadRequest => (BAD_REQUEST, "bad_request", "the request is not valid"),
+    Unauthorized => (UNAUTHORIZED, "unauthorized", "authentication is required"),
+    Forbidden => (FORBIDDEN, "forbidden", "you are not allowed to do this"),
+    MfaRequired => (FORBIDDEN, "mfa_required", "this requires a second factor: step up at /twofa/2fa/verify"),
+    NotFound => (NOT_FOUND, "not_found", "no such resource"),
+    MethodNotAllowed => (METHOD_NOT_ALLOWED, "method_not_allowed", "this method is not allowed on this resource"),
+    Conflict => (CONFLICT, "conflict", "the resource is in a conflicting state"),
+    AlreadyExists => (CONFLICT, "already_exists", "the resource already exists"),
+    VersionConflict => (CONFLICT, "version_conflict", "the resource changed since the version given"),
+    LastAdmin => (CONFLICT, "last_admin", "this change would leave no enabled admin"),
+    PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than allowed"),
+    UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "the request body must be application/json"),
+    ValidationFailed => (UNPROCESSABLE_ENTITY, "validation_failed", "the request failed validation"),
+    RateLimited => (TOO_MANY_REQUESTS, "rate_limited", "too many requests"),
+    Internal => (INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred"),
+    BadGateway => (BAD_GATEWAY, "bad_gateway", "the upstream service is unavailable"),
+    NotReady => (SERVICE_UNAVAILABLE, "not_ready", "the service is not ready"),
+    GatewayTimeout => (GATEWAY_TIMEOUT, "gateway_timeout", "the upstream service did not answer in time"),
 }
 
 impl ErrorCode {
-    pub const fn status(self) -> StatusCode {
-        match self {
-            Self::MalformedJson | Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::BadGateway => StatusCode::BAD_GATEWAY,
-            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::MalformedJson => "malformed_json",
-            Self::BadRequest => "bad_request",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Conflict => "conflict",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::ValidationFailed => "validation_failed",
-            Self::RateLimited => "rate_limited",
-            Self::Internal => "internal_error",
-            Self::BadGateway => "bad_gateway",
-            Self::NotReady => "not_ready",
-            Self::GatewayTimeout => "gateway_timeout",
-        }
-    }
-
     /// The code a bare status maps to, for errors raised below fountain (routing, actix itself).
     pub fn for_status(status: StatusCode) -> Self {
         match status.as_u16() {
@@ -86,27 +83,6 @@ impl ErrorCode {
             504 => Self::GatewayTimeout,
             400..=499 => Self::BadRequest,
             _ => Self::Internal,
-        }
-    }
-
-    /// A message fit for clients when nothing more specific is known.
-    pub fn default_message(self) -> &'static str {
-        match self {
-            Self::MalformedJson => "the request body is not valid JSON",
-            Self::BadRequest => "the request is not valid",
-            Self::Unauthorized => "authentication is required",
-            Self::Forbidden => "you are not allowed to do this",
-            Self::NotFound => "no such resource",
-            Self::MethodNotAllowed => "this method is not allowed on this resource",
-            Self::Conflict => "the resource is in a conflicting state",
-            Self::PayloadTooLarge => "the request body is larger than allowed",
-            Self::UnsupportedMediaType => "the request body must be application/json",
-            Self::ValidationFailed => "the request failed validation",
-            Self::RateLimited => "too many requests",
-            Self::Internal => "an internal error occurred",
-            Self::BadGateway => "the upstream service is unavailable",
-            Self::NotReady => "the service is not ready",
-            Self::GatewayTimeout => "the upstream service did not answer in time",
         }
     }
 }

@@ -10,18 +10,31 @@ use utoipa::ToSchema;
 use super::db::schema::events;
 use super::db::{AnyConnection, DbError};
 
-/// Wakes the tasks of this process that wait for new events (notify's delivery worker and event
-/// streams) so a freshly committed event leaves at once instead of at the next poll.
-static PUBLISHED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Counts the commits of this process (and announcements from others) that carried events.
+/// A watch rather than a bare notification: a waiter that was busy reading when a commit
+/// happened still sees that it happened, so no event waits for the next poll.
+static PUBLISHED: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
 
-/// Call after the transaction that published an event has committed.
+/// Call after a transaction that published events has committed.
 pub fn wake_waiters() {
-    PUBLISHED.notify_waiters();
+    PUBLISHED.send_modify(|count| *count = count.wrapping_add(1));
 }
 
-/// Waits until `wake_waiters` is called or `timeout` passes, whichever comes first.
-pub async fn wait_for_events(timeout: std::time::Duration) {
-    let _ = tokio::time::timeout(timeout, PUBLISHED.notified()).await;
+/// Waits for events committed after it was created (or after its last wait).
+pub struct EventWaiter(tokio::sync::watch::Receiver<u64>);
+
+/// A waiter for what is committed from now on: create it before reading, then wait.
+pub fn waiter() -> EventWaiter {
+    EventWaiter(PUBLISHED.subscribe())
+}
+
+impl EventWaiter {
+    /// Returns when events were committed since the last call, or after `timeout`.
+    pub async fn wait(&mut self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.0.changed()).await;
+        self.0.borrow_and_update();
+    }
 }
 
 /// The PostgreSQL channel on which committed events are announced across processes.
@@ -81,32 +94,6 @@ pub fn valid_topic(topic: &str) -> bool {
             !part.is_empty()
                 && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
         })
-}
-
-/// Appends an event; returns its id. Call inside the transaction of the change it reports.
-/// `payload` must never carry a secret value.
-pub fn publish(
-    conn: &mut AnyConnection,
-    source: &str,
-    topic: &str,
-    payload: &serde_json::Value,
-) -> Result<i64, DbError> {
-    debug_assert!(valid_topic(topic), "invalid topic {topic}");
-    let id = diesel::insert_into(events::table)
-        .values((
-            events::topic.eq(topic),
-            events::payload.eq(payload.to_string()),
-            events::source.eq(source),
-            events::created_at.eq(chrono::Utc::now().naive_utc()),
-        ))
-        .returning(events::id)
-        .get_result(conn)?;
-    if let AnyConnection::Postgres(pg) = conn {
-        // Delivered to LISTENers when the transaction commits: notify replicas wake at once.
-        use diesel::connection::SimpleConnection;
-        pg.batch_execute(&format!("NOTIFY {CHANNEL}"))?;
-    }
-    Ok(id)
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, Queryable, Selectable)]

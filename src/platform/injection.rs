@@ -7,8 +7,8 @@
 //!    fetches the new version and swaps it in place. Requests already holding the old value
 //!    finish with it; no restart, no failed request.
 //!
-//! A process that serves kms and secrets itself (`--role all`) bootstraps: it creates each
-//! role's API key and secret set on first start and writes the key files with mode 0600.
+//! A process that serves kms and secrets itself (`--role all`) provisions each role's API key
+//! and secret set on first start (the roles' provisioning hooks) before this runs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +19,9 @@ use futures_util::StreamExt;
 use prometheus::{IntCounter, IntGauge};
 use serde::Deserialize;
 
+use super::contracts::{
+    ClientCredentialsGrant, Lookup, RegisterRequest, SecretSet, SecretsRotated, TokenResponse,
+};
 use super::crypto::Secret;
 use super::server::Platform;
 use crate::config::Config;
@@ -78,22 +81,6 @@ pub fn credential_path(config: &Config, role: &str) -> PathBuf {
     dir.join(format!("{role}.key"))
 }
 
-/// Creates what `--role all` needs to inject secrets into its own roles: an API key and a
-/// secret set per role, and the key files (0600). Blocking; runs once before serving.
-#[cfg(all(feature = "kms", feature = "secrets"))]
-pub fn bootstrap(platform: &Platform, roles: &[&str]) -> Result<(), String> {
-    for role in roles {
-        let path = credential_path(&platform.config, role);
-        let key = crate::roles::kms::keys::ensure_service_key(platform, role)?;
-        crate::roles::secrets::ensure_secret_set(platform, role)?;
-        if !path.exists() {
-            super::fs::write_private_file(&path, &key)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// How long a looked-up peer URL is reused before asking the gateway again.
 const LOOKUP_TTL: Duration = Duration::from_secs(30);
 /// Registry entries live this long without a heartbeat; heartbeats come three times as often.
@@ -105,11 +92,6 @@ const REGISTRY_TTL_SECONDS: u64 = 30;
 struct Peers {
     configured: BTreeMap<String, String>,
     looked_up: super::cache::TtlCache<String, String>,
-}
-
-#[derive(Deserialize)]
-struct LookupAnswer {
-    url: String,
 }
 
 impl Peers {
@@ -133,7 +115,7 @@ impl Peers {
             if !response.status().is_success() {
                 return None;
             }
-            response.json::<LookupAnswer>().await.ok().map(|a| a.url.trim_end_matches('/').to_string())
+            response.json::<Lookup>().await.ok().map(|a| a.url.trim_end_matches('/').to_string())
         }
         .await;
         match found {
@@ -153,6 +135,13 @@ impl Peers {
     }
 }
 
+/// One event as notify's stream sends it, with a typed payload.
+#[derive(Deserialize)]
+struct StreamedEvent<P> {
+    source: String,
+    payload: P,
+}
+
 /// Talks to kms, secrets, notify and the gateway on behalf of one role.
 struct Injector {
     role: &'static str,
@@ -162,31 +151,23 @@ struct Injector {
     own_url: Option<String>,
     client: awc::Client,
     handle: Arc<SecretHandle>,
-    stream_lifetime: Duration,
-}
-
-#[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: String,
-}
-
-#[derive(Deserialize)]
-struct SecretsAnswer {
-    version: i32,
-    secrets: BTreeMap<String, String>,
 }
 
 impl Injector {
-    async fn token(&self) -> Result<String, String> {
+    /// A fresh service token for this role's credential.
+    async fn session(&self) -> Result<TokenResponse, String> {
         let url = format!("{}/token", self.peers.configured("kms"));
-        let body = serde_json::json!({"grant_type": "client_credentials", "client_secret": self.credential.expose()});
+        let grant = ClientCredentialsGrant::new(self.credential.expose());
         let mut response =
-            self.client.post(&url).send_json(&body).await.map_err(|e| format!("{url}: {e}"))?;
+            self.client.post(&url).send_json(&grant).await.map_err(|e| format!("{url}: {e}"))?;
         if !response.status().is_success() {
             return Err(format!("{url} answered {}", response.status().as_u16()));
         }
-        let answer: TokenAnswer = response.json().await.map_err(|e| format!("{url}: {e}"))?;
-        Ok(answer.access_token)
+        response.json().await.map_err(|e| format!("{url}: {e}"))
+    }
+
+    async fn token(&self) -> Result<String, String> {
+        Ok(self.session().await?.access_token)
     }
 
     async fn fetch(&self) -> Result<Injected, String> {
@@ -202,8 +183,7 @@ impl Injector {
         if !response.status().is_success() {
             return Err(format!("{url} answered {}", response.status().as_u16()));
         }
-        let answer: SecretsAnswer =
-            response.json().limit(4 << 20).await.map_err(|e| format!("{url}: {e}"))?;
+        let answer: SecretSet = response.json().limit(4 << 20).await.map_err(|e| format!("{url}: {e}"))?;
         Ok(Injected { version: answer.version, values: Secret::new(answer.secrets) })
     }
 
@@ -246,7 +226,8 @@ impl Injector {
     async fn register(&self, own: &str) -> Result<(), String> {
         let token = self.token().await?;
         let url = format!("{}/registry", self.peers.configured("gateway"));
-        let body = serde_json::json!({"service": self.role, "url": own, "ttlSeconds": REGISTRY_TTL_SECONDS});
+        let body =
+            RegisterRequest { service: self.role.into(), url: own.into(), ttl_seconds: REGISTRY_TTL_SECONDS };
         let response = self
             .client
             .post(&url)
@@ -279,7 +260,8 @@ impl Injector {
     }
 
     async fn follow(&self, last_event: &mut Option<String>) -> Result<(), String> {
-        let token = self.token().await?;
+        let session = self.session().await?;
+        let token = session.access_token;
         let base = self.peers.resolve(&self.client, "notify", &token).await;
         let url = format!("{base}/events/stream?topics=secrets.rotated");
         let mut request = self.client.get(&url).insert_header(("authorization", format!("Bearer {token}")));
@@ -295,7 +277,8 @@ impl Injector {
         }
         // Catch up on a rotation missed while disconnected, then apply live ones.
         self.refresh().await;
-        let deadline = tokio::time::Instant::now() + self.stream_lifetime;
+        // Reconnect with a fresh token halfway through the token's life.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs((session.expires_in / 2).max(1));
         let mut buffer = String::new();
         loop {
             let next = tokio::time::timeout_at(deadline, stream.next()).await;
@@ -318,10 +301,11 @@ impl Injector {
             if let Some(id) = line.strip_prefix("id: ") {
                 *last_event = Some(id.trim().to_string());
             } else if let Some(d) = line.strip_prefix("data: ") {
-                data = serde_json::from_str::<serde_json::Value>(d).ok();
+                data = serde_json::from_str::<StreamedEvent<SecretsRotated>>(d).ok();
             }
         }
-        let ours = data.as_ref().and_then(|d| d["payload"]["serviceName"].as_str()) == Some(self.role);
+        // Only the secrets role's own rotations count (anyone could publish the topic elsewhere).
+        let ours = data.is_some_and(|e| e.source == "secrets" && e.payload.service_name == self.role);
         if ours {
             self.refresh().await;
         }
@@ -370,7 +354,6 @@ pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle
             own_url: config.peer_url(role),
             client: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
             handle: handle.clone(),
-            stream_lifetime: Duration::from_secs((config.kms.service_token_ttl_seconds / 2).max(1)),
         });
     }
     let attempts = config.security.secret_fetch_attempts.max(1);

@@ -4,10 +4,10 @@
 //! its own routes. Roles talk to each other over HTTP even when they share this process, exactly
 //! as they do across containers.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse};
@@ -18,26 +18,31 @@ use super::crypto::{self, MasterKey};
 use super::db::Db;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{path_error, query_error, BodyLimit};
+use super::guards::TrustedProxies;
 use super::injection::SecretHandle;
 use super::meta;
 use super::metrics::RoleMetrics;
 use super::middleware::Observability;
+use super::role::{BackgroundTask, Mount, Readiness, Role, RoleContext};
 use super::standard;
+use super::trust::Verifier;
 use crate::config::Config;
-use crate::roles::RoleSpec;
 
-/// What every role of a process shares: configuration, database and master key.
+/// What every role of a process shares: configuration, database, master key and the one token
+/// verifier.
 #[derive(Clone)]
 pub struct Platform {
     pub config: Arc<Config>,
     pub db: Db,
     pub master_key: Arc<MasterKey>,
+    pub verifier: Arc<Verifier>,
 }
 
 impl Platform {
     /// Connects the database (with retry, running migrations) and loads the master key,
-    /// refusing a key that does not match the data already sealed in this database.
-    /// Blocking: call before serving, or inside `web::block`.
+    /// refusing a key that does not match the data already sealed in this database. The
+    /// verifier follows what this process commits from here on. Blocking: call before serving,
+    /// or inside `web::block`.
     pub fn open(config: Arc<Config>) -> Result<Platform, String> {
         let db = Db::connect(&config).map_err(|e| e.to_string())?;
         let key_file = crypto::configured_key_file(&config.security.master_key_file);
@@ -45,62 +50,25 @@ impl Platform {
             MasterKey::load_or_create(key_file.as_deref(), &config.data.dir).map_err(|e| e.to_string())?;
         let mut conn = db.conn().map_err(|e| e.to_string())?;
         meta::ensure_master_key_matches(&mut conn, &master_key).map_err(|e| e.to_string())?;
-        Ok(Platform { config, db, master_key: Arc::new(master_key) })
+        let verifier = Arc::new(Verifier::new(
+            &config.security.token_issuer,
+            &config.security.token_audience,
+            &config.peer_url("kms").unwrap_or_default(),
+        ));
+        let revocations = verifier.revocations().clone();
+        db.on_commit(Arc::new(move |events| revocations.apply(events)));
+        Ok(Platform { config, db, master_key: Arc::new(master_key), verifier })
     }
 }
 
-/// State a role builds once per process and shares across its workers.
-pub type RoleState = Arc<dyn Any + Send + Sync>;
-
-/// What a role's handlers can reach: its identity, the platform, its metrics and state.
-#[derive(Clone)]
-pub struct RoleContext {
-    pub spec: &'static RoleSpec,
-    pub config: Arc<Config>,
+/// What the standard endpoints of one role need.
+pub struct Hosted {
+    pub role: &'static dyn Role,
     pub db: Db,
-    pub master_key: Arc<MasterKey>,
     pub metrics: RoleMetrics,
     /// The role's OpenAPI document, rendered once at start.
     pub openapi_json: web::Bytes,
-    /// What the role's `init` built, if anything.
-    pub state: Option<RoleState>,
-    /// The role's injected secrets (see `platform::injection`).
-    pub secrets: Arc<SecretHandle>,
-    /// Becomes true when the host starts stopping: long-lived responses (event streams) end
-    /// themselves so that a graceful stop does not wait for them.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-}
-
-impl RoleContext {
-    pub fn new(
-        spec: &'static RoleSpec,
-        platform: &Platform,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<Self, HostError> {
-        let setup = |reason: String| HostError::Setup { role: spec.name, reason };
-        let metrics = RoleMetrics::new(spec.name).map_err(|e| setup(e.to_string()))?;
-        let openapi = standard::role_openapi(spec).to_json().map_err(|e| setup(e.to_string()))?;
-        let metrics_registry = metrics.registry().clone();
-        let metrics_registry = &metrics_registry;
-        let mut context = Self {
-            spec,
-            config: platform.config.clone(),
-            db: platform.db.clone(),
-            master_key: platform.master_key.clone(),
-            metrics,
-            openapi_json: web::Bytes::from(openapi),
-            state: None,
-            secrets: Arc::new(SecretHandle::new(metrics_registry).map_err(|e| setup(e.to_string()))?),
-            shutdown,
-        };
-        context.state = (spec.init)(&context).map_err(setup)?;
-        Ok(context)
-    }
-
-    /// The role's state as its concrete type.
-    pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.state.clone()?.downcast::<T>().ok()
-    }
+    pub readiness: Vec<Readiness>,
 }
 
 /// Extra routes mounted on every role after its own (used by embedding code and tests).
@@ -112,6 +80,45 @@ pub enum HostError {
     Bind { role: &'static str, addr: String, reason: String },
     #[error("role {role} cannot start: {reason}")]
     Setup { role: &'static str, reason: String },
+}
+
+/// The listeners of the selected roles, bound before anything else happens, and the
+/// configuration with `peers` pointing at the addresses actually bound.
+pub struct Listeners {
+    bound: Vec<(&'static dyn Role, std::net::TcpListener)>,
+    pub config: Config,
+}
+
+impl Listeners {
+    /// Binds every selected role's listener: if any address cannot be bound, nothing is served
+    /// and the error names the role and the address.
+    pub fn bind(mut config: Config, roles: &[&'static dyn Role]) -> Result<Listeners, HostError> {
+        let mut bound = Vec::with_capacity(roles.len());
+        for role in roles {
+            let addr =
+                SocketAddr::new(config.server.host, config.role_port(role.name(), role.default_port()));
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| HostError::Bind {
+                role: role.name(),
+                addr: addr.to_string(),
+                reason: io_reason(&e),
+            })?;
+            bound.push((*role, listener));
+        }
+        // Roles in this process reach each other at the addresses actually bound.
+        for (role, listener) in &bound {
+            if let Ok(addr) = listener.local_addr() {
+                let host =
+                    if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+                let host = if host.contains(':') { format!("[{host}]") } else { host };
+                config.peers.insert(role.name().to_string(), format!("http://{host}:{}", addr.port()));
+            }
+        }
+        Ok(Listeners { bound, config })
+    }
+
+    pub fn roles(&self) -> Vec<&'static dyn Role> {
+        self.bound.iter().map(|(role, _)| *role).collect()
+    }
 }
 
 struct RunningRole {
@@ -127,73 +134,76 @@ pub struct Host {
     roles: Vec<RunningRole>,
     platform: Platform,
     shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Arc<Mutex<Vec<BackgroundTask>>>,
 }
 
 impl Host {
-    /// Binds every selected role's listener first, then starts serving: if any address cannot
-    /// be bound, nothing is served and the error names the role and the address.
+    /// Starts every bound role: builds its state, then serves it on its listener. Call on the
+    /// actix system's thread.
     pub fn start(
         platform: &Platform,
-        roles: &[&'static RoleSpec],
+        listeners: Listeners,
+        all_roles: &[&'static dyn Role],
         extra: Option<ExtraRoutes>,
     ) -> Result<Host, HostError> {
         let config = platform.config.clone();
-        let mut listeners = Vec::with_capacity(roles.len());
-        for spec in roles {
-            let addr = SocketAddr::new(config.server.host, config.role_port(spec.name, spec.default_port));
-            let listener = std::net::TcpListener::bind(addr).map_err(|e| HostError::Bind {
-                role: spec.name,
-                addr: addr.to_string(),
-                reason: io_reason(&e),
-            })?;
-            listeners.push((spec, listener));
-        }
-        // Roles in this process reach each other at the addresses actually bound.
-        let mut config = (*config).clone();
-        for (spec, listener) in &listeners {
-            if let Ok(addr) = listener.local_addr() {
-                let host =
-                    if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-                let host = if host.contains(':') { format!("[{host}]") } else { host };
-                config.peers.insert(spec.name.to_string(), format!("http://{host}:{}", addr.port()));
-            }
-        }
-        let config = Arc::new(config);
-        let platform = &Platform { config: config.clone(), ..platform.clone() };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let mut running = Vec::with_capacity(listeners.len());
-        for (spec, listener) in listeners {
-            let context = RoleContext::new(spec, platform, shutdown_rx.clone())?;
-            let secrets = context.secrets.clone();
-            let addr = listener
-                .local_addr()
-                .map_err(|e| HostError::Setup { role: spec.name, reason: e.to_string() })?;
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let role_names: Arc<[&'static str]> = all_roles.iter().map(|r| r.name()).collect();
+        let mut running = Vec::with_capacity(listeners.bound.len());
+        for (role, listener) in listeners.bound {
+            let setup = |reason: String| HostError::Setup { role: role.name(), reason };
+            let metrics = RoleMetrics::new(role.name()).map_err(|e| setup(e.to_string()))?;
+            let secrets = Arc::new(SecretHandle::new(metrics.registry()).map_err(|e| setup(e.to_string()))?);
+            let context = RoleContext {
+                role,
+                config: config.clone(),
+                db: platform.db.clone(),
+                master_key: platform.master_key.clone(),
+                verifier: platform.verifier.clone(),
+                metrics: metrics.clone(),
+                secrets: secrets.clone(),
+                role_names: role_names.clone(),
+                shutdown: shutdown_rx.clone(),
+                tasks: tasks.clone(),
+            };
+            let mount = role.start(&context).map_err(setup)?;
+            let openapi = standard::role_openapi(role).to_json().map_err(|e| setup(e.to_string()))?;
+            let hosted = Arc::new(Hosted {
+                role,
+                db: platform.db.clone(),
+                metrics,
+                openapi_json: web::Bytes::from(openapi),
+                readiness: mount.readiness.clone(),
+            });
+            let addr = listener.local_addr().map_err(|e| setup(e.to_string()))?;
+            let shell = Shell { hosted, mount, verifier: platform.verifier.clone(), config: config.clone() };
             let extra = extra.clone();
-            let server = HttpServer::new(move || build_app(context.clone(), extra.clone()))
+            let server = HttpServer::new(move || build_app(&shell, extra.clone()))
                 .workers(worker_count(&config))
                 .shutdown_timeout(config.server.shutdown_timeout_seconds)
                 .disable_signals()
                 .listen(listener)
                 .map_err(|e| HostError::Bind {
-                    role: spec.name,
+                    role: role.name(),
                     addr: addr.to_string(),
                     reason: io_reason(&e),
                 })?
                 .run();
             let handle = server.handle();
             log::info!(
-                target: "fountain::server", role = spec.name, addr = addr.to_string().as_str();
-                "role {} listening on http://{addr}", spec.name
+                target: "fountain::server", role = role.name(), addr = addr.to_string().as_str();
+                "role {} listening on http://{addr}", role.name()
             );
             running.push(RunningRole {
-                name: spec.name,
+                name: role.name(),
                 secrets,
                 addr,
                 handle,
                 task: actix_web::rt::spawn(server),
             });
         }
-        Ok(Host { roles: running, platform: platform.clone(), shutdown: shutdown_tx })
+        Ok(Host { roles: running, platform: platform.clone(), shutdown: shutdown_tx, tasks })
     }
 
     /// The platform as the roles see it (peers filled in with the bound addresses).
@@ -211,6 +221,16 @@ impl Host {
         self.roles.iter().find(|r| r.name == role).map(|r| r.addr)
     }
 
+    /// Runs a platform task (not a role's) until it ends or the host stops.
+    pub fn spawn(&self, name: &'static str, task: impl std::future::Future<Output = ()> + 'static) {
+        super::role::spawn_until_stopped(&self.tasks, self.shutdown.subscribe(), "platform", name, task);
+    }
+
+    /// A watch that turns true when the host starts stopping.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Waits for SIGTERM or SIGINT, then drains in-flight requests and stops every role.
     pub async fn run_until_signal(self, mut signal: ShutdownSignal) {
         signal.received().await;
@@ -219,7 +239,8 @@ impl Host {
         log::info!(target: "fountain::server", "all roles stopped");
     }
 
-    /// Stops every role; `graceful` waits for in-flight requests up to the shutdown timeout.
+    /// Stops every role and its background tasks; `graceful` waits for in-flight requests up
+    /// to the shutdown timeout.
     pub async fn stop(self, graceful: bool) {
         let _ = self.shutdown.send(true);
         let stops = self.roles.iter().map(|r| r.handle.stop(graceful));
@@ -229,12 +250,28 @@ impl Host {
                 log::warn!(target: "fountain::server", role = role.name; "role stopped with an error: {err}");
             }
         }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let limit = Duration::from_secs(self.platform.config.server.shutdown_timeout_seconds.max(1));
+        for task in tasks {
+            if actix_web::rt::time::timeout(limit, task.handle).await.is_err() {
+                log::warn!(target: "fountain::server", task = task.name; "background task did not stop in time");
+            }
+        }
     }
+}
+
+/// What each worker's app is built from.
+#[derive(Clone)]
+struct Shell {
+    hosted: Arc<Hosted>,
+    mount: Mount,
+    verifier: Arc<Verifier>,
+    config: Arc<Config>,
 }
 
 /// The app shell every role shares, then the role's own routes, then `extra`.
 fn build_app(
-    context: RoleContext,
+    shell: &Shell,
     extra: Option<ExtraRoutes>,
 ) -> App<
     impl ServiceFactory<
@@ -247,11 +284,14 @@ fn build_app(
 > {
     // Per worker (apps are built on each worker's thread): the per-request handle is a plain
     // reference count, not the metrics' shared atomic ones.
-    let observability = Rc::new(Observability { role: context.spec.name, metrics: context.metrics.clone() });
-    let body_limit = usize::try_from(context.config.server.body_limit_bytes).unwrap_or(usize::MAX);
-    let spec = context.spec;
+    let observability =
+        Rc::new(Observability { role: shell.hosted.role.name(), metrics: shell.hosted.metrics.clone() });
+    let body_limit = usize::try_from(shell.config.server.body_limit_bytes).unwrap_or(usize::MAX);
+    let routes = shell.mount.routes.clone();
     App::new()
-        .app_data(web::Data::new(context.clone()))
+        .app_data(web::Data::from(shell.hosted.clone()))
+        .app_data(web::Data::from(shell.verifier.clone()))
+        .app_data(TrustedProxies(shell.config.server.trusted_proxies.clone()))
         .app_data(BodyLimit(body_limit))
         .app_data(web::PayloadConfig::new(body_limit))
         .app_data(web::QueryConfig::default().error_handler(query_error))
@@ -265,7 +305,11 @@ fn build_app(
             Err::<HttpResponse, _>(ApiError::from_code(ErrorCode::NotFound))
         }))
         .configure(standard::configure)
-        .configure(|cfg| (spec.routes)(cfg, &context))
+        .configure(|cfg| {
+            if let Some(routes) = &routes {
+                routes(cfg);
+            }
+        })
         .configure(|cfg| {
             if let Some(extra) = &extra {
                 extra(cfg);

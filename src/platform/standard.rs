@@ -9,8 +9,8 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::server::RoleContext;
-use crate::roles::RoleSpec;
+use super::role::Role;
+use super::server::Hosted;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -56,13 +56,13 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The complete OpenAPI 3.0.3 document of a role: standard endpoints plus the role's own.
-pub fn role_openapi(role: &RoleSpec) -> OpenApiDoc {
+pub fn role_openapi(role: &dyn Role) -> OpenApiDoc {
     let mut doc = StandardApi::openapi();
-    doc.merge((role.openapi)());
+    doc.merge(role.openapi());
     doc.info = InfoBuilder::new()
-        .title(format!("fountain {} ({})", role.name, role.title))
+        .title(format!("fountain {} ({})", role.name(), role.title()))
         .version(VERSION)
-        .description(Some(role.description))
+        .description(Some(role.description()))
         .build();
     doc
 }
@@ -96,8 +96,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     get, path = "/", operation_id = "getLandingPage", tag = "Landing",
     responses((status = 200, description = "HTML landing page", content_type = "text/html"))
 )]
-async fn landing_page(ctx: web::Data<RoleContext>) -> HttpResponse {
-    let role = ctx.spec;
+async fn landing_page(hosted: web::Data<Hosted>) -> HttpResponse {
+    let role = hosted.role;
     let html = format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -112,10 +112,10 @@ code{{background:#f3f3f3;padding:0 .3em}}</style></head>
 <p><a href="./docs/">API documentation</a> · <a href="./health">Health status</a> · <a href="./openapi.json">OpenAPI</a></p>
 </body>
 </html>"#,
-        title = escape_html(role.title),
-        name = escape_html(role.name),
+        title = escape_html(role.title()),
+        name = escape_html(role.name()),
         version = VERSION,
-        description = escape_html(role.description),
+        description = escape_html(role.description()),
     );
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html)
 }
@@ -141,9 +141,15 @@ async fn health() -> web::Json<HealthStatus> {
         (status = 503, description = "A dependency is unavailable", body = ErrorBody)
     )
 )]
-async fn ready(ctx: web::Data<RoleContext>) -> ApiResult<web::Json<ReadyStatus>> {
-    ctx.db.ping().await.map_err(|e| ApiError::unavailable("database", e))?;
-    Ok(web::Json(ReadyStatus { status: "ready", checks: serde_json::json!({ "database": "ok" }) }))
+async fn ready(hosted: web::Data<Hosted>) -> ApiResult<web::Json<ReadyStatus>> {
+    hosted.db.ping().await.map_err(|e| ApiError::unavailable("database", e))?;
+    let mut checks = serde_json::Map::new();
+    checks.insert("database".into(), "ok".into());
+    for readiness in &hosted.readiness {
+        (readiness.check)().await.map_err(|reason| ApiError::unavailable(readiness.name, reason))?;
+        checks.insert(readiness.name.into(), "ok".into());
+    }
+    Ok(web::Json(ReadyStatus { status: "ready", checks: checks.into() }))
 }
 
 /// Export Prometheus metrics
@@ -153,8 +159,8 @@ async fn ready(ctx: web::Data<RoleContext>) -> ApiResult<web::Json<ReadyStatus>>
     get, path = "/metrics", operation_id = "getMetrics", tag = "Health",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
 )]
-async fn metrics(ctx: web::Data<RoleContext>) -> ApiResult<HttpResponse> {
-    let text = ctx.metrics.render().map_err(ApiError::internal)?;
+async fn metrics(hosted: web::Data<Hosted>) -> ApiResult<HttpResponse> {
+    let text = hosted.metrics.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }
 
@@ -165,8 +171,8 @@ async fn metrics(ctx: web::Data<RoleContext>) -> ApiResult<HttpResponse> {
     get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "Docs",
     responses((status = 200, description = "OpenAPI 3.0.3 document", content_type = "application/json"))
 )]
-async fn openapi_document(ctx: web::Data<RoleContext>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(ctx.openapi_json.clone())
+async fn openapi_document(hosted: web::Data<Hosted>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(hosted.openapi_json.clone())
 }
 
 fn escape_html(text: &str) -> String {

@@ -80,7 +80,7 @@ async fn spawn_with_echo_route(adjust: impl FnOnce(&mut fountain::config::Config
     TestApp::spawn_with(
         Backend::Sqlite,
         |c| {
-            c.gateway.routes.insert("echo".into(), "echo".into());
+            c.set_role_setting("gateway", "routes.echo", "echo");
             adjust(c);
         },
         None,
@@ -109,7 +109,8 @@ async fn register_echo(app: &TestApp, admin: &str, url: &str) {
 
 #[actix_web::test]
 async fn the_gateway_routes_authenticates_and_cleans_headers() {
-    let app = spawn_with_echo_route(|c| c.gateway.max_body_bytes = 16 * 1024 * 1024).await;
+    let app =
+        spawn_with_echo_route(|c| c.set_role_setting("gateway", "max_body_bytes", 16 * 1024 * 1024)).await;
     let admin = admin_token(&app).await;
     let (echo, echo_handle) = start_echo();
     register_echo(&app, &admin, &echo).await;
@@ -327,9 +328,9 @@ async fn wait_for_lookups(app: &TestApp, token: &str, expected: &[(&str, bool)])
 #[actix_web::test]
 async fn health_probes_take_failing_instances_out_and_back_in() {
     let app = spawn_with_echo_route(|c| {
-        c.gateway.health_check_interval_ms = 100;
+        c.set_role_setting("gateway", "health_check_interval_ms", 100);
         // Long enough that only the probes can explain an instance coming back.
-        c.gateway.failure_cool_down_ms = 600_000;
+        c.set_role_setting("gateway", "failure_cool_down_ms", 600_000);
     })
     .await;
     let admin = admin_token(&app).await;
@@ -403,7 +404,7 @@ async fn kms_verifications(app: &TestApp) -> u64 {
 #[actix_web::test]
 async fn failed_authentications_throttle_the_address_before_kms_is_asked() {
     let app = spawn_with_echo_route(|c| {
-        c.gateway.auth_failure_limit = fountain::config::RateLimitConfig { requests_per_second: 1, burst: 3 };
+        c.set_role_setting("gateway", "auth_failure_limit", json!({"requests_per_second": 1, "burst": 3}));
     })
     .await;
     let admin = admin_token(&app).await;
@@ -442,9 +443,7 @@ async fn rate_limits_apply_per_caller_with_headers_and_retry_after() {
     let app = TestApp::spawn_with(
         Backend::Sqlite,
         |c| {
-            c.gateway
-                .route_limits
-                .insert("kms".into(), fountain::config::RateLimitConfig { requests_per_second: 1, burst: 3 });
+            c.set_role_setting("gateway", "route_limits.kms", json!({"requests_per_second": 1, "burst": 3}));
         },
         None,
     )
@@ -650,7 +649,7 @@ async fn a_request_the_service_dropped_unanswered_is_sent_again_only_when_idempo
 
 #[actix_web::test]
 async fn a_slow_upstream_is_answered_504() {
-    let app = spawn_with_echo_route(|c| c.gateway.upstream_timeout_seconds = 1).await;
+    let app = spawn_with_echo_route(|c| c.set_role_setting("gateway", "upstream_timeout_seconds", 1)).await;
     let admin = admin_token(&app).await;
     let (echo, handle) = start_echo();
     register_echo(&app, &admin, &echo).await;
@@ -684,8 +683,8 @@ async fn large_bodies_stream_through_a_gateway_process_in_bounded_memory() {
         &["kms", "gateway"],
         &[
             ("FOUNTAIN_PEERS__ECHO", echo.as_str()),
-            ("FOUNTAIN_GATEWAY__ROUTES__ECHO", "echo"),
-            ("FOUNTAIN_GATEWAY__PUBLIC_ROUTES", r#"["/echo/*"]"#),
+            ("FOUNTAIN_ROLES__GATEWAY__ROUTES__ECHO", "echo"),
+            ("FOUNTAIN_ROLES__GATEWAY__PUBLIC_ROUTES", r#"["/echo/*"]"#),
         ],
     );
     let gateway = format!("http://{}", process.addr("gateway"));
@@ -743,17 +742,20 @@ async fn forged_foreign_expired_and_revoked_tokens_get_one_401_at_the_edge() {
         fountain::roles::kms::signing::KeyRing::load(&mut conn, &app.platform.master_key).unwrap()
     };
     let now = chrono::Utc::now().timestamp();
+    // The account identity of the real admin token, so that only the changed claim is wrong.
+    let issued: fountain::platform::auth::Claims = {
+        use base64::Engine;
+        let payload = admin.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
+            .unwrap()
+    };
     let valid = fountain::platform::auth::Claims {
-        sub: "root".into(),
-        roles: vec!["admin".into()],
-        iss: "fountain-kms".into(),
-        aud: "fountain".into(),
         exp: now + 600,
         iat: now,
         nbf: now,
         jti: "minted-by-test".into(),
-        mfa: None,
         sid: None,
+        ..issued
     };
     let signed = |claims: fountain::platform::auth::Claims| ring.sign(&claims).unwrap();
     assert_eq!(through_edge(&app, &signed(valid.clone())).await, 200, "the minted baseline is valid");

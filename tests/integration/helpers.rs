@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
+use fountain::app::Application;
 use fountain::config::{Config, Overrides};
-use fountain::platform::server::{ExtraRoutes, Host, Platform};
+use fountain::platform::role::Role;
+use fountain::platform::server::{ExtraRoutes, Platform};
 use fountain::roles;
 use serde_json::Value;
 
@@ -85,16 +87,16 @@ pub fn test_config(database: &TestDatabase) -> Config {
     config.server.workers = 1;
     config.server.body_limit_bytes = 64 * 1024;
     config.server.shutdown_timeout_seconds = 5;
-    config.kms.bcrypt_cost = 4;
+    config.set_role_setting("kms", "bcrypt_cost", 4);
     for role in roles::ALL {
-        config.roles.insert(role.name.to_string(), fountain::config::RoleConfig { port: 0 });
+        config.roles.entry(role.name().to_string()).or_default().port = Some(0);
     }
     config
 }
 
 /// The running roles of one test, with a client pointed at them.
 pub struct TestApp {
-    pub host: Option<Host>,
+    pub application: Option<Application>,
     pub platform: Platform,
     pub client: awc::Client,
     pub database: TestDatabase,
@@ -111,23 +113,33 @@ impl TestApp {
         adjust: impl FnOnce(&mut Config),
         extra: Option<ExtraRoutes>,
     ) -> TestApp {
+        Self::spawn_roles(backend, roles::ALL, adjust, extra).await
+    }
+
+    /// Starts only `selected` through the composition root, as `fountain serve --role` does.
+    pub async fn spawn_roles(
+        backend: Backend,
+        selected: &[&'static dyn Role],
+        adjust: impl FnOnce(&mut Config),
+        extra: Option<ExtraRoutes>,
+    ) -> TestApp {
         let database = TestDatabase::create(backend);
         let mut config = test_config(&database);
         adjust(&mut config);
-        let config = Arc::new(config);
-        let platform =
-            web::block(move || Platform::open(config)).await.expect("join").expect("platform opens");
-        let host = Host::start(&platform, roles::ALL, extra).expect("roles start");
+        let application = Application::build(config, selected, extra).await.expect("roles start");
         TestApp {
-            host: Some(host),
-            platform,
+            platform: application.platform().clone(),
+            application: Some(application),
             client: awc::Client::builder().disable_timeout().disable_redirects().finish(),
             database,
         }
     }
 
     pub fn addr(&self, role: &str) -> SocketAddr {
-        self.host.as_ref().and_then(|h| h.addr(role)).unwrap_or_else(|| panic!("role {role} is not running"))
+        self.application
+            .as_ref()
+            .and_then(|a| a.addr(role))
+            .unwrap_or_else(|| panic!("role {role} is not running"))
     }
 
     pub fn url(&self, role: &str, path: &str) -> String {
@@ -188,20 +200,11 @@ impl TestApp {
         (response.status().as_u16(), json)
     }
 
-    /// Like `spawn_with`, then bootstraps service credentials and secret sets and loads every
-    /// role's secrets exactly as `fountain serve --role all` does.
+    /// Like `spawn_with`, then loads every role's secrets exactly as `fountain serve --role all`
+    /// does (the all-in-one process provisioned their credentials and secret sets at start).
     pub async fn spawn_with_injection(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let app = Self::spawn_with(backend, adjust, None).await;
-        let host = app.host.as_ref().expect("running");
-        let names: Vec<&str> = roles::ALL.iter().map(|r| r.name).collect();
-        let platform = host.platform().clone();
-        web::block(move || fountain::platform::injection::bootstrap(&platform, &names))
-            .await
-            .expect("join")
-            .expect("bootstrap");
-        fountain::platform::injection::start(host.platform(), &host.secret_handles())
-            .await
-            .expect("secrets load");
+        app.application.as_ref().expect("running").inject_secrets().await.expect("secrets load");
         app
     }
 
@@ -238,8 +241,8 @@ impl TestApp {
     }
 
     pub async fn stop(mut self) {
-        if let Some(host) = self.host.take() {
-            host.stop(true).await;
+        if let Some(application) = self.application.take() {
+            application.stop(true).await;
         }
     }
 }
@@ -320,7 +323,7 @@ impl ServeProcess {
         let mut command = fountain_command(data_dir);
         command.arg("serve").arg("--role").arg(roles.join(","));
         for role in fountain::roles::ALL {
-            command.env(format!("FOUNTAIN_ROLES__{}__PORT", role.name.to_uppercase()), "0");
+            command.env(format!("FOUNTAIN_ROLES__{}__PORT", role.name().to_uppercase()), "0");
         }
         for (key, value) in extra_env {
             command.env(key, value);

@@ -18,15 +18,17 @@ async fn secrets_version(app: &TestApp, role: &str) -> Option<i64> {
 }
 
 async fn rotation_reaches_every_role_without_failed_requests(backend: Backend) {
-    let app = TestApp::spawn_with_injection(backend, |c| c.notify.poll_interval_ms = 50).await;
+    let app =
+        TestApp::spawn_with_injection(backend, |c| c.set_role_setting("notify", "poll_interval_ms", 50))
+            .await;
     for role in fountain::roles::ALL {
         assert_eq!(
-            secrets_version(&app, role.name).await,
+            secrets_version(&app, role.name()).await,
             Some(1),
             "{} loaded its secrets at start",
-            role.name
+            role.name()
         );
-        let key = fountain::platform::injection::credential_path(&app.platform.config, role.name);
+        let key = fountain::platform::injection::credential_path(&app.platform.config, role.name());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -38,7 +40,7 @@ async fn rotation_reaches_every_role_without_failed_requests(backend: Backend) {
     let admin = app.admin_token().await;
 
     // A steady load on every role while two roles' secrets rotate.
-    let urls: Vec<String> = fountain::roles::ALL.iter().map(|r| app.url(r.name, "/health")).collect();
+    let urls: Vec<String> = fountain::roles::ALL.iter().map(|r| app.url(r.name(), "/health")).collect();
     let load = actix_web::rt::spawn(async move {
         let client = awc::Client::default();
         let (mut ok, mut failed) = (0, 0);
@@ -94,7 +96,7 @@ async fn roles_register_with_the_gateway_and_are_found_by_lookup() {
             .filter(|e| e["static"] == false)
             .map(|e| e["service"].as_str().unwrap())
             .collect();
-        if fountain::roles::ALL.iter().all(|r| dynamic.contains(&r.name)) {
+        if fountain::roles::ALL.iter().all(|r| dynamic.contains(&r.name())) {
             break;
         }
         assert!(Instant::now() < deadline, "not every role registered: {registry}");

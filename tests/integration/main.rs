@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod architecture;
 mod errors;
 mod gateway;
 mod injection;
@@ -14,3 +15,4 @@ mod replicas;
 mod secrets;
 mod standard_endpoints;
 mod store;
+mod trust;

@@ -13,9 +13,9 @@ use crate::on_both_backends;
 const SECRET: &str = "subscriber-secret-0123456789";
 
 fn fast_notify(config: &mut fountain::config::Config) {
-    config.notify.poll_interval_ms = 50;
-    config.notify.initial_retry_delay_ms = 100;
-    config.notify.max_retry_delay_seconds = 1;
+    config.set_role_setting("notify", "poll_interval_ms", 50);
+    config.set_role_setting("notify", "initial_retry_delay_ms", 100);
+    config.set_role_setting("notify", "max_retry_delay_seconds", 1);
 }
 
 /// An admin token, and a service token for `svc` (client credentials).
@@ -130,7 +130,7 @@ async fn deliveries_that_keep_failing_are_dead_lettered_and_can_be_retried() {
         Backend::Sqlite,
         |c| {
             fast_notify(c);
-            c.notify.max_delivery_age_seconds = 1;
+            c.set_role_setting("notify", "max_delivery_age_seconds", 1);
         },
         None,
     )
@@ -358,15 +358,15 @@ async fn a_killed_notify_loses_no_event() {
     let created = fountain_command(&data)
         .args(["admin", "create-user", "--username", "root", "--role", "admin", "--password-file"])
         .arg(&password_file)
-        .env("FOUNTAIN_KMS__BCRYPT_COST", "4")
+        .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
         .output()
         .unwrap();
     assert!(created.status.success());
     let env = [
-        ("FOUNTAIN_KMS__BCRYPT_COST", "4"),
-        ("FOUNTAIN_NOTIFY__POLL_INTERVAL_MS", "50"),
-        ("FOUNTAIN_NOTIFY__INITIAL_RETRY_DELAY_MS", "100"),
-        ("FOUNTAIN_NOTIFY__MAX_RETRY_DELAY_SECONDS", "1"),
+        ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
+        ("FOUNTAIN_ROLES__NOTIFY__POLL_INTERVAL_MS", "50"),
+        ("FOUNTAIN_ROLES__NOTIFY__INITIAL_RETRY_DELAY_MS", "100"),
+        ("FOUNTAIN_ROLES__NOTIFY__MAX_RETRY_DELAY_SECONDS", "1"),
     ];
     let roles = ["kms", "secrets", "notify"];
     let subscriber = Subscriber::start();

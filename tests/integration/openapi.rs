@@ -68,27 +68,53 @@ fn validate_with_python(role: &str, doc: &Value) {
 async fn every_served_spec_is_valid_openapi_3_0_3_with_the_contract_rules() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     for role in roles::ALL {
-        let (status, doc) = app.get_json(role.name, "/openapi.json").await;
+        let (status, doc) = app.get_json(role.name(), "/openapi.json").await;
         assert_eq!(status, 200);
-        check_rules(role.name, &doc);
-        validate_with_python(role.name, &doc);
+        check_rules(role.name(), &doc);
+        validate_with_python(role.name(), &doc);
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_cli_prints_the_same_spec_the_role_serves() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for role in roles::ALL {
+        let output = Command::new(crate::helpers::fountain_bin())
+            .args(["openapi", "--role", role.name()])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let (status, served) = app.get_json(role.name(), "/openapi.json").await;
+        assert_eq!(status, 200);
+        assert_eq!(printed, served, "{}", role.name());
     }
     app.stop().await;
 }
 
 #[test]
-fn the_cli_prints_the_same_spec_the_role_serves() {
+fn the_cli_prints_every_roles_spec_for_all_and_names_the_roles_for_an_unknown_one() {
+    let output =
+        Command::new(crate::helpers::fountain_bin()).args(["openapi", "--role", "all"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<&str> = printed.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = roles::names();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
     for role in roles::ALL {
-        let output = Command::new(crate::helpers::fountain_bin())
-            .args(["openapi", "--role", role.name])
-            .output()
-            .unwrap();
-        assert!(output.status.success());
-        let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
-        let built = serde_json::to_value(fountain::platform::standard::role_openapi(role)).unwrap();
-        assert_eq!(printed, built, "{}", role.name);
-        check_rules(role.name, &printed);
+        check_rules(role.name(), &printed[role.name()]);
     }
+    let output =
+        Command::new(crate::helpers::fountain_bin()).args(["openapi", "--role", "kmz"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!("error: unknown role \"kmz\" (known: all, {})", roles::names().join(", "))
+    );
 }
 
 #[test]

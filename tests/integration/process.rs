@@ -65,6 +65,18 @@ fn configuration_problems_are_one_line_with_exit_1() {
     let (output, _dir) = run(&["config", "check"], &[("FOUNTAIN_ROLES__KMS__PORT", "99999")]);
     assert_one_line_failure(&output, 1, "roles.kms.port");
 
+    // A role's own table is checked by the role: a misspelt key is named, not ignored.
+    let (output, _dir) = run(&["config", "check"], &[("FOUNTAIN_ROLES__KMS__BCRYPT_COSTT", "4")]);
+    assert_one_line_failure(
+        &output,
+        1,
+        "invalid configuration: roles.kms: bcrypt_costt: unknown field `bcrypt_costt`",
+    );
+    let (output, _dir) = run(&["serve", "--role", "kms"], &[("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "99")]);
+    assert_one_line_failure(&output, 1, "roles.kms: bcrypt_cost must be between 4 and 31");
+    let (output, _dir) = run(&["config", "check"], &[("FOUNTAIN_ROLES__KMZ__PORT", "9000")]);
+    assert_one_line_failure(&output, 1, "invalid configuration: roles.kmz: no such role");
+
     let (output, _dir) =
         run(&["config", "check"], &[("FOUNTAIN_DATABASE__URL", "postgres://u:hunter2@127.0.0.1/db")]);
     assert_one_line_failure(&output, 1, "must not contain a password");
@@ -115,7 +127,8 @@ fn config_check_shows_file_then_environment_then_flag_precedence() {
     assert_eq!(effective["roles"]["kms"]["port"], 9103, "file over defaults");
     assert_eq!(effective["server"]["body_limit_bytes"], 4096, "environment over file");
     assert_eq!(effective["data"]["dir"], dir.path().join("flag-data").display().to_string(), "flag over all");
-    assert_eq!(effective["roles"]["gateway"]["port"], 8000, "defaults stay");
+    assert_eq!(effective["peers"]["kms"], "http://127.0.0.1:9103", "peers follow the role's port");
+    assert_eq!(effective["peers"]["gateway"], "http://127.0.0.1:8000", "defaults come from the role list");
 }
 
 #[test]
@@ -184,6 +197,27 @@ fn sigint_also_stops_cleanly() {
     process.signal("INT");
     let (code, _) = process.wait(Duration::from_secs(30));
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn sigterm_stops_the_background_tasks_of_every_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let debug = [("FOUNTAIN_LOG__LEVEL", "debug,actix_server=warn,actix_http=warn,awc=warn")];
+    let process = ServeProcess::start(&dir.path().join("data"), &["notify", "gateway"], &debug);
+    process.signal("TERM");
+    let (code, lines) = process.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{lines:?}");
+    let stopped: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["message"] == "background task stopped")
+        .filter_map(|r| r["task"].as_str().map(str::to_string))
+        .collect();
+    for task in ["notify.delivery", "gateway.health", "gateway.limits", "trust.revocations"] {
+        assert!(stopped.iter().any(|t| t == task), "{task} did not report stopping: {stopped:?}");
+    }
+    let last = lines.iter().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()).unwrap();
+    assert_eq!(last["message"], "all roles stopped", "tasks stop before the process reports it stopped");
 }
 
 #[test]

@@ -45,8 +45,8 @@ async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
     std::fs::write(&password_file, "correct horse battery").unwrap();
     let base_env = [
         ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
-        ("FOUNTAIN_KMS__BCRYPT_COST", "4"),
-        ("FOUNTAIN_NOTIFY__POLL_INTERVAL_MS", "100"),
+        ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
+        ("FOUNTAIN_ROLES__NOTIFY__POLL_INTERVAL_MS", "100"),
     ];
     let created = fountain_command(&data)
         .args(["admin", "create-user", "--username", "root", "--role", "admin", "--password-file"])

@@ -18,7 +18,7 @@ async fn tokens(app: &TestApp) -> (String, String, String) {
 }
 
 async fn secrets_lifecycle(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.secrets.max_versions = 2, None).await;
+    let app = TestApp::spawn_with(backend, |c| c.set_role_setting("secrets", "max_versions", 2), None).await;
     let (admin, svc, other) = tokens(&app).await;
 
     let (status, created) = app
@@ -67,7 +67,7 @@ async fn secrets_lifecycle(backend: Backend) {
         .await
         .unwrap();
     let payload: Value = serde_json::from_str(&events.last().unwrap().payload).unwrap();
-    assert_eq!((payload["serviceName"].as_str(), payload["version"].as_str()), (Some("svc"), Some("2")));
+    assert_eq!((payload["serviceName"].as_str(), payload["version"].as_i64()), (Some("svc"), Some(2)));
     assert!(payload["rotationTime"].as_str().is_some());
     assert!(!events.last().unwrap().payload.contains(CUSTOM_VALUE), "events never carry values");
 
@@ -200,7 +200,7 @@ async fn the_factory_and_bad_input() {
         })
         .await
         .unwrap();
-    assert!(events.iter().any(|e| e.payload.contains(r#""version":"7""#)));
+    assert!(events.iter().any(|e| e.payload.contains(r#""version":7"#)));
     let (status, _) = app
         .call(
             "POST",

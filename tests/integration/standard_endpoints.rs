@@ -8,35 +8,35 @@ use crate::on_both_backends;
 async fn every_role_serves_the_standard_endpoints(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for role in roles::ALL {
-        let (status, headers, body) = app.get(role.name, "/").await;
+        let (status, headers, body) = app.get(role.name(), "/").await;
         let html = String::from_utf8(body.to_vec()).unwrap();
-        assert_eq!(status, 200, "{}", role.name);
+        assert_eq!(status, 200, "{}", role.name());
         assert!(headers.get("content-type").unwrap().to_str().unwrap().starts_with("text/html"));
-        assert!(html.contains(role.title), "{} landing page lacks its title", role.name);
-        assert!(html.contains(env!("CARGO_PKG_VERSION")), "{} landing page lacks the version", role.name);
-        assert!(html.contains(role.description), "{} landing page lacks the description", role.name);
+        assert!(html.contains(role.title()), "{} landing page lacks its title", role.name());
+        assert!(html.contains(env!("CARGO_PKG_VERSION")), "{} landing page lacks the version", role.name());
+        assert!(html.contains(role.description()), "{} landing page lacks the description", role.name());
         assert!(html.contains("href=\"./docs/\"") && html.contains("href=\"./health\""));
 
-        let (status, health) = app.get_json(role.name, "/health").await;
+        let (status, health) = app.get_json(role.name(), "/health").await;
         assert_eq!((status, health), (200, serde_json::json!({"status": "healthy"})));
 
-        let (status, ready) = app.get_json(role.name, "/ready").await;
+        let (status, ready) = app.get_json(role.name(), "/ready").await;
         assert_eq!(status, 200);
         assert_eq!(ready["checks"]["database"], "ok");
 
-        let (status, headers, _) = app.get(role.name, "/docs").await;
+        let (status, headers, _) = app.get(role.name(), "/docs").await;
         assert_eq!(status, 308);
         assert_eq!(headers.get("location").unwrap(), "docs/");
-        let (status, _, page) = app.get(role.name, "/docs/").await;
+        let (status, _, page) = app.get(role.name(), "/docs/").await;
         assert_eq!(status, 200);
         assert!(
             String::from_utf8_lossy(&page).contains("swagger-ui"),
             "Swagger UI is served from the binary"
         );
-        let (status, _, script) = app.get(role.name, "/docs/swagger-initializer.js").await;
+        let (status, _, script) = app.get(role.name(), "/docs/swagger-initializer.js").await;
         assert_eq!(status, 200);
         assert!(String::from_utf8_lossy(&script).contains("../openapi.json"));
-        let (status, _, css) = app.get(role.name, "/docs/swagger-ui.css").await;
+        let (status, _, css) = app.get(role.name(), "/docs/swagger-ui.css").await;
         assert_eq!(status, 200);
         assert!(css.len() > 10_000, "the stylesheet is embedded, not fetched from a CDN");
     }
@@ -93,12 +93,12 @@ async fn request_ids_are_echoed_when_plain_and_generated_otherwise() {
 async fn unknown_routes_and_wrong_methods_get_json_errors() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     for role in roles::ALL {
-        let (status, body) = app.get_json(role.name, "/definitely-not-here").await;
+        let (status, body) = app.get_json(role.name(), "/definitely-not-here").await;
         assert_eq!(status, 404);
         assert_eq!(assert_error_shape(&body), "not_found");
 
-        let (status, body) = app.post_raw(role.name, "/health", "application/json", b"{}".to_vec()).await;
-        assert_eq!(status, 405, "{}", role.name);
+        let (status, body) = app.post_raw(role.name(), "/health", "application/json", b"{}".to_vec()).await;
+        assert_eq!(status, 405, "{}", role.name());
         assert_eq!(assert_error_shape(&body), "method_not_allowed");
     }
     app.stop().await;

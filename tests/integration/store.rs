@@ -152,5 +152,12 @@ fn an_unreachable_postgres_is_retried_then_reported_in_one_line() {
         "{err}"
     );
     assert!(!err.contains('\n'), "{err}");
-    assert!(!std::path::Path::new("postgres:").exists(), "no SQLite file is created from a PostgreSQL URL");
+    // The backend is decided by the URL's scheme, never by falling back to SQLite: nothing was
+    // created in the data directory.
+    assert_eq!(
+        config.database_target().unwrap(),
+        fountain::config::DatabaseTarget::Postgres("postgres://postgres@127.0.0.1:1/nowhere".into())
+    );
+    let created: Vec<_> = std::fs::read_dir(database.dir.path()).unwrap().collect();
+    assert!(created.is_empty(), "nothing is created for an unreachable PostgreSQL: {created:?}");
 }

@@ -152,6 +152,8 @@ pub struct Db {
     pool: r2d2::Pool<ConnectionFactory>,
     backend: Backend,
     display: String,
+    /// Told about the events of every change this process commits (see `platform::unit`).
+    pub(crate) committed: std::sync::Arc<crate::platform::unit::CommitListeners>,
 }
 
 impl Db {
@@ -171,7 +173,7 @@ impl Db {
             .connection_timeout(Duration::from_secs(config.database.connect_timeout_seconds.max(1)))
             .test_on_check_out(true)
             .build_unchecked(factory.clone());
-        Ok(Db { pool, backend: factory.backend, display: factory.display })
+        Ok(Db { pool, backend: factory.backend, display: factory.display, committed: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {

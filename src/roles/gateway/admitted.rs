@@ -108,6 +108,9 @@ mod tests {
             jti: "j".into(),
             mfa: None,
             sid: None,
+            uid: Some(1),
+            epoch: Some(0),
+            akid: None,
         }
     }
 

@@ -11,7 +11,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rustc_hash::FxHashMap;
 
-use crate::config::{GatewayConfig, RateLimitConfig};
+use super::config::{GatewayConfig, RateLimitConfig};
 use crate::platform::cache::TtlCache;
 use crate::platform::error::{ApiError, ErrorCode};
 

@@ -1,15 +1,15 @@
 //! The API Gateway role: the proxy (`proxy.rs`: edge auth, routing, header hygiene, limits), the
 //! service registry behind `GET /lookup/{service}` (`registry.rs`), upstream health
-//! (`health.rs`), revocations from kms's events (`revocations.rs`).
+//! (`health.rs`). Tokens are checked through the process's one verifier (`platform::trust`).
 
 mod admitted;
+mod config;
 mod health;
 mod limits;
 mod metrics;
 mod pool;
 mod proxy;
 mod registry;
-mod revocations;
 mod upstream;
 
 use std::time::Duration;
@@ -18,57 +18,82 @@ use actix_web::web;
 use utoipa::OpenApi;
 
 use self::registry::GatewayState;
-use super::RoleSpec;
 use crate::platform::error::ErrorBody;
-use crate::platform::identity::RemoteKeys;
-use crate::platform::server::{RoleContext, RoleState};
+use crate::platform::role::{Mount, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
-pub const ROLE: RoleSpec = RoleSpec {
-    name: "gateway",
-    title: "API Gateway",
-    default_port: 8000,
-    description: "The one public entry to FountainAI: verifies JWTs and API keys, routes each path prefix to its service, keeps the service registry behind GET /lookup/{service}, cleans headers and enforces rate limits and step-up MFA.",
-    routes,
-    openapi,
-    init,
-};
+pub struct Gateway;
 
-fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
-    let static_entries =
-        ctx.config.peers.iter().map(|(s, u)| (s.clone(), u.trim_end_matches('/').to_string())).collect();
-    let keys = web::Data::new(RemoteKeys::from_config(&ctx.config));
-    let trusted = ctx.config.server.trusted_proxies.clone();
-    let metrics = metrics::GatewayMetrics::register(ctx.metrics.registry()).map_err(|e| e.to_string())?;
-    let state =
-        GatewayState::new(ctx.db.clone(), keys, ctx.config.gateway.clone(), static_entries, trusted, metrics);
-    actix_web::rt::spawn(state.revocations.clone().follow(ctx.db.clone(), ctx.shutdown.clone()));
-    let gateway = &ctx.config.gateway;
-    actix_web::rt::spawn(health::probe_until_stopped(
-        state.clone(),
-        Duration::from_millis(gateway.health_check_interval_ms),
-        Duration::from_millis(gateway.health_check_timeout_ms.max(1)),
-        ctx.shutdown.clone(),
-    ));
-    let janitor = state.clone();
-    let mut shutdown = ctx.shutdown.clone();
-    actix_web::rt::spawn(async move {
-        // Idle rate-limit buckets are dropped once a minute until the host stops.
-        loop {
-            tokio::select! {
-                _ = actix_web::rt::time::sleep(Duration::from_secs(60)) => janitor.limits.shrink(),
-                _ = shutdown.changed() => return,
+impl Role for Gateway {
+    fn name(&self) -> &'static str {
+        "gateway"
+    }
+
+    fn title(&self) -> &'static str {
+        "API Gateway"
+    }
+
+    fn description(&self) -> &'static str {
+        "The one public entry to FountainAI: verifies JWTs and API keys, routes each path prefix to its service, keeps the service registry behind GET /lookup/{service}, cleans headers and enforces rate limits and step-up MFA."
+    }
+
+    fn default_port(&self) -> u16 {
+        8000
+    }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        GatewayApi::openapi()
+    }
+
+    fn check_config(&self, config: &crate::config::Config) -> Result<(), String> {
+        let gateway: config::GatewayConfig = config.role_settings("gateway")?;
+        for (prefix, service) in &gateway.routes {
+            if crate::platform::names::validate_service_name("service", service).is_err() {
+                return Err(format!("routes.{prefix}: {service:?} is not a service name"));
             }
         }
-    });
-    Ok(Some(state))
+        Ok(())
+    }
+
+    fn start(&self, ctx: &RoleContext) -> Result<Mount, String> {
+        let static_entries =
+            ctx.config.peers.iter().map(|(s, u)| (s.clone(), u.trim_end_matches('/').to_string())).collect();
+        let metrics = metrics::GatewayMetrics::register(ctx.metrics.registry()).map_err(|e| e.to_string())?;
+        let gateway: config::GatewayConfig = ctx.config.role_settings(self.name())?;
+        let gateway = &gateway;
+        let state = GatewayState::new(
+            ctx.db.clone(),
+            ctx.verifier.clone(),
+            gateway.clone(),
+            &ctx.role_names,
+            static_entries,
+            ctx.trusted_proxies(),
+            metrics,
+        );
+        ctx.spawn(
+            "gateway.health",
+            health::probe_until_stopped(
+                state.clone(),
+                Duration::from_millis(gateway.health_check_interval_ms),
+                Duration::from_millis(gateway.health_check_timeout_ms.max(1)),
+                ctx.shutdown.clone(),
+            ),
+        );
+        let janitor = state.clone();
+        ctx.spawn("gateway.limits", async move {
+            // Idle rate-limit buckets are dropped once a minute.
+            loop {
+                actix_web::rt::time::sleep(Duration::from_secs(60)).await;
+                janitor.limits.shrink();
+            }
+        });
+        let state = web::Data::from(state);
+        Ok(Mount::routes(move |cfg| routes(cfg, state.clone())))
+    }
 }
 
-fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
-    if let Some(state) = ctx.state::<GatewayState>() {
-        cfg.app_data(state.keys.clone());
-        cfg.app_data(web::Data::from(state));
-    }
+fn routes(cfg: &mut web::ServiceConfig, state: web::Data<GatewayState>) {
+    cfg.app_data(state);
     // Per worker thread: awc for the gateway's own calls to kms (awc clients stay on their
     // thread), the worker's own connection pool for proxied requests.
     cfg.app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()));
@@ -89,7 +114,3 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
     tags((name = "Discovery", description = "Service registry and lookup"))
 )]
 struct GatewayApi;
-
-fn openapi() -> utoipa::openapi::OpenApi {
-    GatewayApi::openapi()
-}

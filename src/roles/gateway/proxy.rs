@@ -16,11 +16,12 @@ use super::limits::Caller;
 use super::pool::{Connection, SendFailure, UpstreamClient};
 use super::registry::{GatewayState, Route};
 use super::upstream::{self, UploadError, UploadOutcome, UpstreamBody};
-use crate::platform::auth::{self, Rejection, SERVICE_ROLE};
+use crate::platform::auth::{self, SERVICE_ROLE};
+use crate::platform::contracts::{VerifyRequest, VerifyResponse};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
-use crate::platform::identity::KeyCheckFailure;
 use crate::platform::middleware::RequestId;
 use crate::platform::net::{client_ip, push_ip};
+use crate::platform::trust::CheckFailure;
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -170,26 +171,22 @@ async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequ
     if let Some(token) = auth::bearer_token(req) {
         // Read before the revocation check below: a memo entry never claims a newer generation
         // than the lists it was checked against.
-        let generation = state.revocations.generation();
+        let generation = state.verifier.revocations().generation();
         let digest = admitted::digest(token);
         if let Some(token) = admitted::recall(state.instance, digest, token, generation) {
             return Ok(Identity::Token(token));
         }
-        let claims = match state.keys.check(token).await {
+        let claims = match state.verifier.check(token).await {
             Ok(claims) => claims,
-            Err(KeyCheckFailure::Rejected(rejection)) => {
+            Err(CheckFailure::Rejected(rejection)) => {
                 count_refusal(state, rejection.reason());
                 return Err(rejection.into());
             }
-            Err(KeyCheckFailure::Unavailable(err)) => {
+            Err(CheckFailure::Unavailable(err)) => {
                 count_refusal(state, "verifier_unavailable");
                 return Err(err);
             }
         };
-        if state.revocations.is_revoked(&claims) {
-            count_refusal(state, Rejection::Revoked.reason());
-            return Err(Rejection::Revoked.into());
-        }
         return Ok(Identity::Token(admitted::remember(state.instance, digest, token, generation, &claims)));
     }
     if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
@@ -223,15 +220,14 @@ async fn verify_api_key(state: &GatewayState, client: &awc::Client, key: &str) -
     let mut response = client
         .post(format!("{}/keys/verify", kms.url))
         .timeout(KMS_TIMEOUT)
-        .send_json(&serde_json::json!({ "api_key": key }))
+        .send_json(&VerifyRequest { api_key: key.to_string() })
         .await
         .map_err(|e| ApiError::unavailable("kms", e))?;
     if !response.status().is_success() {
         return Err(ApiError::unavailable("kms", format!("key verification answered {}", response.status())));
     }
-    let verdict: serde_json::Value = response.json().await.map_err(|e| ApiError::unavailable("kms", e))?;
-    let service =
-        (verdict["valid"] == true).then(|| verdict["service_name"].as_str().map(str::to_string)).flatten();
+    let verdict: VerifyResponse = response.json().await.map_err(|e| ApiError::unavailable("kms", e))?;
+    let service = verdict.service_name.filter(|_| verdict.valid);
     state.api_keys.insert(digest, service.clone());
     Ok(service)
 }

@@ -9,18 +9,20 @@ use actix_web::{web, HttpResponse};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::health::{Choice, Health};
 use crate::platform::cache::TtlCache;
+pub use crate::platform::contracts::{Lookup, RegisterRequest};
 use crate::platform::db::{AnyConnection, Db, DbError};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::Json;
-use crate::platform::identity::{AdminOrService, RemoteKeys};
+use crate::platform::guards::AdminOrService;
 use crate::platform::middleware::RouteLabel;
 use crate::platform::names::validate_service_name;
 use crate::platform::net::is_plain_http_url;
+use crate::platform::trust::Verifier;
 
 diesel::table! {
     registry (service, url) {
@@ -49,13 +51,13 @@ pub struct GatewayState {
     /// Tells this gateway's entries in per-worker memos from another's (tests run several).
     pub instance: u64,
     pub db: Db,
-    pub keys: web::Data<RemoteKeys>,
-    pub config: crate::config::GatewayConfig,
+    /// The process's one token verifier (signature, claims, revocation).
+    pub verifier: Arc<Verifier>,
+    pub config: super::config::GatewayConfig,
     pub routes: FxHashMap<String, Route>,
     pub api_keys: super::proxy::ApiKeyCache,
     pub limits: super::limits::EdgeLimits,
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    pub revocations: Arc<super::revocations::Revocations>,
     pub metrics: super::metrics::GatewayMetrics,
     pub health: Health,
     /// Static entries (`[peers]`): never expire.
@@ -75,8 +77,9 @@ const INSTANCES_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 impl GatewayState {
     pub fn new(
         db: Db,
-        keys: web::Data<RemoteKeys>,
-        config: crate::config::GatewayConfig,
+        verifier: Arc<Verifier>,
+        config: super::config::GatewayConfig,
+        fountain_roles: &[&str],
         static_entries: Vec<(String, String)>,
         trusted_proxies: Vec<std::net::IpAddr>,
         metrics: super::metrics::GatewayMetrics,
@@ -93,7 +96,8 @@ impl GatewayState {
                 let route = Route {
                     service: Arc::from(service.as_str()),
                     label: RouteLabel::interned(&format!("/{prefix}/*")),
-                    forward_authorization: config.forward_authorization_to.contains(service),
+                    forward_authorization: fountain_roles.contains(&service.as_str())
+                        || config.forward_authorization_to.contains(service),
                 };
                 (prefix.clone(), route)
             })
@@ -102,13 +106,12 @@ impl GatewayState {
         Arc::new(Self {
             instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             db,
-            keys,
+            verifier,
             health: Health::new(std::time::Duration::from_millis(config.failure_cool_down_ms)),
             config,
             routes,
             limits,
             trusted_proxies,
-            revocations: Default::default(),
             metrics,
             api_keys,
             static_entries: static_entries.into_iter().map(|(s, u)| (s, Arc::from(u))).collect(),
@@ -211,17 +214,6 @@ fn next_turn() -> usize {
     })
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RegisterRequest {
-    /// The service name; a service token may register only itself.
-    pub service: String,
-    /// Base URL of the instance (http).
-    pub url: String,
-    /// How long the entry lives without a heartbeat (5–3600 s).
-    pub ttl_seconds: u64,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryEntry {
@@ -237,13 +229,6 @@ pub struct RegistryEntry {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RegistryList {
     pub entries: Vec<RegistryEntry>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Lookup {
-    pub service: String,
-    pub url: String,
-    pub healthy: bool,
 }
 
 fn now() -> NaiveDateTime {

@@ -1,19 +1,22 @@
 //! Per-service API keys: create, read (admin or owner), list (metadata only), rotate with a
 //! grace period, revoke, and verify by keyed-hash lookup.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::caller::{Admin, Caller};
 use super::state::KmsState;
-use super::{publish, store, ROLE_NAME};
-use crate::platform::audit::{self, Origin, Outcome};
+use super::{store, ROLE_NAME};
+use crate::platform::contracts::{KeyChanged, KeyCreated, KeyRevoked, KeyRotated};
+pub use crate::platform::contracts::{VerifyCode, VerifyRequest, VerifyResponse};
 use crate::platform::crypto::{constant_time_eq, random_token};
+use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{Json, OptionalJson};
+use crate::platform::guards::{Admin, AdminOrOwner, Origin, ServiceName};
 use crate::platform::names::validate_service_name;
+use crate::platform::unit::{Change, Who};
 
 const KEY_PREFIX: &str = "fk_";
 const HASH_CONTEXT: &str = "kms-api-key";
@@ -78,23 +81,12 @@ pub struct RotatedKey {
     pub previous_valid_until: NaiveDateTime,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    pub api_key: String,
+/// The metrics label of a verdict.
+trait Label {
+    fn label(self) -> &'static str;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum VerifyCode {
-    Valid,
-    NotFound,
-    Revoked,
-    Expired,
-    Disabled,
-}
-
-impl VerifyCode {
+impl Label for VerifyCode {
     fn label(self) -> &'static str {
         match self {
             VerifyCode::Valid => "VALID",
@@ -104,15 +96,6 @@ impl VerifyCode {
             VerifyCode::Disabled => "DISABLED",
         }
     }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VerifyResponse {
-    pub valid: bool,
-    pub code: VerifyCode,
-    pub service_name: Option<String>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub expires_at: Option<NaiveDateTime>,
 }
 
 fn validate_custom_key(key: &str) -> ApiResult<()> {
@@ -140,41 +123,78 @@ fn stored_forms_with(master_key: &crate::platform::crypto::MasterKey, key: &str)
     (hash, sealed, prefix)
 }
 
-/// The API key of `service`, created if it has none (start-up bootstrap of a process that
+/// Why a key change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("this service already has an API key")]
+    Exists,
+    #[error("this service has no API key")]
+    NoKey,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<KeyError> for ApiError {
+    fn from(err: KeyError) -> Self {
+        match err {
+            KeyError::Exists => ApiError::new(ErrorCode::AlreadyExists, err.to_string()),
+            KeyError::NoKey => ApiError::new(ErrorCode::NotFound, err.to_string()),
+            KeyError::Db(db) => db.into(),
+        }
+    }
+}
+
+/// Stores a new active key for `service` (the sealed value and lookup hash of `key`).
+fn insert_active(
+    tx: &mut Change<'_>,
+    master: &crate::platform::crypto::MasterKey,
+    service: &str,
+    key: &str,
+    expires_at: Option<NaiveDateTime>,
+) -> Result<(), KeyError> {
+    if store::active_key(tx.conn(), service)?.is_some() {
+        return Err(KeyError::Exists);
+    }
+    let (hash, sealed, prefix) = stored_forms_with(master, key);
+    let new = store::NewApiKey {
+        service_name: service,
+        key_hash: &hash,
+        sealed_key: &sealed,
+        key_prefix: &prefix,
+        expires_at,
+        disabled: false,
+    };
+    store::insert_key(tx.conn(), &new).map_err(|err| {
+        if store::is_unique_violation(&err) {
+            KeyError::Exists
+        } else {
+            err.into()
+        }
+    })?;
+    tx.publish(&KeyCreated { service_name: service.to_string() })?;
+    tx.audit("keys.create", service, None)?;
+    Ok(())
+}
+
+/// The API key of `service`, created if it has none (start-up provisioning of a process that
 /// serves kms itself: every role it runs gets its own service credential, no admin involved).
 pub fn ensure_service_key(
     platform: &crate::platform::server::Platform,
     service: &str,
 ) -> Result<String, String> {
-    let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
-    let master = &platform.master_key;
-    let result = crate::platform::db::transaction(&mut conn, |conn| {
-        if let Some(existing) = store::active_key(conn, service)? {
-            let plain = master
-                .open(SEAL_CONTEXT, &existing.sealed_key)
-                .map_err(|e| crate::platform::db::DbError::Data(e.to_string()))?;
+    let master = platform.master_key.clone();
+    let who = Who::new(ROLE_NAME, "bootstrap", Origin::local("local"));
+    let result = platform.db.change_blocking(who, |tx| {
+        if let Some(existing) = store::active_key(tx.conn(), service)? {
+            let plain =
+                master.open(SEAL_CONTEXT, &existing.sealed_key).map_err(|e| DbError::Data(e.to_string()))?;
             return Ok(String::from_utf8_lossy(&plain).into_owned());
         }
         let key = generate_key();
-        let (hash, sealed, prefix) = stored_forms_with(master, &key);
-        let new = store::NewApiKey {
-            service_name: service,
-            key_hash: &hash,
-            sealed_key: &sealed,
-            key_prefix: &prefix,
-            expires_at: None,
-            disabled: false,
-        };
-        store::insert_key(conn, &new)?;
-        publish(conn, "keys.created", serde_json::json!({ "serviceName": service }))?;
-        let origin = Origin { addr: "local".into(), request_id: None };
-        audit::record(
-            conn,
-            origin.entry(ROLE_NAME, "bootstrap", "keys.create", service, Outcome::Success, None),
-        )?;
+        insert_active(tx, &master, service, &key, None)?;
         Ok(key)
     });
-    result.map_err(|e: crate::platform::db::DbError| e.to_string())
+    result.map_err(|e: KeyError| e.to_string())
 }
 
 /// Create an API key for a service
@@ -193,7 +213,7 @@ pub fn ensure_service_key(
 pub async fn create_key(
     state: web::Data<KmsState>,
     admin: Admin,
-    req: HttpRequest,
+    origin: Origin,
     body: Json<CreateKeyRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
@@ -202,44 +222,16 @@ pub async fn create_key(
         validate_custom_key(custom)?;
     }
     let key = body.api_key.unwrap_or_else(generate_key);
-    let (hash, sealed, prefix) = stored_forms(&state, &key);
     let expires_at = body.expires_at.map(|t| t.naive_utc());
-    let origin = Origin::of(&req, &state.trusted_proxies);
-    let service = body.service_name.clone();
+    let (service, stored, master) = (body.service_name.clone(), key.clone(), state.master_key.clone());
     let created = state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                if store::active_key(conn, &service)?.is_some() {
-                    return Ok(false);
-                }
-                let new = store::NewApiKey {
-                    service_name: &service,
-                    key_hash: &hash,
-                    sealed_key: &sealed,
-                    key_prefix: &prefix,
-                    expires_at,
-                    disabled: false,
-                };
-                store::insert_key(conn, &new)?;
-                publish(conn, "keys.created", serde_json::json!({ "serviceName": service }))?;
-                audit::record(
-                    conn,
-                    origin.entry(ROLE_NAME, &admin.0.sub, "keys.create", &service, Outcome::Success, None),
-                )?;
-                Ok(true)
-            })
+        .change(Who::new(ROLE_NAME, admin.0.sub, origin), move |tx| {
+            insert_active(tx, &master, &service, &stored, expires_at)
         })
         .await;
     state.key_lookups.clear();
-    match created {
-        Ok(true) => {}
-        Ok(false) => return Err(ApiError::new(ErrorCode::Conflict, "this service already has an API key")),
-        Err(err) if store::is_unique_violation(&err) => {
-            return Err(ApiError::new(ErrorCode::Conflict, "this API key or service key already exists"))
-        }
-        Err(err) => return Err(err.into()),
-    }
+    created?;
     Ok(HttpResponse::Created().insert_header(("cache-control", "no-store")).json(KeyResponse {
         service_name: body.service_name,
         api_key: key,
@@ -260,17 +252,11 @@ pub async fn create_key(
     ),
     security(("bearer" = []))
 )]
-pub async fn get_key(
-    state: web::Data<KmsState>,
-    caller: Caller,
-    path: web::Path<String>,
-) -> ApiResult<HttpResponse> {
-    let service = path.into_inner();
-    let claims = caller.0;
-    crate::platform::auth::require_admin_or_owner(&claims, &service, "this key")?;
+pub async fn get_key(state: web::Data<KmsState>, caller: AdminOrOwner) -> ApiResult<HttpResponse> {
+    let service = caller.service.into_inner();
     let lookup = service.clone();
     let key = state.db.run(move |conn| store::active_key(conn, &lookup)).await?;
-    let key = key.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "this service has no API key"))?;
+    let key = key.ok_or(KeyError::NoKey)?;
     let plain = state.master_key.open(SEAL_CONTEXT, &key.sealed_key).map_err(ApiError::internal)?;
     let api_key = String::from_utf8(plain).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(KeyResponse {
@@ -331,39 +317,27 @@ pub struct UpdatedKey {
 pub async fn update_key(
     state: web::Data<KmsState>,
     admin: Admin,
-    req: HttpRequest,
-    path: web::Path<String>,
+    origin: Origin,
+    service: ServiceName,
     body: Json<UpdateKeyRequest>,
 ) -> ApiResult<web::Json<UpdatedKey>> {
-    let service = path.into_inner();
+    let service = service.into_inner();
     let disabled = body.disabled;
-    let origin = Origin::of(&req, &state.trusted_proxies);
     let name = service.clone();
     let changed = state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                let count = store::set_service_disabled(conn, &name, disabled)?;
-                if count > 0 {
-                    publish(
-                        conn,
-                        "keys.changed",
-                        serde_json::json!({ "serviceName": name, "disabled": disabled }),
-                    )?;
-                    let action = if disabled { "keys.disable" } else { "keys.enable" };
-                    audit::record(
-                        conn,
-                        origin.entry(ROLE_NAME, &admin.0.sub, action, &name, Outcome::Success, None),
-                    )?;
-                }
-                Ok(count)
-            })
+        .change(Who::new(ROLE_NAME, admin.0.sub, origin), move |tx| {
+            let key_ids = store::set_service_disabled(tx.conn(), &name, disabled)?;
+            if key_ids.is_empty() {
+                return Err(KeyError::NoKey);
+            }
+            tx.publish(&KeyChanged { service_name: name.clone(), disabled, key_ids })?;
+            tx.audit(if disabled { "keys.disable" } else { "keys.enable" }, &name, None)?;
+            Ok::<_, KeyError>(())
         })
-        .await?;
+        .await;
     state.key_lookups.clear();
-    if changed == 0 {
-        return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
-    }
+    changed?;
     Ok(web::Json(UpdatedKey { service_name: service, disabled }))
 }
 
@@ -379,38 +353,24 @@ pub async fn update_key(
 pub async fn delete_key(
     state: web::Data<KmsState>,
     admin: Admin,
-    req: HttpRequest,
-    path: web::Path<String>,
+    origin: Origin,
+    service: ServiceName,
 ) -> ApiResult<HttpResponse> {
-    let service = path.into_inner();
-    let origin = Origin::of(&req, &state.trusted_proxies);
+    let service = service.into_inner();
     let revoked = state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                let count = store::revoke_service_keys(conn, &service)?;
-                if count > 0 {
-                    publish(conn, "keys.revoked", serde_json::json!({ "serviceName": service }))?;
-                    audit::record(
-                        conn,
-                        origin.entry(
-                            ROLE_NAME,
-                            &admin.0.sub,
-                            "keys.revoke",
-                            &service,
-                            Outcome::Success,
-                            None,
-                        ),
-                    )?;
-                }
-                Ok(count)
-            })
+        .change(Who::new(ROLE_NAME, admin.0.sub, origin), move |tx| {
+            let key_ids = store::revoke_service_keys(tx.conn(), &service)?;
+            if key_ids.is_empty() {
+                return Err(KeyError::NoKey);
+            }
+            tx.publish(&KeyRevoked { service_name: service.clone(), key_ids })?;
+            tx.audit("keys.revoke", &service, None)?;
+            Ok::<_, KeyError>(())
         })
-        .await?;
+        .await;
     state.key_lookups.clear();
-    if revoked == 0 {
-        return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
-    }
+    revoked?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -431,11 +391,11 @@ pub async fn delete_key(
 pub async fn rotate_key(
     state: web::Data<KmsState>,
     admin: Admin,
-    req: HttpRequest,
-    path: web::Path<String>,
+    origin: Origin,
+    service: ServiceName,
     body: OptionalJson<RotateKeyRequest>,
 ) -> ApiResult<HttpResponse> {
-    let service = path.into_inner();
+    let service = service.into_inner();
     let grace = body.0.unwrap_or_default().grace_seconds.unwrap_or(state.config.key_rotation_grace_seconds);
     if grace > MAX_GRACE_SECONDS {
         return Err(ApiError::validation("grace_seconds", format!("must be at most {MAX_GRACE_SECONDS}")));
@@ -443,45 +403,30 @@ pub async fn rotate_key(
     let key = generate_key();
     let (hash, sealed, prefix) = stored_forms(&state, &key);
     let valid_until = store::now() + chrono::Duration::seconds(grace as i64);
-    let origin = Origin::of(&req, &state.trusted_proxies);
     let name = service.clone();
     let rotated = state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                let Some(old) = store::active_key(conn, &name)? else { return Ok(false) };
-                store::retire_active(conn, &name, valid_until)?;
-                let new = store::NewApiKey {
-                    service_name: &name,
-                    key_hash: &hash,
-                    sealed_key: &sealed,
-                    key_prefix: &prefix,
-                    expires_at: old.expires_at,
-                    disabled: old.disabled,
-                };
-                store::insert_key(conn, &new)?;
-                let rotated = serde_json::json!({ "serviceName": name, "previousValidUntil": valid_until });
-                publish(conn, "keys.rotated", rotated)?;
-                let details = serde_json::json!({ "graceSeconds": grace });
-                audit::record(
-                    conn,
-                    origin.entry(
-                        ROLE_NAME,
-                        &admin.0.sub,
-                        "keys.rotate",
-                        &name,
-                        Outcome::Success,
-                        Some(details),
-                    ),
-                )?;
-                Ok(true)
-            })
+        .change(Who::new(ROLE_NAME, admin.0.sub, origin), move |tx| {
+            let old = store::active_key(tx.conn(), &name)?.ok_or(KeyError::NoKey)?;
+            store::retire_active(tx.conn(), &name, valid_until)?;
+            let new = store::NewApiKey {
+                service_name: &name,
+                key_hash: &hash,
+                sealed_key: &sealed,
+                key_prefix: &prefix,
+                expires_at: old.expires_at,
+                disabled: old.disabled,
+            };
+            store::insert_key(tx.conn(), &new)?;
+            let previous_valid_until =
+                Some(valid_until.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            tx.publish(&KeyRotated { service_name: name.clone(), previous_valid_until })?;
+            tx.audit("keys.rotate", &name, Some(serde_json::json!({ "graceSeconds": grace })))?;
+            Ok::<_, KeyError>(())
         })
-        .await?;
+        .await;
     state.key_lookups.clear();
-    if !rotated {
-        return Err(ApiError::new(ErrorCode::NotFound, "this service has no API key"));
-    }
+    rotated.map_err(ApiError::from)?;
     state.metrics.key_rotations.inc();
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(RotatedKey {
         service_name: service,
@@ -503,11 +448,18 @@ pub async fn verify_key(
     body: Json<VerifyRequest>,
 ) -> ApiResult<web::Json<VerifyResponse>> {
     let verdict = check_key(&state, body.into_inner().api_key).await?;
-    Ok(web::Json(verdict))
+    Ok(web::Json(verdict.response))
+}
+
+/// A verification result and, for a known key, the key's id (service tokens carry it, so that
+/// revoking the key ends them).
+pub struct Verdict {
+    pub response: VerifyResponse,
+    pub key_id: Option<i64>,
 }
 
 /// Looks a key up by its keyed hash and classifies it.
-pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<VerifyResponse> {
+pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<Verdict> {
     let hash = state.master_key.lookup_hash(HASH_CONTEXT, key.as_bytes());
     let found = match state.key_lookups.get(&hash) {
         Some(cached) => cached,
@@ -532,17 +484,24 @@ pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<Ve
             } else {
                 VerifyCode::Valid
             };
-            VerifyResponse {
+            let response = VerifyResponse {
                 valid: code == VerifyCode::Valid,
                 code,
                 service_name: Some(k.service_name),
                 expires_at: k.expires_at.or(k.valid_until),
-            }
+            };
+            Verdict { response, key_id: Some(k.id) }
         }
-        _ => {
-            VerifyResponse { valid: false, code: VerifyCode::NotFound, service_name: None, expires_at: None }
-        }
+        _ => Verdict {
+            response: VerifyResponse {
+                valid: false,
+                code: VerifyCode::NotFound,
+                service_name: None,
+                expires_at: None,
+            },
+            key_id: None,
+        },
     };
-    state.metrics.verifications.with_label_values(&[verdict.code.label()]).inc();
+    state.metrics.verifications.with_label_values(&[verdict.response.code.label()]).inc();
     Ok(verdict)
 }

@@ -1,6 +1,7 @@
 //! The Key Management Service role: users, login, EdDSA JWTs with JWKS, and per-service API keys.
 
-mod caller;
+pub mod accounts;
+mod config;
 pub mod keys;
 mod schema;
 pub mod session;
@@ -9,34 +10,77 @@ mod state;
 mod store;
 pub mod users;
 
+use std::sync::Arc;
+
 use actix_web::web;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use self::caller::Admin;
 use self::state::KmsState;
-use super::RoleSpec;
 use crate::platform::audit::{self, Entry};
 use crate::platform::error::{ApiResult, ErrorBody};
-use crate::platform::server::{Platform, RoleContext};
+use crate::platform::guards::{Admin, Origin};
+use crate::platform::role::{Mount, Provisioning, Role, RoleContext};
+use crate::platform::server::Platform;
 use crate::platform::standard::BearerAuth;
+use crate::platform::unit::Who;
 
 const ROLE_NAME: &str = "kms";
 
-pub const ROLE: RoleSpec = RoleSpec {
-    name: ROLE_NAME,
-    title: "Key Management Service",
-    default_port: 8003,
-    description: "FountainAI's source of identity: users and login, EdDSA-signed JWTs published as a JWKS, refresh and revocation, and per-service API keys with rotation, grace periods and constant-time verification.",
-    routes,
-    openapi,
-    init: state::init,
-};
+pub struct Kms;
 
-fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
-    if let Some(state) = ctx.state::<KmsState>() {
-        cfg.app_data(web::Data::from(state));
+impl Role for Kms {
+    fn name(&self) -> &'static str {
+        ROLE_NAME
     }
+
+    fn title(&self) -> &'static str {
+        "Key Management Service"
+    }
+
+    fn description(&self) -> &'static str {
+        "FountainAI's source of identity: users and login, EdDSA-signed JWTs published as a JWKS, refresh and revocation, and per-service API keys with rotation, grace periods and constant-time verification."
+    }
+
+    fn default_port(&self) -> u16 {
+        8003
+    }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        KmsApi::openapi()
+    }
+
+    fn check_config(&self, config: &crate::config::Config) -> Result<(), String> {
+        config.role_settings::<config::KmsConfig>(ROLE_NAME)?.validate()
+    }
+
+    fn provisions_for_others(&self) -> bool {
+        true
+    }
+
+    /// Every role of an all-in-one process gets its own API key (its service credential).
+    fn provision(&self, provisioning: &Provisioning<'_>) -> Result<(), String> {
+        for role in provisioning.roles {
+            let key = keys::ensure_service_key(provisioning.platform, role)?;
+            provisioning.store_credential(role, &key)?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, ctx: &RoleContext) -> Result<Mount, String> {
+        let state = web::Data::new(state::init(ctx)?);
+        // The process's verifier checks tokens with kms's own keys: no JWKS round trip here.
+        ctx.verifier.use_local_keys(Arc::new(signing::LocalKeyRing {
+            keys: state.keys.clone(),
+            db: ctx.db.clone(),
+            master_key: ctx.master_key.clone(),
+        }));
+        Ok(Mount::routes(move |cfg| routes(cfg, state.clone())))
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig, state: web::Data<KmsState>) {
+    cfg.app_data(state);
     cfg.service(web::resource("/register").post(users::register))
         .service(web::resource("/login").post(users::login))
         .service(web::resource("/token").post(session::token))
@@ -88,10 +132,6 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
 )]
 struct KmsApi;
 
-fn openapi() -> utoipa::openapi::OpenApi {
-    KmsApi::openapi()
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct AuditParams {
     /// Only entries older than this id (the `next` of a previous page).
@@ -133,15 +173,6 @@ async fn list_audit(
     Ok(web::Json(AuditPage { entries, next }))
 }
 
-/// Publishes a kms event in the caller's transaction (see `platform::events`).
-fn publish(
-    conn: &mut crate::platform::db::AnyConnection,
-    topic: &str,
-    payload: serde_json::Value,
-) -> Result<(), crate::platform::db::DbError> {
-    crate::platform::events::publish(conn, ROLE_NAME, topic, &payload).map(|_| ())
-}
-
 /// `fountain admin create-user`: creates a user directly in the database (the first admin).
 pub fn create_user_offline(
     platform: &Platform,
@@ -154,25 +185,14 @@ pub fn create_user_offline(
     if password.chars().count() < 12 || password.len() > 72 {
         return Err("password: must be 12 characters to 72 bytes".into());
     }
-    let hash = bcrypt::hash(password, platform.config.kms.bcrypt_cost).map_err(|e| e.to_string())?;
-    let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
-    let origin = audit::Origin { addr: "cli".into(), request_id: None };
-    let result = crate::platform::db::transaction(&mut conn, |conn| {
-        store::insert_user(conn, &username, &hash, &roles)?;
-        publish(
-            conn,
-            "users.changed",
-            serde_json::json!({"username": username, "change": "created", "roles": roles}),
-        )?;
-        let details = serde_json::json!({ "roles": roles });
-        audit::record(
-            conn,
-            origin.entry(ROLE_NAME, "cli", "users.create", &username, audit::Outcome::Success, Some(details)),
-        )
-    });
-    match result {
-        Ok(()) => Ok(username),
-        Err(err) if store::is_unique_violation(&err) => Err(format!("user {username} already exists")),
-        Err(err) => Err(err.to_string()),
-    }
+    let cost = platform.config.role_settings::<config::KmsConfig>(ROLE_NAME)?.bcrypt_cost;
+    let hash = bcrypt::hash(password, cost).map_err(|e| e.to_string())?;
+    let who = Who::new(ROLE_NAME, "cli", Origin::local("cli"));
+    platform.db.change_blocking(who, |tx| accounts::create(tx, &username, &hash, &roles)).map_err(
+        |e| match e {
+            accounts::AccountError::Taken => format!("user {username} already exists"),
+            other => other.to_string(),
+        },
+    )?;
+    Ok(username)
 }

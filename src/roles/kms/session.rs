@@ -6,30 +6,22 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::caller::{Admin, Caller};
 use super::keys::{check_key, VerifyCode};
 use super::state::KmsState;
-use super::{publish, store, ROLE_NAME};
-use crate::platform::audit::{self, Origin, Outcome};
+use super::{signing, store, ROLE_NAME};
+use crate::platform::audit::Outcome;
 use crate::platform::auth::{Claims, LEEWAY_SECONDS, SERVICE_ROLE};
+pub use crate::platform::contracts::TokenResponse;
+use crate::platform::contracts::{SessionRevoked, SigningKeyRotated, TokenRevoked};
 use crate::platform::crypto::random_token;
+use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{parse_json, read_limited, BodyLimit};
+use crate::platform::guards::{Admin, Authenticated, Origin};
+use crate::platform::unit::Who;
 
 const REFRESH_CONTEXT: &str = "kms-refresh-token";
 const REFRESH_PREFIX: &str = "frt_";
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenResponse {
-    pub access_token: String,
-    #[schema(example = "bearer")]
-    pub token_type: &'static str,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    /// Present for user sessions; each use returns a new one and retires the old.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-}
 
 /// `POST /token` body, as OAuth 2 form fields or JSON.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -49,28 +41,44 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Signs an access token for `sub` with `roles`.
-fn access_token(
-    state: &KmsState,
-    sub: &str,
-    roles: Vec<String>,
-    ttl: u64,
-    sid: Option<String>,
-) -> ApiResult<String> {
+/// Whose token is signed: a user account (its identity and token epoch) or a service (the API
+/// key it authenticated with). Every role's verifier checks these against kms's events.
+enum Subject<'a> {
+    User(&'a store::User),
+    Service { name: &'a str, key_id: i64 },
+}
+
+/// Signs an access token for `subject`.
+fn access_token(state: &KmsState, subject: Subject<'_>, ttl: u64, sid: Option<String>) -> ApiResult<String> {
     let now = unix_now();
+    let (sub, roles, uid, epoch, akid) = match subject {
+        Subject::User(user) => {
+            (user.username.clone(), user.role_list(), Some(user.id), Some(user.token_epoch), None)
+        }
+        Subject::Service { name, key_id } => {
+            (name.to_string(), vec![SERVICE_ROLE.to_string()], None, None, Some(key_id))
+        }
+    };
     let claims = Claims {
-        sub: sub.to_string(),
+        sub,
         roles,
-        iss: state.config.issuer.clone(),
-        aud: state.config.audience.clone(),
+        iss: state.issuer.clone(),
+        aud: state.audience.clone(),
         exp: now + ttl as i64,
         iat: now,
         nbf: now,
         jti: uuid::Uuid::new_v4().to_string(),
         mfa: None,
         sid,
+        uid,
+        epoch,
+        akid,
     };
     state.keys.sign(&claims).map_err(ApiError::internal)
+}
+
+fn bearer(access_token: String, expires_in: u64, refresh_token: Option<String>) -> TokenResponse {
+    TokenResponse { access_token, token_type: "bearer".into(), expires_in, refresh_token }
 }
 
 fn refresh_expiry(state: &KmsState) -> chrono::NaiveDateTime {
@@ -80,33 +88,25 @@ fn refresh_expiry(state: &KmsState) -> chrono::NaiveDateTime {
 /// Starts a login session: a new refresh-token family and its first access token.
 pub async fn issue_session(
     state: &web::Data<KmsState>,
-    username: &str,
-    roles: Vec<String>,
+    user: &store::User,
     origin: Origin,
 ) -> ApiResult<TokenResponse> {
     let family = uuid::Uuid::new_v4().to_string();
     let refresh = format!("{REFRESH_PREFIX}{}", random_token(32));
     let hash = state.master_key.lookup_hash(REFRESH_CONTEXT, refresh.as_bytes());
     let expires = refresh_expiry(state);
-    let (user, fam) = (username.to_string(), family.clone());
+    let (name, fam) = (user.username.clone(), family.clone());
     state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                store::insert_refresh(conn, &hash, &fam, &user, expires)?;
-                audit::record(conn, origin.entry(ROLE_NAME, &user, "login", &user, Outcome::Success, None))
-            })
+        .change(Who::new(ROLE_NAME, name.clone(), origin), move |tx| {
+            store::insert_refresh(tx.conn(), &hash, &fam, &name, expires)?;
+            tx.audit("login", &name, None)
         })
         .await?;
     let ttl = state.config.access_token_ttl_seconds;
-    let access = access_token(state, username, roles, ttl, Some(family))?;
+    let access = access_token(state, Subject::User(user), ttl, Some(family))?;
     state.metrics.tokens_issued.with_label_values(&["password"]).inc();
-    Ok(TokenResponse {
-        access_token: access,
-        token_type: "bearer",
-        expires_in: ttl,
-        refresh_token: Some(refresh),
-    })
+    Ok(bearer(access, ttl, Some(refresh)))
 }
 
 /// Exchange a refresh token or an API key for a token
@@ -124,10 +124,10 @@ pub async fn issue_session(
 pub async fn token(
     state: web::Data<KmsState>,
     req: HttpRequest,
+    origin: Origin,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let request = read_token_request(&req, &mut payload.into_inner()).await?;
-    let origin = Origin::of(&req, &state.trusted_proxies);
     let response = match request.grant_type.as_str() {
         "refresh_token" => {
             let token =
@@ -176,57 +176,70 @@ fn invalid_grant() -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, "the credential is invalid, expired or revoked")
 }
 
+/// Why a refresh was refused (logged, never told to the client).
+enum RefreshRefused {
+    Unknown,
+    RevokedOrExpired,
+    Reused,
+    AccountGone,
+}
+
+impl RefreshRefused {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::RevokedOrExpired => "revoked or expired",
+            Self::Reused => "refresh.reuse",
+            Self::AccountGone => "refresh.disabled",
+        }
+    }
+}
+
 async fn refresh(state: &web::Data<KmsState>, token: String, origin: Origin) -> ApiResult<TokenResponse> {
     let hash = state.master_key.lookup_hash(REFRESH_CONTEXT, token.as_bytes());
     let next = format!("{REFRESH_PREFIX}{}", random_token(32));
     let next_hash = state.master_key.lookup_hash(REFRESH_CONTEXT, next.as_bytes());
     let expires = refresh_expiry(state);
+    // A refusal that ends a session must be committed (the revocation, its event and its audit
+    // record), so the unit of work succeeds and carries the refusal as its value.
     let outcome = state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                let Some(stored) = store::find_refresh(conn, &hash)? else { return Ok(Err("unknown")) };
-                if stored.revoked_at.is_some() || stored.expires_at < store::now() {
-                    return Ok(Err("revoked or expired"));
-                }
-                let user = store::find_user(conn, &stored.username)?.filter(|u| !u.disabled);
-                let won = store::claim_refresh(conn, &hash)?;
-                if stored.used_at.is_some() || !won || user.is_none() {
-                    // A used token coming back means it leaked: end the whole session.
-                    store::revoke_family(conn, &stored.family_id)?;
-                    let revoked = serde_json::json!({"username": stored.username, "sid": stored.family_id});
-                    publish(conn, "sessions.revoked", revoked)?;
-                    let action = if user.is_none() { "refresh.disabled" } else { "refresh.reuse" };
-                    let entry = origin.entry(
-                        ROLE_NAME,
-                        &stored.username,
-                        action,
-                        &stored.family_id,
-                        Outcome::Denied,
-                        None,
-                    );
-                    audit::record(conn, entry)?;
-                    return Ok(Err(action));
-                }
-                let user = user.expect("checked above");
-                store::insert_refresh(conn, &next_hash, &stored.family_id, &stored.username, expires)?;
-                Ok(Ok((user.username.clone(), user.role_list(), stored.family_id)))
-            })
+        .change(Who::new(ROLE_NAME, "anonymous", origin), move |tx| {
+            let Some(stored) = store::find_refresh(tx.conn(), &hash)? else {
+                return Ok(Err(RefreshRefused::Unknown));
+            };
+            if stored.revoked_at.is_some() || stored.expires_at < store::now() {
+                return Ok(Err(RefreshRefused::RevokedOrExpired));
+            }
+            let user = store::find_user(tx.conn(), &stored.username)?.filter(|u| !u.disabled);
+            let won = store::claim_refresh(tx.conn(), &hash)?;
+            let Some(user) = user.filter(|_| stored.used_at.is_none() && won) else {
+                // A used token coming back means it leaked: end the whole session.
+                let refused = if stored.used_at.is_some() || !won {
+                    RefreshRefused::Reused
+                } else {
+                    RefreshRefused::AccountGone
+                };
+                store::revoke_family(tx.conn(), &stored.family_id)?;
+                tx.publish(&SessionRevoked {
+                    username: stored.username.clone(),
+                    sid: stored.family_id.clone(),
+                })?;
+                tx.audit_outcome(refused.reason(), &stored.family_id, Outcome::Denied, None)?;
+                return Ok(Err(refused));
+            };
+            store::insert_refresh(tx.conn(), &next_hash, &stored.family_id, &stored.username, expires)?;
+            Ok::<_, DbError>(Ok((user, stored.family_id)))
         })
         .await?;
-    let (username, roles, family) = outcome.map_err(|reason| {
-        log::info!(target: "fountain::kms", reason = reason; "refresh refused");
+    let (user, family) = outcome.map_err(|refused| {
+        log::info!(target: "fountain::kms", reason = refused.reason(); "refresh refused");
         invalid_grant()
     })?;
     let ttl = state.config.access_token_ttl_seconds;
-    let access = access_token(state, &username, roles, ttl, Some(family))?;
+    let access = access_token(state, Subject::User(&user), ttl, Some(family))?;
     state.metrics.tokens_issued.with_label_values(&["refresh_token"]).inc();
-    Ok(TokenResponse {
-        access_token: access,
-        token_type: "bearer",
-        expires_in: ttl,
-        refresh_token: Some(next),
-    })
+    Ok(bearer(access, ttl, Some(next)))
 }
 
 async fn client_credentials(
@@ -235,17 +248,17 @@ async fn client_credentials(
     client_id: Option<String>,
 ) -> ApiResult<TokenResponse> {
     let verdict = check_key(state, key).await?;
-    let service = match (verdict.code, verdict.service_name) {
-        (VerifyCode::Valid, Some(service)) => service,
+    let (service, key_id) = match (verdict.response.code, verdict.response.service_name, verdict.key_id) {
+        (VerifyCode::Valid, Some(service), Some(key_id)) => (service, key_id),
         _ => return Err(invalid_grant()),
     };
     if client_id.is_some_and(|id| id != service) {
         return Err(invalid_grant());
     }
     let ttl = state.config.service_token_ttl_seconds;
-    let access = access_token(state, &service, vec![SERVICE_ROLE.to_string()], ttl, None)?;
+    let access = access_token(state, Subject::Service { name: &service, key_id }, ttl, None)?;
     state.metrics.tokens_issued.with_label_values(&["client_credentials"]).inc();
-    Ok(TokenResponse { access_token: access, token_type: "bearer", expires_in: ttl, refresh_token: None })
+    Ok(bearer(access, ttl, None))
 }
 
 /// Log out
@@ -256,28 +269,33 @@ async fn client_credentials(
     responses((status = 204, description = "Logged out"), (status = 401, description = "No valid token", body = ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn logout(state: web::Data<KmsState>, req: HttpRequest, caller: Caller) -> ApiResult<HttpResponse> {
+pub async fn logout(
+    state: web::Data<KmsState>,
+    origin: Origin,
+    caller: Authenticated,
+) -> ApiResult<HttpResponse> {
     let claims = caller.0;
-    let origin = Origin::of(&req, &state.trusted_proxies);
     let expires = chrono::DateTime::from_timestamp(claims.exp + LEEWAY_SECONDS as i64, 0)
         .map(|t| t.naive_utc())
         .unwrap_or_else(store::now);
     state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                store::purge_expired(conn)?;
-                store::revoke_jti(conn, &claims.jti, expires)?;
-                if let Some(family) = &claims.sid {
-                    store::revoke_family(conn, family)?;
-                }
-                let revoked = serde_json::json!({"jti": claims.jti, "sub": claims.sub, "exp": claims.exp, "sid": claims.sid});
-                publish(conn, "tokens.revoked", revoked)?;
-                audit::record(
-                    conn,
-                    origin.entry(ROLE_NAME, &claims.sub, "logout", &claims.sub, Outcome::Success, None),
-                )
-            })
+        .change(Who::new(ROLE_NAME, claims.sub.clone(), origin), move |tx| {
+            store::purge_expired(tx.conn())?;
+            store::revoke_jti(tx.conn(), &claims.jti, expires)?;
+            tx.publish(&TokenRevoked {
+                jti: claims.jti.clone(),
+                sub: claims.sub.clone(),
+                exp: claims.exp,
+                sid: claims.sid.clone(),
+            })?;
+            // Logging out ends the session: its refresh tokens and every access token of it
+            // (a refreshed one, a step-up one) stop working too.
+            if let Some(sid) = &claims.sid {
+                store::revoke_family(tx.conn(), sid)?;
+                tx.publish(&SessionRevoked { username: claims.sub.clone(), sid: sid.clone() })?;
+            }
+            tx.audit("logout", &claims.sub, None)
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -310,24 +328,23 @@ pub struct RotatedSigningKey {
 )]
 pub async fn rotate_signing_key(
     state: web::Data<KmsState>,
-    req: HttpRequest,
+    origin: Origin,
     admin: Admin,
 ) -> ApiResult<web::Json<RotatedSigningKey>> {
-    let origin = Origin::of(&req, &state.trusted_proxies);
     let longest = state.config.access_token_ttl_seconds.max(state.config.service_token_ttl_seconds);
     let publish_for = chrono::Duration::seconds((longest + 2 * LEEWAY_SECONDS) as i64);
-    let inner = state.clone();
+    let master = state.master_key.clone();
+    // The new key, its event and its audit record commit together; it signs only after that.
     let kid = state
         .db
-        .run(move |conn| {
-            let kid = inner.keys.rotate(conn, &inner.master_key, publish_for).map_err(|e| e.into_db())?;
-            publish(conn, "signingkeys.rotated", serde_json::json!({ "kid": kid }))?;
-            audit::record(
-                conn,
-                origin.entry(ROLE_NAME, &admin.0.sub, "signingkeys.rotate", &kid, Outcome::Success, None),
-            )?;
-            Ok(kid)
+        .change(Who::new(ROLE_NAME, admin.0.sub, origin), move |tx| {
+            let kid = signing::rotate(tx.conn(), &master, publish_for).map_err(|e| e.into_db())?;
+            tx.publish(&SigningKeyRotated { kid: kid.clone() })?;
+            tx.audit("signingkeys.rotate", &kid, None)?;
+            Ok::<_, DbError>(kid)
         })
         .await?;
+    let reload = state.clone();
+    state.db.run(move |conn| reload.keys.reload(conn, &reload.master_key).map_err(|e| e.into_db())).await?;
     Ok(web::Json(RotatedSigningKey { kid }))
 }

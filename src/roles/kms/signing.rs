@@ -71,6 +71,24 @@ pub struct KeyRing {
     ring: RwLock<Ring>,
 }
 
+/// kms's keys as the process's verifier uses them: no JWKS round trip inside kms.
+pub struct LocalKeyRing {
+    pub keys: std::sync::Arc<KeyRing>,
+    pub db: crate::platform::db::Db,
+    pub master_key: std::sync::Arc<MasterKey>,
+}
+
+impl crate::platform::trust::LocalKeys for LocalKeyRing {
+    fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.decoding_key(kid)
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        let mut conn = self.db.conn().map_err(|e| e.to_string())?;
+        self.keys.reload(&mut conn, &self.master_key).map_err(|e| e.to_string())
+    }
+}
+
 impl KeyRing {
     /// Loads the published keys, creating the first signing key on a fresh database.
     pub fn load(conn: &mut AnyConnection, master: &MasterKey) -> Result<KeyRing, SigningError> {
@@ -82,25 +100,24 @@ impl KeyRing {
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = ring;
         Ok(())
     }
+}
 
-    /// A new key signs from now on; the previous one stays published for `publish_old_for`.
-    pub fn rotate(
-        &self,
-        conn: &mut AnyConnection,
-        master: &MasterKey,
-        publish_old_for: chrono::Duration,
-    ) -> Result<String, SigningError> {
-        let kid = crate::platform::db::transaction(conn, |conn| {
-            let at = now();
-            diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
-                .set((signing_keys::retired_at.eq(at), signing_keys::publish_until.eq(at + publish_old_for)))
-                .execute(conn)?;
-            insert_new_key(conn, master)
-        })?;
-        self.reload(conn, master)?;
-        Ok(kid)
-    }
+/// Stores a new signing key and retires the current one, which stays published for
+/// `publish_old_for`. Call inside the unit of work that also publishes and audits the rotation,
+/// and reload the ring after it committed: the key signs only once the change is durable.
+pub fn rotate(
+    conn: &mut AnyConnection,
+    master: &MasterKey,
+    publish_old_for: chrono::Duration,
+) -> Result<String, SigningError> {
+    let at = now();
+    diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
+        .set((signing_keys::retired_at.eq(at), signing_keys::publish_until.eq(at + publish_old_for)))
+        .execute(conn)?;
+    insert_new_key(conn, master)
+}
 
+impl KeyRing {
     /// Signs claims with the active key, naming it in the `kid` header.
     pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());

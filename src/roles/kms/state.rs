@@ -9,25 +9,25 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
+use super::config::KmsConfig;
 use super::signing::KeyRing;
-use crate::config::KmsConfig;
 use crate::platform::crypto::MasterKey;
 use crate::platform::db::Db;
-use crate::platform::server::{RoleContext, RoleState};
+use crate::platform::role::RoleContext;
 
 pub struct KmsState {
     pub config: KmsConfig,
     pub db: Db,
     pub master_key: Arc<MasterKey>,
-    pub keys: KeyRing,
+    pub keys: Arc<KeyRing>,
+    /// The `iss` and `aud` every token carries.
+    pub issuer: String,
+    pub audience: String,
     pub limiter: LoginLimiter,
     /// A bcrypt hash of a random password at the configured cost: unknown usernames are checked
     /// against it so that they take as long as wrong passwords.
     pub decoy_hash: String,
     pub metrics: KmsMetrics,
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// Tokens whose signature and claims were already verified.
-    pub verified: crate::platform::auth::VerifiedTokens,
     /// API-key rows (or their absence) by lookup hash, reused for `kms.key_cache_ttl_ms` so the
     /// gateway's verify traffic rarely reaches the database. Every key change in this process
     /// clears it; another kms replica's change is seen within the TTL. Expiry and grace are
@@ -64,12 +64,12 @@ impl KmsMetrics {
 }
 
 /// Builds the kms state: loads (or creates) the signing keys and prepares the limits.
-pub fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
-    let config = ctx.config.kms.clone();
-    let (config_issuer, config_audience) = (config.issuer.clone(), config.audience.clone());
+pub fn init(ctx: &RoleContext) -> Result<KmsState, String> {
+    let config: KmsConfig = ctx.config.role_settings(ctx.role.name())?;
+    config.validate()?;
     let key_cache_ms = config.key_cache_ttl_ms;
     let mut conn = ctx.db.conn().map_err(|e| e.to_string())?;
-    let keys = KeyRing::load(&mut conn, &ctx.master_key).map_err(|e| e.to_string())?;
+    let keys = Arc::new(KeyRing::load(&mut conn, &ctx.master_key).map_err(|e| e.to_string())?);
     let purged = super::store::purge_expired(&mut conn).map_err(|e| e.to_string())?;
     log::debug!(target: "fountain::kms", purged = purged; "expired token records purged");
     let decoy = crate::platform::crypto::random_token(24);
@@ -81,14 +81,14 @@ pub fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
         db: ctx.db.clone(),
         master_key: ctx.master_key.clone(),
         keys,
+        issuer: ctx.config.security.token_issuer.clone(),
+        audience: ctx.config.security.token_audience.clone(),
         limiter,
         decoy_hash,
         metrics,
-        trusted_proxies: ctx.config.server.trusted_proxies.clone(),
-        verified: crate::platform::auth::VerifiedTokens::new(10_000, &config_issuer, &config_audience),
         key_lookups: crate::platform::cache::TtlCache::new(Duration::from_millis(key_cache_ms), 10_000),
     };
-    Ok(Some(Arc::new(state)))
+    Ok(state)
 }
 
 /// Failed-login limits per username and per client address (governor token buckets). A key

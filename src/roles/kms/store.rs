@@ -29,6 +29,8 @@ pub struct User {
     pub disabled: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Raised by every change of roles or enabled state; tokens of older epochs are refused.
+    pub token_epoch: i64,
 }
 
 impl User {
@@ -42,9 +44,9 @@ pub fn insert_user(
     username: &str,
     hash: &str,
     roles: &[String],
-) -> Result<(), DbError> {
+) -> Result<User, DbError> {
     let at = now();
-    diesel::insert_into(users::table)
+    let id: i64 = diesel::insert_into(users::table)
         .values((
             users::username.eq(username),
             users::password_hash.eq(hash),
@@ -52,9 +54,11 @@ pub fn insert_user(
             users::disabled.eq(false),
             users::created_at.eq(at),
             users::updated_at.eq(at),
+            users::token_epoch.eq(0),
         ))
-        .execute(conn)?;
-    Ok(())
+        .returning(users::id)
+        .get_result(conn)?;
+    Ok(users::table.find(id).select(User::as_select()).first(conn)?)
 }
 
 pub fn find_user(conn: &mut AnyConnection, username: &str) -> Result<Option<User>, DbError> {
@@ -70,7 +74,8 @@ pub fn list_users(conn: &mut AnyConnection, after_id: i64, limit: i64) -> Result
         .load(conn)?)
 }
 
-/// Applies the given changes; returns false when no such user exists.
+/// Applies the given changes and raises the user's token epoch (every token issued before is
+/// refused from now on); returns false when no such user exists.
 pub fn update_user(
     conn: &mut AnyConnection,
     username: &str,
@@ -78,7 +83,10 @@ pub fn update_user(
     disabled: Option<bool>,
 ) -> Result<bool, DbError> {
     let target = users::table.filter(users::username.eq(username));
-    if diesel::update(target).set(users::updated_at.eq(now())).execute(conn)? == 0 {
+    let touched = diesel::update(target)
+        .set((users::updated_at.eq(now()), users::token_epoch.eq(users::token_epoch + 1)))
+        .execute(conn)?;
+    if touched == 0 {
         return Ok(false);
     }
     if let Some(roles) = roles {
@@ -193,15 +201,6 @@ pub fn revoke_jti(conn: &mut AnyConnection, jti: &str, expires_at: NaiveDateTime
     }
 }
 
-pub fn is_jti_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool, DbError> {
-    let found: Option<String> = revoked_tokens::table
-        .filter(revoked_tokens::jti.eq(jti))
-        .select(revoked_tokens::jti)
-        .first(conn)
-        .optional()?;
-    Ok(found.is_some())
-}
-
 /// Drops denylist entries and refresh tokens whose lifetime is over.
 pub fn purge_expired(conn: &mut AnyConnection) -> Result<usize, DbError> {
     let at = now();
@@ -221,6 +220,7 @@ pub const KEY_REVOKED: &str = "revoked";
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = api_keys)]
 pub struct ApiKey {
+    pub id: i64,
     pub service_name: String,
     pub key_hash: String,
     pub sealed_key: String,
@@ -302,19 +302,21 @@ pub fn set_service_disabled(
     conn: &mut AnyConnection,
     service: &str,
     disabled: bool,
-) -> Result<usize, DbError> {
+) -> Result<Vec<i64>, DbError> {
     Ok(diesel::update(
         api_keys::table.filter(api_keys::service_name.eq(service)).filter(api_keys::state.ne(KEY_REVOKED)),
     )
     .set(api_keys::disabled.eq(disabled))
-    .execute(conn)?)
+    .returning(api_keys::id)
+    .get_results(conn)?)
 }
 
-/// Revokes every key of a service (active and retiring); returns how many.
-pub fn revoke_service_keys(conn: &mut AnyConnection, service: &str) -> Result<usize, DbError> {
+/// Revokes every key of a service (active and retiring); returns their ids.
+pub fn revoke_service_keys(conn: &mut AnyConnection, service: &str) -> Result<Vec<i64>, DbError> {
     Ok(diesel::update(
         api_keys::table.filter(api_keys::service_name.eq(service)).filter(api_keys::state.ne(KEY_REVOKED)),
     )
     .set((api_keys::state.eq(KEY_REVOKED), api_keys::revoked_at.eq(now())))
-    .execute(conn)?)
+    .returning(api_keys::id)
+    .get_results(conn)?)
 }

@@ -1,16 +1,18 @@
 //! Users: registration, login and administration.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::caller::{Admin, MaybeCaller};
+use super::accounts;
 use super::session::issue_session;
 use super::state::KmsState;
-use super::{publish, store, ROLE_NAME};
-use crate::platform::audit::{self, Origin, Outcome};
+use super::{store, ROLE_NAME};
+use crate::platform::audit::Outcome;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::Json;
+use crate::platform::guards::{Admin, MaybeAuthenticated, Origin};
+use crate::platform::unit::Who;
 
 /// bcrypt reads at most 72 bytes; longer passwords would be silently truncated.
 const MAX_PASSWORD_BYTES: usize = 72;
@@ -152,46 +154,27 @@ pub async fn hash_password(password: String, cost: u32) -> ApiResult<String> {
 )]
 pub async fn register(
     state: web::Data<KmsState>,
-    req: HttpRequest,
-    caller: MaybeCaller,
+    origin: Origin,
+    caller: MaybeAuthenticated,
     body: Json<RegisterRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let username = validate_username(&body.username)?;
     validate_password(&body.password)?;
-    let admin = caller.0.as_ref().filter(|c| c.is_admin());
+    let admin = caller.admin();
     let roles = match (admin, &body.roles) {
         (Some(_), Some(requested)) => validate_roles(requested)?,
         _ => vec![DEFAULT_ROLE.to_string()],
     };
     let hash = hash_password(body.password, state.config.bcrypt_cost).await?;
     let actor = admin.map_or_else(|| username.clone(), |c| c.sub.clone());
-    let origin = Origin::of(&req, &state.trusted_proxies);
     let (name, granted) = (username.clone(), roles.clone());
-    let inserted = state
+    state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                store::insert_user(conn, &name, &hash, &granted)?;
-                publish(
-                    conn,
-                    "users.changed",
-                    serde_json::json!({"username": name, "change": "created", "roles": granted}),
-                )?;
-                let details = serde_json::json!({ "roles": granted });
-                audit::record(
-                    conn,
-                    origin.entry(ROLE_NAME, &actor, "users.create", &name, Outcome::Success, Some(details)),
-                )
-            })
+        .change(Who::new(ROLE_NAME, actor, origin), move |tx| {
+            accounts::create(tx, &name, &hash, &granted).map_err(ApiError::from)
         })
-        .await;
-    match inserted {
-        Err(err) if store::is_unique_violation(&err) => {
-            Err(ApiError::new(ErrorCode::Conflict, "this username is taken"))
-        }
-        other => other.map_err(ApiError::from),
-    }?;
+        .await?;
     Ok(HttpResponse::Created().json(RegisterResponse { message: "user created".into(), username, roles }))
 }
 
@@ -209,12 +192,11 @@ pub async fn register(
 )]
 pub async fn login(
     state: web::Data<KmsState>,
-    req: HttpRequest,
+    origin: Origin,
     body: Json<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let username = body.username.to_ascii_lowercase();
-    let origin = Origin::of(&req, &state.trusted_proxies);
     if let Err(retry_after) = state.limiter.check(&username, &origin.addr) {
         state.metrics.logins.with_label_values(&["limited"]).inc();
         return Err(ApiError::from_code(ErrorCode::RateLimited).with_retry_after(retry_after));
@@ -236,17 +218,14 @@ pub async fn login(
         let entry_name = username.clone();
         state
             .db
-            .run(move |conn| {
-                audit::record(
-                    conn,
-                    origin.entry(ROLE_NAME, &entry_name, "login", &entry_name, Outcome::Denied, None),
-                )
+            .change(Who::new(ROLE_NAME, username.clone(), origin), move |tx| {
+                tx.audit_outcome("login", &entry_name, Outcome::Denied, None)
             })
             .await?;
         return Err(ApiError::new(ErrorCode::Unauthorized, "invalid username or password"));
     };
     state.metrics.logins.with_label_values(&["success"]).inc();
-    let tokens = issue_session(&state, &user.username, user.role_list(), origin).await?;
+    let tokens = issue_session(&state, &user, origin).await?;
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(tokens))
 }
 
@@ -312,7 +291,7 @@ pub async fn get_user(
 pub async fn update_user(
     state: web::Data<KmsState>,
     admin: Admin,
-    req: HttpRequest,
+    origin: Origin,
     path: web::Path<String>,
     body: Json<UpdateUserRequest>,
 ) -> ApiResult<web::Json<UserView>> {
@@ -320,42 +299,13 @@ pub async fn update_user(
     let body = body.into_inner();
     let roles = body.roles.as_deref().map(validate_roles).transpose()?;
     let disabled = body.disabled;
-    let origin = Origin::of(&req, &state.trusted_proxies);
-    let actor = admin.0.sub;
     let user = state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                if !store::update_user(conn, &username, roles.as_deref(), disabled)? {
-                    return Ok(None);
-                }
-                if store::count_admins(conn)? == 0 {
-                    return Err(diesel::result::Error::RollbackTransaction.into());
-                }
-                if disabled == Some(true) {
-                    store::revoke_user_sessions(conn, &username)?;
-                }
-                let change = serde_json::json!({"username": username, "change": "updated", "roles": roles, "disabled": disabled});
-                publish(conn, "users.changed", change)?;
-                let details = serde_json::json!({ "roles": roles, "disabled": disabled });
-                audit::record(
-                    conn,
-                    origin.entry(
-                        ROLE_NAME,
-                        &actor,
-                        "users.update",
-                        &username,
-                        Outcome::Success,
-                        Some(details),
-                    ),
-                )?;
-                store::find_user(conn, &username)
-            })
+        .change(Who::new(ROLE_NAME, admin.0.sub, origin), move |tx| {
+            accounts::update(tx, &username, roles.as_deref(), disabled).map_err(ApiError::from)
         })
-        .await
-        .map_err(last_admin_guard)?;
-    user.map(|u| web::Json(UserView::from(u)))
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such user"))
+        .await?;
+    Ok(web::Json(UserView::from(user)))
 }
 
 /// Delete a user
@@ -374,49 +324,15 @@ pub async fn update_user(
 pub async fn delete_user(
     state: web::Data<KmsState>,
     admin: Admin,
-    req: HttpRequest,
+    origin: Origin,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let username = path.into_inner().to_ascii_lowercase();
-    let origin = Origin::of(&req, &state.trusted_proxies);
-    let actor = admin.0.sub;
-    let deleted = state
+    state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                if !store::delete_user(conn, &username)? {
-                    return Ok(false);
-                }
-                if store::count_admins(conn)? == 0 {
-                    return Err(diesel::result::Error::RollbackTransaction.into());
-                }
-                store::revoke_user_sessions(conn, &username)?;
-                publish(
-                    conn,
-                    "users.changed",
-                    serde_json::json!({"username": username, "change": "deleted"}),
-                )?;
-                audit::record(
-                    conn,
-                    origin.entry(ROLE_NAME, &actor, "users.delete", &username, Outcome::Success, None),
-                )?;
-                Ok(true)
-            })
+        .change(Who::new(ROLE_NAME, admin.0.sub, origin), move |tx| {
+            accounts::delete(tx, &username).map_err(ApiError::from)
         })
-        .await
-        .map_err(last_admin_guard)?;
-    if !deleted {
-        return Err(ApiError::new(ErrorCode::NotFound, "no such user"));
-    }
+        .await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// A rolled-back transaction in user administration means the change would have left no admin.
-fn last_admin_guard(err: crate::platform::db::DbError) -> ApiError {
-    match err {
-        crate::platform::db::DbError::Query(diesel::result::Error::RollbackTransaction) => {
-            ApiError::new(ErrorCode::Conflict, "this change would leave no enabled admin")
-        }
-        other => other.into(),
-    }
 }

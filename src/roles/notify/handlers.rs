@@ -9,17 +9,77 @@ use utoipa::{IntoParams, ToSchema};
 use super::state::NotifyState;
 use super::store::{self, Subscription};
 use super::worker::SECRET_CONTEXT;
-use crate::platform::auth::require_admin;
+use crate::platform::auth::Claims;
+use crate::platform::contracts::{
+    Event, KeyChanged, KeyCreated, KeyRevoked, KeyRotated, SecretsRotated, SessionRevoked, SigningKeyRotated,
+    TokenRevoked, UserChanged,
+};
 use crate::platform::crypto::random_token;
+use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::events::{self, valid_topic, StoredEvent};
 use crate::platform::extract::{page_limit, Json};
-use crate::platform::identity::AdminOrService;
+use crate::platform::guards::{Admin, AdminOrService, Origin};
+use crate::platform::unit::Who;
 
+/// The events' source and audit role of the changes made here.
+const ROLE: &str = "notify";
 const MAX_TOPICS: usize = 32;
 const STREAM_BATCH: i64 = 100;
-const STREAM_POLL: Duration = Duration::from_millis(200);
-const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Why a notify request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Also what a caller gets for someone else's subscription: absent, not forbidden.
+    #[error("no such subscription")]
+    NoSubscription,
+    #[error("no such dead delivery")]
+    NoDeadDelivery,
+    #[error("the topic {0} is published only by fountain's own roles")]
+    ReservedTopic(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<NotifyError> for ApiError {
+    fn from(err: NotifyError) -> Self {
+        match err {
+            NotifyError::NoSubscription | NotifyError::NoDeadDelivery => {
+                ApiError::new(ErrorCode::NotFound, err.to_string())
+            }
+            NotifyError::ReservedTopic(_) => ApiError::new(ErrorCode::Forbidden, err.to_string()),
+            NotifyError::Db(db) => db.into(),
+        }
+    }
+}
+
+/// Whether `topic` is one of the typed contract topics that a role publishes in the
+/// transaction of its own change (`platform::contracts`). A client may not publish them through
+/// `POST /events`: their readers (the trust path, secret injection) act on them by source, and a
+/// client whose name happens to be a role's must not be able to forge them.
+fn reserved_topic(topic: &str) -> bool {
+    [
+        TokenRevoked::TOPIC,
+        SessionRevoked::TOPIC,
+        UserChanged::TOPIC,
+        KeyCreated::TOPIC,
+        KeyRotated::TOPIC,
+        KeyChanged::TOPIC,
+        KeyRevoked::TOPIC,
+        SigningKeyRotated::TOPIC,
+        SecretsRotated::TOPIC,
+    ]
+    .contains(&topic)
+}
+
+/// The subscription `found` as `caller` may see it: an admin sees every subscription, anyone
+/// else only their own.
+fn visible(found: Option<Subscription>, caller: &Claims) -> Result<Subscription, NotifyError> {
+    match found {
+        Some(sub) if caller.is_admin() || sub.owner == caller.sub => Ok(sub),
+        _ => Err(NotifyError::NoSubscription),
+    }
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -157,28 +217,40 @@ pub struct DeliveryList {
 
 /// Publish an event
 ///
-/// Service or admin. Stores the event durably first, then delivers it to subscribers (at least once).
+/// Service or admin. Stores the event durably first, then delivers it to subscribers (at least once). The topics fountain's roles publish themselves are refused.
 #[utoipa::path(
     post, path = "/events", operation_id = "publishEvent", tag = "Events",
     request_body = PublishRequest,
-    responses((status = 202, description = "Stored; delivery follows", body = Published), (status = 422, description = "Invalid topic", body = ErrorBody)),
+    responses(
+        (status = 202, description = "Stored; delivery follows", body = Published),
+        (status = 403, description = "Neither a service nor an admin, or a topic only fountain's roles publish", body = ErrorBody),
+        (status = 422, description = "Invalid topic", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn publish(
     state: web::Data<NotifyState>,
     caller: AdminOrService,
+    origin: Origin,
     body: Json<PublishRequest>,
 ) -> ApiResult<HttpResponse> {
-    let body = body.into_inner();
-    if !valid_topic(&body.topic) {
+    let PublishRequest { topic, payload } = body.into_inner();
+    if !valid_topic(&topic) {
         return Err(ApiError::validation(
             "topic",
             "must be dot-separated words of a-z 0-9 _ - (at most 128 characters)",
         ));
     }
+    if reserved_topic(&topic) {
+        return Err(NotifyError::ReservedTopic(topic).into());
+    }
     let source = caller.0.sub;
-    let id = state.db.run(move |conn| events::publish(conn, &source, &body.topic, &body.payload)).await?;
-    events::wake_waiters();
+    let id = state
+        .db
+        .change(Who::new(ROLE, source.clone(), origin), move |tx| {
+            Ok::<_, NotifyError>(tx.publish_raw(&source, &topic, &payload)?)
+        })
+        .await?;
     state.metrics.published.inc();
     Ok(HttpResponse::Accepted().json(Published { id }))
 }
@@ -239,35 +311,51 @@ pub async fn stream(
     }
     let db = state.db.clone();
     let shutdown = state.shutdown.clone();
-    let events = futures_util::stream::unfold((db, start, topics), move |(db, after, topics)| {
-        let shutdown = shutdown.clone();
-        async move {
-            let mut waited = Duration::ZERO;
-            loop {
-                if *shutdown.borrow() {
-                    return None;
-                }
-                let wanted = topics.clone();
-                match db
-                    .run(move |conn| events::read_after(conn, after, wanted.as_deref(), STREAM_BATCH))
-                    .await
-                {
-                    Ok(batch) if !batch.is_empty() => {
-                        let last = batch.last().map_or(after, |e| e.id);
-                        let text: String = batch.into_iter().map(sse_frame).collect();
-                        return Some((Ok::<_, actix_web::Error>(web::Bytes::from(text)), (db, last, topics)));
+    // Committed events wake the stream at once (in this process, and from others through
+    // PostgreSQL's NOTIFY); the poll only covers what nothing announced.
+    let keepalive = Duration::from_secs(state.config.stream_keepalive_seconds.max(1));
+    let poll = Duration::from_millis(state.config.poll_interval_ms.max(10)).min(keepalive);
+    // Created before the first read: a commit while a read is in flight is not missed.
+    let waiter = events::waiter();
+    let events =
+        futures_util::stream::unfold((db, start, topics, waiter), move |(db, after, topics, mut waiter)| {
+            let mut shutdown = shutdown.clone();
+            async move {
+                let idle_since = std::time::Instant::now();
+                loop {
+                    if *shutdown.borrow() {
+                        return None;
                     }
-                    Ok(_) => {}
-                    Err(err) => log::warn!(target: "fountain::notify", "event stream read failed: {err}"),
+                    let wanted = topics.clone();
+                    match db
+                        .run(move |conn| events::read_after(conn, after, wanted.as_deref(), STREAM_BATCH))
+                        .await
+                    {
+                        Ok(batch) if !batch.is_empty() => {
+                            let last = batch.last().map_or(after, |e| e.id);
+                            let text: String = batch.into_iter().map(sse_frame).collect();
+                            return Some((
+                                Ok::<_, actix_web::Error>(web::Bytes::from(text)),
+                                (db, last, topics, waiter),
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(err) => log::warn!(target: "fountain::notify", "event stream read failed: {err}"),
+                    }
+                    if idle_since.elapsed() >= keepalive {
+                        return Some((
+                            Ok(web::Bytes::from_static(b": keep-alive\n\n")),
+                            (db, after, topics, waiter),
+                        ));
+                    }
+                    // The host's stop ends the stream at once, not at the next poll.
+                    tokio::select! {
+                        _ = waiter.wait(poll) => {}
+                        _ = shutdown.wait_for(|stopping| *stopping) => return None,
+                    }
                 }
-                if waited >= STREAM_KEEPALIVE {
-                    return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), (db, after, topics)));
-                }
-                events::wait_for_events(STREAM_POLL).await;
-                waited += STREAM_POLL;
             }
-        }
-    });
+        });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
@@ -292,12 +380,17 @@ fn sse_frame(event: StoredEvent) -> String {
 #[utoipa::path(
     post, path = "/subscriptions", operation_id = "createSubscription", tag = "Subscriptions",
     request_body = SubscribeRequest,
-    responses((status = 201, description = "Subscribed", body = SubscriptionView), (status = 422, description = "Invalid topics, URL or secret", body = ErrorBody)),
+    responses(
+        (status = 201, description = "Subscribed", body = SubscriptionView),
+        (status = 403, description = "Neither a service nor an admin", body = ErrorBody),
+        (status = 422, description = "Invalid topics, URL or secret", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn subscribe(
     state: web::Data<NotifyState>,
     caller: AdminOrService,
+    origin: Origin,
     body: Json<SubscribeRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
@@ -310,29 +403,39 @@ pub async fn subscribe(
             return Err(ApiError::validation("topics", "each must be a topic, a prefix ending in .* or *"));
         }
     }
-    check_callback(&state, &body.callback_url)?;
+    let callback = check_callback(&state, &body.callback_url)?;
     let (secret, generated) = match body.secret {
         Some(secret) if (16..=256).contains(&secret.len()) => (secret, false),
         Some(_) => return Err(ApiError::validation("secret", "must be 16 to 256 characters")),
         None => (random_token(32), true),
     };
-    let after_event_id = latest_id(&state).await?;
-    let sub = Subscription {
-        after_event_id,
+    let owner = caller.0.sub;
+    let mut sub = Subscription {
+        after_event_id: 0,
         id: uuid::Uuid::new_v4().to_string(),
-        owner: caller.0.sub,
+        owner: owner.clone(),
         topics: serde_json::to_string(&body.topics).unwrap_or_default(),
         callback_url: body.callback_url,
         sealed_secret: state.master_key.seal(SECRET_CONTEXT, secret.as_bytes()),
         created_at: store::now(),
     };
-    let stored = sub.clone();
-    state.db.run(move |conn| store::insert_subscription(conn, &stored)).await?;
+    // The audit names the callback's host only: a URL's path or query may carry a credential.
+    let details = serde_json::json!({ "topics": body.topics, "callbackHost": callback.host_str() });
+    let sub = state
+        .db
+        .change(Who::new(ROLE, owner, origin), move |tx| {
+            // The subscription receives the events published after it was created.
+            sub.after_event_id = store::latest_event_id(tx.conn())?;
+            store::insert_subscription(tx.conn(), &sub)?;
+            tx.audit("subscriptions.create", &sub.id, Some(details))?;
+            Ok::<_, NotifyError>(sub)
+        })
+        .await?;
     Ok(HttpResponse::Created().json(SubscriptionView::of(sub, generated.then_some(secret))))
 }
 
 /// Callbacks are absolute http(s) URLs without credentials that do not point at notify itself.
-fn check_callback(state: &NotifyState, raw: &str) -> ApiResult<()> {
+fn check_callback(state: &NotifyState, raw: &str) -> ApiResult<url::Url> {
     let invalid = |reason: &str| Err(ApiError::validation("callbackUrl", reason));
     let Ok(url) = url::Url::parse(raw) else { return invalid("must be an absolute URL") };
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -349,29 +452,20 @@ fn check_callback(state: &NotifyState, raw: &str) -> ApiResult<()> {
     if state.own_authorities.iter().any(|own| own.eq_ignore_ascii_case(&authority)) {
         return invalid("must not point at the notification service itself");
     }
-    Ok(())
-}
-
-async fn owned_subscription(
-    state: &NotifyState,
-    caller: &AdminOrService,
-    id: String,
-) -> ApiResult<Subscription> {
-    let found = state.db.run(move |conn| store::find_subscription(conn, &id)).await?;
-    match found {
-        Some(sub) if caller.0.is_admin() || sub.owner == caller.0.sub => Ok(sub),
-        // Someone else's subscription is reported as absent, not as forbidden.
-        _ => Err(ApiError::new(ErrorCode::NotFound, "no such subscription")),
-    }
+    Ok(url)
 }
 
 /// Get a subscription
 ///
-/// Its owner or an admin. Topics and callback URL; the secret is never shown again.
+/// Its owner or an admin (a service or admin token; someone else's subscription is absent). Topics and callback URL; the secret is never shown again.
 #[utoipa::path(
     get, path = "/subscriptions/{id}", operation_id = "getSubscription", tag = "Subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
-    responses((status = 200, description = "The subscription", body = SubscriptionView), (status = 404, description = "No such subscription", body = ErrorBody)),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionView),
+        (status = 403, description = "Neither a service nor an admin", body = ErrorBody),
+        (status = 404, description = "No such subscription, or someone else's", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn get_subscription(
@@ -379,26 +473,42 @@ pub async fn get_subscription(
     caller: AdminOrService,
     path: web::Path<String>,
 ) -> ApiResult<web::Json<SubscriptionView>> {
-    let sub = owned_subscription(&state, &caller, path.into_inner()).await?;
+    let id = path.into_inner();
+    let found = state.db.run(move |conn| store::find_subscription(conn, &id)).await?;
+    let sub = visible(found, &caller.0)?;
     Ok(web::Json(SubscriptionView::of(sub, None)))
 }
 
 /// Delete a subscription
 ///
-/// Its owner or an admin. Stops deliveries, including pending retries.
+/// Its owner or an admin (a service or admin token; someone else's subscription is absent). Stops deliveries, including pending retries.
 #[utoipa::path(
     delete, path = "/subscriptions/{id}", operation_id = "deleteSubscription", tag = "Subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such subscription", body = ErrorBody)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Neither a service nor an admin", body = ErrorBody),
+        (status = 404, description = "No such subscription, or someone else's", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn delete_subscription(
     state: web::Data<NotifyState>,
     caller: AdminOrService,
+    origin: Origin,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let sub = owned_subscription(&state, &caller, path.into_inner()).await?;
-    state.db.run(move |conn| store::delete_subscription(conn, &sub.id)).await?;
+    let id = path.into_inner();
+    let caller = caller.0;
+    state
+        .db
+        .change(Who::new(ROLE, caller.sub.clone(), origin), move |tx| {
+            let sub = visible(store::find_subscription(tx.conn(), &id)?, &caller)?;
+            store::delete_subscription(tx.conn(), &sub.id)?;
+            tx.audit("subscriptions.delete", &sub.id, Some(serde_json::json!({ "owner": sub.owner })))?;
+            Ok::<_, NotifyError>(())
+        })
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -407,15 +517,18 @@ pub async fn delete_subscription(
 /// Admin only. Webhook deliveries by status (pending, delivered, dead), newest first.
 #[utoipa::path(
     get, path = "/deliveries", operation_id = "listDeliveries", tag = "Subscriptions", params(DeliveryParams),
-    responses((status = 200, description = "Deliveries", body = DeliveryList)),
+    responses(
+        (status = 200, description = "Deliveries", body = DeliveryList),
+        (status = 400, description = "Unknown status", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn list_deliveries(
     state: web::Data<NotifyState>,
-    caller: AdminOrService,
+    _admin: Admin,
     params: web::Query<DeliveryParams>,
 ) -> ApiResult<web::Json<DeliveryList>> {
-    require_admin(&caller.0)?;
     let limit = page_limit(params.limit, 100, 500)?;
     let status = params.status.clone();
     if status.as_deref().is_some_and(|s| ![store::PENDING, store::DELIVERED, store::DEAD].contains(&s)) {
@@ -449,18 +562,83 @@ pub async fn list_deliveries(
 #[utoipa::path(
     post, path = "/deliveries/{id}/retry", operation_id = "retryDelivery", tag = "Subscriptions",
     params(("id" = i64, Path, description = "Delivery id")),
-    responses((status = 202, description = "Queued again"), (status = 404, description = "No such dead delivery", body = ErrorBody)),
+    responses(
+        (status = 202, description = "Queued again"),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such dead delivery", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn retry_delivery(
     state: web::Data<NotifyState>,
-    caller: AdminOrService,
+    admin: Admin,
+    origin: Origin,
     path: web::Path<i64>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&caller.0)?;
     let id = path.into_inner();
-    if !state.db.run(move |conn| store::retry_dead(conn, id)).await? {
-        return Err(ApiError::new(ErrorCode::NotFound, "no such dead delivery"));
-    }
+    state
+        .db
+        .change(Who::new(ROLE, admin.0.sub, origin), move |tx| {
+            if !store::retry_dead(tx.conn(), id)? {
+                return Err(NotifyError::NoDeadDelivery);
+            }
+            tx.audit("deliveries.retry", &id.to_string(), None)?;
+            Ok(())
+        })
+        .await?;
     Ok(HttpResponse::Accepted().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, role: &str) -> Claims {
+        Claims {
+            sub: sub.into(),
+            roles: vec![role.into()],
+            iss: "fountain".into(),
+            aud: "fountain".into(),
+            exp: 0,
+            iat: 0,
+            nbf: 0,
+            jti: "j".into(),
+            mfa: None,
+            sid: None,
+            uid: None,
+            epoch: None,
+            akid: None,
+        }
+    }
+
+    fn subscription(owner: &str) -> Subscription {
+        Subscription {
+            id: "s".into(),
+            owner: owner.into(),
+            topics: "[]".into(),
+            callback_url: "http://example.test/hook".into(),
+            sealed_secret: String::new(),
+            after_event_id: 0,
+            created_at: store::now(),
+        }
+    }
+
+    #[test]
+    fn a_subscription_is_visible_to_its_owner_and_admins_only() {
+        assert!(visible(Some(subscription("svc")), &claims("svc", "service")).is_ok());
+        assert!(visible(Some(subscription("svc")), &claims("root", "admin")).is_ok());
+        let other = visible(Some(subscription("svc")), &claims("svc2", "service"));
+        assert!(matches!(other, Err(NotifyError::NoSubscription)), "absent, not forbidden");
+        assert!(matches!(visible(None, &claims("root", "admin")), Err(NotifyError::NoSubscription)));
+    }
+
+    #[test]
+    fn the_roles_own_topics_are_reserved() {
+        for topic in ["users.changed", "tokens.revoked", "keys.changed", "keys.revoked", "secrets.rotated"] {
+            assert!(reserved_topic(topic), "{topic}");
+        }
+        for topic in ["demo.hello", "keys", "users.changed.v2", "secrets"] {
+            assert!(!reserved_topic(topic), "{topic}");
+        }
+    }
 }

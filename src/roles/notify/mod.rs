@@ -1,6 +1,7 @@
 //! The Notification Service role: durable topics, signed webhook deliveries with retry and
 //! dead-lettering, a live Server-Sent Events stream with resume, and replay.
 
+mod config;
 mod handlers;
 mod schema;
 mod state;
@@ -11,28 +12,44 @@ use actix_web::web;
 use utoipa::OpenApi;
 
 use self::state::NotifyState;
-use super::RoleSpec;
 use crate::platform::error::ErrorBody;
-use crate::platform::server::RoleContext;
+use crate::platform::role::{Mount, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
 pub use self::worker::{signature, webhook_body};
 
-pub const ROLE: RoleSpec = RoleSpec {
-    name: "notify",
-    title: "Notification Service",
-    default_port: 8006,
-    description: "FountainAI's event hub: durable topics, HMAC-signed webhook deliveries with retry and dead-lettering, a live Server-Sent Events stream with resume, and replay of past events.",
-    routes,
-    openapi,
-    init: state::init,
-};
+pub struct Notify;
 
-fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
-    if let Some(state) = ctx.state::<NotifyState>() {
-        cfg.app_data(state.keys.clone());
-        cfg.app_data(web::Data::from(state));
+impl Role for Notify {
+    fn name(&self) -> &'static str {
+        "notify"
     }
+
+    fn title(&self) -> &'static str {
+        "Notification Service"
+    }
+
+    fn description(&self) -> &'static str {
+        "FountainAI's event hub: durable topics, HMAC-signed webhook deliveries with retry and dead-lettering, a live Server-Sent Events stream with resume, and replay of past events."
+    }
+
+    fn default_port(&self) -> u16 {
+        8006
+    }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        NotifyApi::openapi()
+    }
+
+    fn start(&self, ctx: &RoleContext) -> Result<Mount, String> {
+        let state = web::Data::new(state::init(ctx)?);
+        ctx.spawn("notify.delivery", worker::run(state.clone().into_inner()));
+        Ok(Mount::routes(move |cfg| routes(cfg, state.clone())))
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig, state: web::Data<NotifyState>) {
+    cfg.app_data(state);
     cfg.service(web::resource("/events").post(handlers::publish).get(handlers::replay))
         .service(web::resource("/events/stream").get(handlers::stream))
         .service(web::resource("/subscriptions").post(handlers::subscribe))
@@ -64,7 +81,3 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
     )
 )]
 struct NotifyApi;
-
-fn openapi() -> utoipa::openapi::OpenApi {
-    NotifyApi::openapi()
-}

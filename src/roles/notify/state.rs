@@ -1,21 +1,20 @@
-//! What the notify role builds once per process: token verifier, metrics, the delivery worker.
+//! What the notify role builds once per process and its handlers and delivery worker share:
+//! configuration, database, master key, metrics. Tokens are checked by the guards, through the
+//! process's verifier.
 
 use std::sync::Arc;
 
-use actix_web::web;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
-use crate::config::NotifyConfig;
+use super::config::NotifyConfig;
 use crate::platform::crypto::MasterKey;
 use crate::platform::db::Db;
-use crate::platform::identity::RemoteKeys;
-use crate::platform::server::{RoleContext, RoleState};
+use crate::platform::role::RoleContext;
 
 pub struct NotifyState {
     pub config: NotifyConfig,
     pub db: Db,
     pub master_key: Arc<MasterKey>,
-    pub keys: web::Data<RemoteKeys>,
     pub metrics: NotifyMetrics,
     /// `host:port` forms under which this notify instance is reachable: callbacks may not
     /// point here (a subscription must not make notify call itself).
@@ -45,21 +44,17 @@ impl NotifyMetrics {
     }
 }
 
-pub fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
+pub fn init(ctx: &RoleContext) -> Result<NotifyState, String> {
     let metrics = NotifyMetrics::register(ctx.metrics.registry()).map_err(|e| e.to_string())?;
     let own_authorities = own_authorities(ctx);
-    let state = Arc::new(NotifyState {
-        config: ctx.config.notify.clone(),
+    Ok(NotifyState {
+        config: ctx.config.role_settings(ctx.role.name())?,
         db: ctx.db.clone(),
         master_key: ctx.master_key.clone(),
-        keys: web::Data::new(RemoteKeys::from_config(&ctx.config)),
         metrics,
         own_authorities,
         shutdown: ctx.shutdown.clone(),
-    });
-    crate::platform::events::listen_across_processes(ctx.db.clone(), ctx.shutdown.clone());
-    actix_web::rt::spawn(super::worker::run(state.clone()));
-    Ok(Some(state))
+    })
 }
 
 fn own_authorities(ctx: &RoleContext) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! signed with the subscription's secret, retried with exponential backoff and jitter until the
 //! event is older than the delivery age limit, then dead-lettered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -18,26 +19,28 @@ const BATCH: i64 = 256;
 const LEASE_SECONDS: i64 = 60;
 pub const SECRET_CONTEXT: &str = "notify-webhook-secret";
 
-/// Runs until the process stops. Errors are logged and the loop goes on: a database outage
-/// delays deliveries, it never loses them.
-pub async fn run(state: std::sync::Arc<NotifyState>) {
+/// Runs until the host stops it (the role spawns it with `RoleContext::spawn`, which ends it on
+/// shutdown). Errors are logged and the loop goes on: a database outage delays deliveries, it
+/// never loses them. Ended mid-pass, it loses nothing either: unrecorded attempts come back when
+/// their leases expire (at least once).
+pub async fn run(state: Arc<NotifyState>) {
     let client = awc::Client::builder()
         .timeout(Duration::from_millis(state.config.delivery_timeout_ms))
         .disable_redirects()
         .finish();
     let poll = Duration::from_millis(state.config.poll_interval_ms.max(10));
+    let mut waiter = crate::platform::events::waiter();
     loop {
         if let Err(err) = pass(&state, &client).await {
             log::warn!(target: "fountain::notify", "delivery pass failed: {err}");
         }
-        crate::platform::events::wait_for_events(poll).await;
+        waiter.wait(poll).await;
     }
 }
 
-async fn pass(
-    state: &std::sync::Arc<NotifyState>,
-    client: &awc::Client,
-) -> Result<(), crate::platform::db::DbError> {
+/// Fans new events out and makes the due attempts. Only plain queue writes: no audit record, no
+/// event, so `Db::run` rather than a unit of work.
+async fn pass(state: &NotifyState, client: &awc::Client) -> Result<(), crate::platform::db::DbError> {
     let created = state.db.run(|conn| store::fan_out(conn, 500)).await?;
     if created > 0 {
         state.metrics.fanned_out.inc_by(created as u64);
@@ -56,11 +59,7 @@ async fn pass(
     Ok(())
 }
 
-async fn attempt(
-    state: &std::sync::Arc<NotifyState>,
-    client: &awc::Client,
-    delivery: DueDelivery,
-) -> store::Outcome {
+async fn attempt(state: &NotifyState, client: &awc::Client, delivery: DueDelivery) -> store::Outcome {
     let attempts = delivery.attempts + 1;
     let id = delivery.id;
     match post(client, &state.master_key, &delivery).await {
@@ -81,7 +80,7 @@ async fn attempt(
 }
 
 /// Exponential backoff with ±50 % jitter, capped.
-fn retry_delay(config: &crate::config::NotifyConfig, attempts: i32) -> chrono::Duration {
+fn retry_delay(config: &super::config::NotifyConfig, attempts: i32) -> chrono::Duration {
     let base = config.initial_retry_delay_ms as f64 * 2f64.powi((attempts - 1).clamp(0, 30));
     let capped = base.min(config.max_retry_delay_seconds as f64 * 1000.0);
     let jittered = capped * rand::thread_rng().gen_range(0.5..1.5);
@@ -140,12 +139,13 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let config = crate::config::NotifyConfig {
+        let config = super::super::config::NotifyConfig {
             poll_interval_ms: 100,
             initial_retry_delay_ms: 1000,
             max_retry_delay_seconds: 60,
             max_delivery_age_seconds: 86400,
             delivery_timeout_ms: 1000,
+            stream_keepalive_seconds: 15,
         };
         let first = retry_delay(&config, 1).num_milliseconds();
         assert!((500..1500).contains(&first), "{first}");

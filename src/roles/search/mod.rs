@@ -1,10 +1,23 @@
 //! The Typesense Client Microservice role.
 
-use super::RoleSpec;
+use crate::platform::role::Role;
 
-pub const ROLE: RoleSpec = RoleSpec::standard_only(
-    "search",
-    "Typesense Client Microservice",
-    8001,
-    "Keeps FountainAI's searchable documents in sync and answers searches: create, update, delete and bulk import of documents, on an embedded engine or a remote Typesense.",
-);
+pub struct Search;
+
+impl Role for Search {
+    fn name(&self) -> &'static str {
+        "search"
+    }
+
+    fn title(&self) -> &'static str {
+        "Typesense Client Microservice"
+    }
+
+    fn description(&self) -> &'static str {
+        "Keeps FountainAI's searchable documents in sync and answers searches: create, update, delete and bulk import of documents, on an embedded engine or a remote Typesense."
+    }
+
+    fn default_port(&self) -> u16 {
+        8001
+    }
+}

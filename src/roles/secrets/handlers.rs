@@ -1,40 +1,26 @@
 //! Secrets Manager endpoints (seed paths and operationIds), with versions, check-and-set,
-//! soft delete, destroy, the secret factory and rotation events.
+//! soft delete, destroy, the secret factory and rotation events. Each handler extracts its
+//! typed guard and input, makes one call into the domain (`service`), and answers.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse, HttpResponseBuilder};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::store::{self, SecretVersion};
-use super::SecretsState;
-use crate::platform::audit::{self, Origin, Outcome};
-use crate::platform::auth::{require_admin, require_admin_or_owner, Claims};
-use crate::platform::crypto::random_token;
-use crate::platform::db::{AnyConnection, DbError};
+pub use super::service::SecretMap;
+use super::service::{self, Revision, SecretsError};
+use super::store::SecretVersion;
+use super::{SecretsState, ROLE_NAME};
+use crate::platform::contracts::{SecretSet, SecretsRotated};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
-use crate::platform::events;
 use crate::platform::extract::{Json, OptionalJson};
-use crate::platform::identity::AdminOrService;
+use crate::platform::guards::{Admin, AdminOrOwner, AdminOrService, Origin, ServiceName};
 use crate::platform::names::validate_service_name;
+use crate::platform::unit::Who;
 
-const ROLE_NAME: &str = "secrets";
 const MAX_ENTRIES: usize = 256;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 const DEFAULT_ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-pub type SecretMap = BTreeMap<String, String>;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SecretResponse {
-    pub service_name: String,
-    #[schema(value_type = BTreeMap<String, String>)]
-    pub secrets: SecretMap,
-    pub version: i32,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct VersionParam {
@@ -48,6 +34,12 @@ pub struct VersionInfo {
     #[schema(value_type = String, format = DateTime)]
     pub created_at: chrono::NaiveDateTime,
     pub created_by: String,
+}
+
+impl From<SecretVersion> for VersionInfo {
+    fn from(v: SecretVersion) -> Self {
+        Self { version: v.version, created_at: v.created_at, created_by: v.created_by }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -95,10 +87,31 @@ pub struct GenerateResponse {
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
 pub struct NotificationPayload {
+    #[schema(example = "service_a")]
     pub serviceName: String,
     #[schema(value_type = String, format = DateTime)]
     pub rotationTime: chrono::DateTime<chrono::Utc>,
+    /// The new version: a whole number, as a string.
+    #[schema(example = "7")]
     pub version: String,
+}
+
+impl NotificationPayload {
+    /// The `secrets.rotated` event this notice announces.
+    fn into_event(self) -> ApiResult<SecretsRotated> {
+        validate_service_name("serviceName", &self.serviceName)?;
+        let version: i32 =
+            self.version.parse().map_err(|_| ApiError::validation("version", "must be a whole number"))?;
+        if version < 1 {
+            return Err(ApiError::validation("version", "must be at least 1"));
+        }
+        Ok(SecretsRotated {
+            service_name: self.serviceName,
+            version,
+            rotation_time: service::rotation_time(self.rotationTime),
+            reason: Some("notification".to_string()),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,49 +119,14 @@ pub struct Message {
     pub message: String,
 }
 
-fn seal_context(service: &str, version: i32) -> String {
-    format!("secrets:{service}:{version}")
+/// Who makes a change: the admin, from where the request came.
+fn who(admin: &Admin, origin: Origin) -> Who {
+    Who::new(ROLE_NAME, admin.name(), origin)
 }
 
-fn seal(state: &SecretsState, service: &str, version: i32, values: &SecretMap) -> String {
-    seal_with(&state.master_key, service, version, values)
-}
-
-fn seal_with(
-    master_key: &crate::platform::crypto::MasterKey,
-    service: &str,
-    version: i32,
-    values: &SecretMap,
-) -> String {
-    let json = serde_json::to_vec(values).unwrap_or_default();
-    master_key.seal(&seal_context(service, version), &json)
-}
-
-/// Creates a service's secret set with generated defaults unless it has one (start-up bootstrap
-/// of a process that serves the secrets role itself).
-pub fn ensure_secret_set(platform: &crate::platform::server::Platform, service: &str) -> Result<(), String> {
-    let mut conn = platform.db.conn().map_err(|e| e.to_string())?;
-    let result = crate::platform::db::transaction(&mut conn, |conn| {
-        if store::find_set(conn, service)?.is_some() {
-            return Ok(());
-        }
-        let sealed = seal_with(&platform.master_key, service, 1, &generated_defaults());
-        store::create_set(conn, service, &sealed, "bootstrap")?;
-        let origin = Origin { addr: "local".into(), request_id: None };
-        audit::record(
-            conn,
-            origin.entry(ROLE_NAME, "bootstrap", "secrets.create", service, Outcome::Success, None),
-        )
-    });
-    result.map_err(|e: DbError| e.to_string())
-}
-
-fn open(state: &SecretsState, service: &str, version: &SecretVersion) -> ApiResult<SecretMap> {
-    let plain = state
-        .master_key
-        .open(&seal_context(service, version.version), &version.sealed_values)
-        .map_err(ApiError::internal)?;
-    serde_json::from_slice(&plain).map_err(ApiError::internal)
+/// Secret values are never cached by a client or a proxy.
+fn no_store(mut response: HttpResponseBuilder, set: &SecretSet) -> HttpResponse {
+    response.insert_header(("cache-control", "no-store")).json(set)
 }
 
 fn validate_values(field: &str, values: &SecretMap) -> ApiResult<()> {
@@ -171,31 +149,16 @@ fn validate_values(field: &str, values: &SecretMap) -> ApiResult<()> {
     Ok(())
 }
 
-fn generated_defaults() -> SecretMap {
-    SecretMap::from([
-        ("JWT_SECRET".to_string(), random_token(32)),
-        ("DB_PASSWORD".to_string(), random_token(16)),
-    ])
-}
-
-fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no secrets for this service")
-}
-
-/// Publishes `secrets.rotated` in the transaction of the change (never lost if notify is down).
-fn publish_rotation(
-    conn: &mut AnyConnection,
-    service: &str,
-    version: i32,
-    reason: &str,
-) -> Result<(), DbError> {
-    let payload = serde_json::json!({
-        "serviceName": service,
-        "version": version.to_string(),
-        "rotationTime": chrono::Utc::now().to_rfc3339(),
-        "reason": reason,
-    });
-    events::publish(conn, ROLE_NAME, "secrets.rotated", &payload).map(|_| ())
+/// Creates a service's secret set with generated defaults unless it has one (start-up
+/// provisioning of a process that serves the secrets role itself).
+pub fn ensure_secret_set(platform: &crate::platform::server::Platform, service: &str) -> Result<(), String> {
+    let who = Who::new(ROLE_NAME, "bootstrap", Origin::local("local"));
+    let master = &platform.master_key;
+    match platform.db.change_blocking(who, |tx| service::ensure(tx, master, service)) {
+        // Another process starting at the same time created it first.
+        Ok(()) | Err(SecretsError::Exists) => Ok(()),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 /// Create and store secrets for a service
@@ -206,55 +169,31 @@ fn publish_rotation(
     params(("serviceName" = String, Path, description = "Service identifier")),
     request_body(content = Option<BTreeMap<String, String>>, description = "Optional name/value pairs"),
     responses(
-        (status = 201, description = "Created at version 1", body = SecretResponse),
-        (status = 409, description = "The service already has secrets", body = ErrorBody)
+        (status = 201, description = "Created at version 1", body = SecretSet),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 409, description = "The service already has secrets (already_exists)", body = ErrorBody),
+        (status = 422, description = "Invalid service name, secret names or values", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
 pub async fn create(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    req: HttpRequest,
-    path: web::Path<String>,
+    admin: Admin,
+    origin: Origin,
+    name: ServiceName,
     body: OptionalJson<SecretMap>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&caller.0)?;
-    let service = path.into_inner();
-    validate_service_name("serviceName", &service)?;
-    let mut values = generated_defaults();
+    let mut values = service::generated_defaults();
     if let Some(given) = body.0 {
         validate_values("secrets", &given)?;
         values.extend(given);
     }
-    let sealed = seal(&state, &service, 1, &values);
-    let origin = Origin::of(&req, &state.trusted_proxies);
-    let (name, actor) = (service.clone(), caller.0.sub.clone());
-    let created = state
+    let master = state.master_key.clone();
+    let set = state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                store::create_set(conn, &name, &sealed, &actor)?;
-                audit::record(
-                    conn,
-                    origin.entry(ROLE_NAME, &actor, "secrets.create", &name, Outcome::Success, None),
-                )
-            })
-        })
-        .await;
-    match created {
-        Err(DbError::Query(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        ))) => {
-            return Err(ApiError::new(ErrorCode::Conflict, "this service already has secrets"));
-        }
-        other => other?,
-    }
-    Ok(HttpResponse::Created().insert_header(("cache-control", "no-store")).json(SecretResponse {
-        service_name: service,
-        secrets: values,
-        version: 1,
-    }))
+        .change(who(&admin, origin), move |tx| service::create(tx, &master, name.as_str(), values))
+        .await?;
+    Ok(no_store(HttpResponse::Created(), &set))
 }
 
 /// Retrieve secrets for a service
@@ -263,37 +202,25 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/secrets/{serviceName}", operation_id = "getSecretsForService", tag = "Secrets",
     params(("serviceName" = String, Path, description = "Service identifier"), VersionParam),
-    responses((status = 200, description = "The secrets", body = SecretResponse), (status = 404, description = "No such service or version", body = ErrorBody)),
+    responses(
+        (status = 200, description = "The secrets", body = SecretSet),
+        (status = 400, description = "version is not a positive integer", body = ErrorBody),
+        (status = 403, description = "Neither an admin nor the service itself", body = ErrorBody),
+        (status = 404, description = "No such service or version", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn get(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    path: web::Path<String>,
+    caller: AdminOrOwner,
     params: web::Query<VersionParam>,
 ) -> ApiResult<HttpResponse> {
-    let service = path.into_inner();
-    require_admin_or_owner(&caller.0, &service, "these secrets")?;
     if params.version.is_some_and(|v| v < 1) {
         return Err(ApiError::new(ErrorCode::BadRequest, "version must be a positive integer"));
     }
-    let (name, wanted) = (service.clone(), params.version);
-    let found = state
-        .db
-        .run(move |conn| {
-            let Some(set) = store::find_set(conn, &name)?.filter(|s| s.deleted_at.is_none()) else {
-                return Ok(None);
-            };
-            store::get_version(conn, &name, wanted.unwrap_or(set.current_version))
-        })
-        .await?;
-    let version = found.ok_or_else(not_found)?;
-    let secrets = open(&state, &service, &version)?;
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(SecretResponse {
-        service_name: service,
-        secrets,
-        version: version.version,
-    }))
+    let set =
+        service::read(&state.db, &state.master_key, caller.service.into_inner(), params.version).await?;
+    Ok(no_store(HttpResponse::Ok(), &set))
 }
 
 /// List secret versions
@@ -302,89 +229,36 @@ pub async fn get(
 #[utoipa::path(
     get, path = "/secrets/{serviceName}/versions", operation_id = "listSecretVersions", tag = "Secrets",
     params(("serviceName" = String, Path, description = "Service identifier")),
-    responses((status = 200, description = "Versions, newest first", body = VersionList), (status = 404, description = "No such service", body = ErrorBody)),
+    responses(
+        (status = 200, description = "Versions, newest first", body = VersionList),
+        (status = 403, description = "Neither an admin nor the service itself", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn versions(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    path: web::Path<String>,
+    caller: AdminOrOwner,
 ) -> ApiResult<web::Json<VersionList>> {
-    let service = path.into_inner();
-    require_admin_or_owner(&caller.0, &service, "these secrets")?;
-    let name = service.clone();
-    let found = state
-        .db
-        .run(move |conn| {
-            let Some(set) = store::find_set(conn, &name)?.filter(|s| s.deleted_at.is_none()) else {
-                return Ok(None);
-            };
-            Ok(Some((set.current_version, store::list_versions(conn, &name)?)))
-        })
-        .await?;
-    let (current_version, list) = found.ok_or_else(not_found)?;
-    let versions = list
-        .into_iter()
-        .map(|v| VersionInfo { version: v.version, created_at: v.created_at, created_by: v.created_by })
-        .collect();
-    Ok(web::Json(VersionList { service_name: service, current_version, versions }))
+    let service_name = caller.service.into_inner();
+    let (current_version, kept) = service::history(&state.db, service_name.clone()).await?;
+    let versions = kept.into_iter().map(VersionInfo::from).collect();
+    Ok(web::Json(VersionList { service_name, current_version, versions }))
 }
 
-/// Writes a new version computed from the current values, check-and-set, with its event.
-async fn new_version(
-    state: web::Data<SecretsState>,
-    caller: Claims,
+/// Writes the next version of `name`'s secrets as one unit of work.
+async fn revise(
+    state: &SecretsState,
+    admin: Admin,
     origin: Origin,
-    service: String,
-    expected: Option<i32>,
-    reason: &'static str,
-    next: impl FnOnce(SecretMap) -> SecretMap + Send + 'static,
-) -> ApiResult<SecretResponse> {
-    let keep = state.max_versions;
-    let inner = state.clone();
-    let name = service.clone();
-    let outcome = state
+    name: ServiceName,
+    revision: Revision,
+) -> Result<SecretSet, SecretsError> {
+    let (master, keep) = (state.master_key.clone(), state.max_versions);
+    state
         .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                let Some(set) = store::lock_set(conn, &name)?.filter(|s| s.deleted_at.is_none()) else {
-                    return Ok(Err(not_found()));
-                };
-                if expected.is_some_and(|e| e != set.current_version) {
-                    let message = format!(
-                        "version {} is current, not {}",
-                        set.current_version,
-                        expected.unwrap_or_default()
-                    );
-                    return Ok(Err(ApiError::new(ErrorCode::Conflict, message)
-                        .with_details(serde_json::json!({ "currentVersion": set.current_version }))));
-                }
-                let current = store::get_version(conn, &name, set.current_version)?
-                    .ok_or_else(|| DbError::Data(format!("secrets of {name}: current version missing")))?;
-                let values = match open(&inner, &name, &current) {
-                    Ok(values) => next(values),
-                    Err(err) => return Ok(Err(err)),
-                };
-                let version = set.current_version + 1;
-                let sealed = seal(&inner, &name, version, &values);
-                if !store::advance(conn, &name, set.current_version, &sealed, &caller.sub)? {
-                    return Ok(Err(ApiError::new(
-                        ErrorCode::Conflict,
-                        "the secrets changed concurrently; retry",
-                    )));
-                }
-                store::prune(conn, &name, version, keep)?;
-                publish_rotation(conn, &name, version, reason)?;
-                let details = serde_json::json!({ "version": version });
-                audit::record(
-                    conn,
-                    origin.entry(ROLE_NAME, &caller.sub, reason, &name, Outcome::Success, Some(details)),
-                )?;
-                Ok(Ok(SecretResponse { service_name: name.clone(), secrets: values, version }))
-            })
-        })
-        .await?;
-    outcome
+        .change(who(&admin, origin), move |tx| service::revise(tx, &master, keep, name.as_str(), revision))
+        .await
 }
 
 /// Rotate secrets for a service
@@ -394,28 +268,26 @@ async fn new_version(
     post, path = "/secrets/{serviceName}/rotate", operation_id = "rotateSecretsForService", tag = "Secrets",
     params(("serviceName" = String, Path, description = "Service identifier")),
     request_body(content = Option<RotateRequest>),
-    responses((status = 200, description = "The new version", body = SecretResponse), (status = 404, description = "No such service", body = ErrorBody)),
+    responses(
+        (status = 200, description = "The new version", body = SecretSet),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "The secrets changed concurrently (version_conflict); retry", body = ErrorBody),
+        (status = 422, description = "Invalid secret names or values", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn rotate(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    req: HttpRequest,
-    path: web::Path<String>,
+    admin: Admin,
+    origin: Origin,
+    name: ServiceName,
     body: OptionalJson<RotateRequest>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&caller.0)?;
     let overrides = body.0.unwrap_or_default().newSecrets.unwrap_or_default();
     validate_values("newSecrets", &overrides)?;
-    let origin = Origin::of(&req, &state.trusted_proxies);
-    let response =
-        new_version(state, caller.0, origin, path.into_inner(), None, "secrets.rotate", move |mut values| {
-            values.extend(generated_defaults());
-            values.extend(overrides);
-            values
-        })
-        .await?;
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(response))
+    let set = revise(&state, admin, origin, name, Revision::Rotate { overrides }).await?;
+    Ok(no_store(HttpResponse::Ok(), &set))
 }
 
 /// Replace secrets (check-and-set)
@@ -426,62 +298,26 @@ pub async fn rotate(
     params(("serviceName" = String, Path, description = "Service identifier")),
     request_body = ReplaceRequest,
     responses(
-        (status = 200, description = "The new version", body = SecretResponse),
-        (status = 409, description = "expectedVersion is not current", body = ErrorBody)
+        (status = 200, description = "The new version", body = SecretSet),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "expectedVersion is not current (version_conflict; details.currentVersion)", body = ErrorBody),
+        (status = 422, description = "Invalid secret names or values", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
 pub async fn replace(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    req: HttpRequest,
-    path: web::Path<String>,
+    admin: Admin,
+    origin: Origin,
+    name: ServiceName,
     body: Json<ReplaceRequest>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&caller.0)?;
     let body = body.into_inner();
     validate_values("secrets", &body.secrets)?;
-    let origin = Origin::of(&req, &state.trusted_proxies);
-    let values = body.secrets;
-    let response = new_version(
-        state,
-        caller.0,
-        origin,
-        path.into_inner(),
-        Some(body.expectedVersion),
-        "secrets.replace",
-        move |_| values,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(response))
-}
-
-async fn change_state(
-    state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    req: HttpRequest,
-    service: String,
-    action: &'static str,
-    change: fn(&mut AnyConnection, &str) -> Result<bool, DbError>,
-) -> ApiResult<bool> {
-    require_admin(&caller.0)?;
-    let origin = Origin::of(&req, &state.trusted_proxies);
-    let actor = caller.0.sub;
-    Ok(state
-        .db
-        .run(move |conn| {
-            crate::platform::db::transaction(conn, |conn| {
-                let changed = change(conn, &service)?;
-                if changed {
-                    audit::record(
-                        conn,
-                        origin.entry(ROLE_NAME, &actor, action, &service, Outcome::Success, None),
-                    )?;
-                }
-                Ok(changed)
-            })
-        })
-        .await?)
+    let revision = Revision::Replace { values: body.secrets, expected: body.expectedVersion };
+    let set = revise(&state, admin, origin, name, revision).await?;
+    Ok(no_store(HttpResponse::Ok(), &set))
 }
 
 /// Delete secrets (restorable)
@@ -490,22 +326,20 @@ async fn change_state(
 #[utoipa::path(
     delete, path = "/secrets/{serviceName}", operation_id = "deleteSecretsForService", tag = "Secrets",
     params(("serviceName" = String, Path, description = "Service identifier")),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such service", body = ErrorBody)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn delete(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    req: HttpRequest,
-    path: web::Path<String>,
+    admin: Admin,
+    origin: Origin,
+    name: ServiceName,
 ) -> ApiResult<HttpResponse> {
-    if !change_state(state, caller, req, path.into_inner(), "secrets.delete", |c, s| {
-        store::set_deleted(c, s, true)
-    })
-    .await?
-    {
-        return Err(not_found());
-    }
+    state.db.change(who(&admin, origin), move |tx| service::delete(tx, name.as_str())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -515,22 +349,20 @@ pub async fn delete(
 #[utoipa::path(
     post, path = "/secrets/{serviceName}/restore", operation_id = "restoreSecretsForService", tag = "Secrets",
     params(("serviceName" = String, Path, description = "Service identifier")),
-    responses((status = 204, description = "Restored"), (status = 404, description = "Nothing deleted to restore", body = ErrorBody)),
+    responses(
+        (status = 204, description = "Restored"),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "Nothing deleted to restore", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn restore(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    req: HttpRequest,
-    path: web::Path<String>,
+    admin: Admin,
+    origin: Origin,
+    name: ServiceName,
 ) -> ApiResult<HttpResponse> {
-    if !change_state(state, caller, req, path.into_inner(), "secrets.restore", |c, s| {
-        store::set_deleted(c, s, false)
-    })
-    .await?
-    {
-        return Err(ApiError::new(ErrorCode::NotFound, "no deleted secrets for this service"));
-    }
+    state.db.change(who(&admin, origin), move |tx| service::restore(tx, name.as_str())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -540,18 +372,20 @@ pub async fn restore(
 #[utoipa::path(
     post, path = "/secrets/{serviceName}/destroy", operation_id = "destroySecretsForService", tag = "Secrets",
     params(("serviceName" = String, Path, description = "Service identifier")),
-    responses((status = 204, description = "Destroyed"), (status = 404, description = "No such service", body = ErrorBody)),
+    responses(
+        (status = 204, description = "Destroyed"),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn destroy(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
-    req: HttpRequest,
-    path: web::Path<String>,
+    admin: Admin,
+    origin: Origin,
+    name: ServiceName,
 ) -> ApiResult<HttpResponse> {
-    if !change_state(state, caller, req, path.into_inner(), "secrets.destroy", store::destroy).await? {
-        return Err(not_found());
-    }
+    state.db.change(who(&admin, origin), move |tx| service::destroy(tx, name.as_str())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -597,36 +431,22 @@ pub async fn generate(
 #[utoipa::path(
     post, path = "/notifications", operation_id = "publishNotification", tag = "Notification",
     request_body = NotificationPayload,
-    responses((status = 202, description = "Forwarded", body = Message)),
+    responses(
+        (status = 202, description = "Forwarded", body = Message),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 422, description = "Invalid service name, rotation time or version (not a whole number)", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn notification(
     state: web::Data<SecretsState>,
-    caller: AdminOrService,
+    admin: Admin,
+    origin: Origin,
     body: Json<NotificationPayload>,
 ) -> ApiResult<HttpResponse> {
-    require_admin(&caller.0)?;
-    let body = body.into_inner();
-    validate_service_name("serviceName", &body.serviceName)?;
-    let payload = serde_json::json!({
-        "serviceName": body.serviceName,
-        "version": body.version,
-        "rotationTime": body.rotationTime.to_rfc3339(),
-        "reason": "notification",
-    });
-    state.db.run(move |conn| events::publish(conn, ROLE_NAME, "secrets.rotated", &payload)).await?;
+    let notice = body.into_inner().into_event()?;
+    state.db.change(who(&admin, origin), move |tx| service::announce(tx, &notice)).await?;
     Ok(HttpResponse::Accepted().json(Message {
         message: "Notification published; dependent services will re-fetch their secrets.".into(),
     }))
-}
-
-/// The state these handlers share.
-pub fn state_from(ctx: &crate::platform::server::RoleContext) -> SecretsState {
-    SecretsState {
-        db: ctx.db.clone(),
-        master_key: Arc::clone(&ctx.master_key),
-        trusted_proxies: ctx.config.server.trusted_proxies.clone(),
-        max_versions: ctx.config.secrets.max_versions.max(1) as i32,
-        keys: web::Data::new(crate::platform::identity::RemoteKeys::from_config(&ctx.config)),
-    }
 }

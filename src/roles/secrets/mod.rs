@@ -3,6 +3,7 @@
 
 mod handlers;
 mod schema;
+mod service;
 mod store;
 
 use std::sync::Arc;
@@ -10,43 +11,82 @@ use std::sync::Arc;
 use actix_web::web;
 use utoipa::OpenApi;
 
-use super::RoleSpec;
+use crate::platform::contracts::SecretSet;
 use crate::platform::crypto::MasterKey;
 use crate::platform::db::Db;
 use crate::platform::error::ErrorBody;
-use crate::platform::identity::RemoteKeys;
-use crate::platform::server::{RoleContext, RoleState};
+use crate::platform::role::{Mount, Provisioning, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
 pub use self::handlers::{ensure_secret_set, SecretMap};
 
-pub const ROLE: RoleSpec = RoleSpec {
-    name: "secrets",
-    title: "Secrets Manager Service",
-    default_port: 8005,
-    description: "Per-service secrets for FountainAI, versioned and encrypted at rest, with rotation that every service picks up live through the Notification Service, and a generator for strong random secrets.",
-    routes,
-    openapi,
-    init,
-};
+const ROLE_NAME: &str = "secrets";
+
+pub struct Secrets;
+
+impl Role for Secrets {
+    fn name(&self) -> &'static str {
+        ROLE_NAME
+    }
+
+    fn title(&self) -> &'static str {
+        "Secrets Manager Service"
+    }
+
+    fn description(&self) -> &'static str {
+        "Per-service secrets for FountainAI, versioned and encrypted at rest, with rotation that every service picks up live through the Notification Service, and a generator for strong random secrets."
+    }
+
+    fn default_port(&self) -> u16 {
+        8005
+    }
+
+    fn openapi(&self) -> utoipa::openapi::OpenApi {
+        SecretsApi::openapi()
+    }
+
+    fn check_config(&self, config: &crate::config::Config) -> Result<(), String> {
+        config.role_settings::<SecretsConfig>(ROLE_NAME).map(|_| ())
+    }
+
+    fn provisions_for_others(&self) -> bool {
+        true
+    }
+
+    /// Every role of an all-in-one process gets its secret set.
+    fn provision(&self, provisioning: &Provisioning<'_>) -> Result<(), String> {
+        for role in provisioning.roles {
+            ensure_secret_set(provisioning.platform, role)?;
+        }
+        Ok(())
+    }
+
+    fn start(&self, ctx: &RoleContext) -> Result<Mount, String> {
+        let state = web::Data::new(SecretsState {
+            db: ctx.db.clone(),
+            master_key: Arc::clone(&ctx.master_key),
+            max_versions: ctx.config.role_settings::<SecretsConfig>(ROLE_NAME)?.max_versions.max(1) as i32,
+        });
+        Ok(Mount::routes(move |cfg| routes(cfg, state.clone())))
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+/// The secrets role's own settings: `[roles.secrets]`.
+pub struct SecretsConfig {
+    /// Versions kept per service (older ones are pruned on each new version).
+    pub max_versions: u32,
+}
 
 pub struct SecretsState {
     pub db: Db,
     pub master_key: Arc<MasterKey>,
-    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub max_versions: i32,
-    pub keys: web::Data<RemoteKeys>,
 }
 
-fn init(ctx: &RoleContext) -> Result<Option<RoleState>, String> {
-    Ok(Some(Arc::new(handlers::state_from(ctx))))
-}
-
-fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
-    if let Some(state) = ctx.state::<SecretsState>() {
-        cfg.app_data(state.keys.clone());
-        cfg.app_data(web::Data::from(state));
-    }
+fn routes(cfg: &mut web::ServiceConfig, state: web::Data<SecretsState>) {
+    cfg.app_data(state);
     cfg.service(
         web::resource("/secrets/{serviceName}")
             .post(handlers::create)
@@ -69,7 +109,7 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
         handlers::delete, handlers::restore, handlers::destroy, handlers::generate, handlers::notification
     ),
     components(schemas(
-        handlers::SecretResponse, handlers::VersionInfo, handlers::VersionList, handlers::RotateRequest,
+        SecretSet, handlers::VersionInfo, handlers::VersionList, handlers::RotateRequest,
         handlers::ReplaceRequest, handlers::GenerateRequest, handlers::GenerateResponse,
         handlers::NotificationPayload, handlers::Message, ErrorBody
     )),
@@ -81,7 +121,3 @@ fn routes(cfg: &mut web::ServiceConfig, ctx: &RoleContext) {
     )
 )]
 struct SecretsApi;
-
-fn openapi() -> utoipa::openapi::OpenApi {
-    SecretsApi::openapi()
-}

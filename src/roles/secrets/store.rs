@@ -2,6 +2,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use super::schema::{secret_sets, secret_versions};
 use crate::platform::db::{AnyConnection, DbError};
@@ -10,9 +11,15 @@ pub fn now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
 
+/// Whether a write failed only because the row already exists.
+pub fn is_unique_violation(err: &DbError) -> bool {
+    matches!(err, DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
+}
+
+/// A service's secret set: which version is current, and whether it is (soft) deleted.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = secret_sets)]
-pub struct SecretSet {
+pub struct SetRow {
     pub current_version: i32,
     pub deleted_at: Option<NaiveDateTime>,
 }
@@ -26,10 +33,10 @@ pub struct SecretVersion {
     pub created_by: String,
 }
 
-pub fn find_set(conn: &mut AnyConnection, service: &str) -> Result<Option<SecretSet>, DbError> {
+pub fn find_set(conn: &mut AnyConnection, service: &str) -> Result<Option<SetRow>, DbError> {
     Ok(secret_sets::table
         .filter(secret_sets::service_name.eq(service))
-        .select(SecretSet::as_select())
+        .select(SetRow::as_select())
         .first(conn)
         .optional()?)
 }
@@ -37,13 +44,13 @@ pub fn find_set(conn: &mut AnyConnection, service: &str) -> Result<Option<Secret
 /// Like `find_set`, holding the row lock until the transaction ends, so that concurrent
 /// writers of one service queue instead of conflicting (`FOR UPDATE` on PostgreSQL; SQLite's
 /// write transactions already hold the database lock).
-pub fn lock_set(conn: &mut AnyConnection, service: &str) -> Result<Option<SecretSet>, DbError> {
+pub fn lock_set(conn: &mut AnyConnection, service: &str) -> Result<Option<SetRow>, DbError> {
     let by_name = secret_sets::table.filter(secret_sets::service_name.eq(service));
     Ok(match conn {
         AnyConnection::Postgres(pg) => {
-            by_name.select(SecretSet::as_select()).for_update().first(pg).optional()?
+            by_name.select(SetRow::as_select()).for_update().first(pg).optional()?
         }
-        AnyConnection::Sqlite(sqlite) => by_name.select(SecretSet::as_select()).first(sqlite).optional()?,
+        AnyConnection::Sqlite(sqlite) => by_name.select(SetRow::as_select()).first(sqlite).optional()?,
     })
 }
 

@@ -1,10 +1,23 @@
 //! The Service A role.
 
-use super::RoleSpec;
+use crate::platform::role::Role;
 
-pub const ROLE: RoleSpec = RoleSpec::standard_only(
-    "sequence",
-    "Service A",
-    8002,
-    "Screenplay elements for FountainAI: ordered sequence numbers, reordering and versions, kept in sync with search through a transactional outbox so that nothing is lost when search is down.",
-);
+pub struct Sequence;
+
+impl Role for Sequence {
+    fn name(&self) -> &'static str {
+        "sequence"
+    }
+
+    fn title(&self) -> &'static str {
+        "Service A"
+    }
+
+    fn description(&self) -> &'static str {
+        "Screenplay elements for FountainAI: ordered sequence numbers, reordering and versions, kept in sync with search through a transactional outbox so that nothing is lost when search is down."
+    }
+
+    fn default_port(&self) -> u16 {
+        8002
+    }
+}
