@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub host: IpAddr,
     pub workers: usize,
     pub body_limit_bytes: u64,
+    /// How long reading one request body may take in all; slower gets 408.
+    pub body_read_timeout_seconds: u64,
     pub shutdown_timeout_seconds: u64,
     /// Peers whose `X-Forwarded-For` is believed (the gateway, Caddy).
     pub trusted_proxies: Vec<IpAddr>,

@@ -21,6 +21,21 @@ use super::error::{ApiError, ErrorCode};
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// How long reading a request body may take in all (`server.body_read_timeout_seconds`): a
+/// client that trickles its body is cut off with 408 instead of holding a worker's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
+/// Used where no `BodyReadTimeout` is configured.
+pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The request's body under its app's size limit and read timeout.
+pub async fn read_body(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, ApiError> {
+    let limit = req.app_data::<BodyLimit>().map_or(1 << 20, |l| l.0);
+    let timeout = req.app_data::<BodyReadTimeout>().map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+    read_limited_within(payload, limit, timeout).await
+}
+
 /// A JSON request body, deserialised with errors that follow the product's error contract.
 #[derive(Debug)]
 pub struct Json<T>(pub T);
@@ -44,6 +59,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = req.app_data::<BodyLimit>().map_or(1 << 20, |l| l.0);
+        let timeout = req.app_data::<BodyReadTimeout>().map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
         let content_type_ok = is_json_content_type(req);
         let declared_too_large = declared_length(req).is_some_and(|len| len > limit);
         let mut payload = payload.take();
@@ -54,7 +70,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             if declared_too_large {
                 return Err(too_large(limit));
             }
-            let body = read_limited(&mut payload, limit).await?;
+            let body = read_limited_within(&mut payload, limit, timeout).await?;
             parse_json(&body).map(Json)
         })
     }
@@ -71,10 +87,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = req.app_data::<BodyLimit>().map_or(1 << 20, |l| l.0);
+        let timeout = req.app_data::<BodyReadTimeout>().map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
         let content_type_ok = is_json_content_type(req);
         let mut payload = payload.take();
         Box::pin(async move {
-            let body = read_limited(&mut payload, limit).await?;
+            let body = read_limited_within(&mut payload, limit, timeout).await?;
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalJson(None));
             }
@@ -152,15 +169,29 @@ fn too_large(limit: usize) -> ApiError {
 
 /// Reads a body, stopping as soon as it exceeds `limit` (chunked uploads included).
 pub async fn read_limited(payload: &mut Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(payload_error)?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large(limit));
+    read_limited_within(payload, limit, DEFAULT_BODY_READ_TIMEOUT).await
+}
+
+/// Reads the whole body: 413 past `limit` bytes, 408 when it takes longer than `timeout`.
+pub async fn read_limited_within(
+    payload: &mut Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<web::Bytes, ApiError> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(payload_error)?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::from_code(ErrorCode::RequestTimeout)))
 }
 
 fn payload_error(err: PayloadError) -> ApiError {

@@ -17,7 +17,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use super::crypto::{self, MasterKey};
 use super::db::Db;
 use super::error::{ApiError, ErrorCode};
-use super::extract::{path_error, query_error, BodyLimit};
+use super::extract::{path_error, query_error, BodyLimit, BodyReadTimeout};
 use super::guards::TrustedProxies;
 use super::injection::SecretHandle;
 use super::meta;
@@ -293,6 +293,7 @@ fn build_app(
         .app_data(web::Data::from(shell.verifier.clone()))
         .app_data(TrustedProxies(shell.config.server.trusted_proxies.clone()))
         .app_data(BodyLimit(body_limit))
+        .app_data(BodyReadTimeout(Duration::from_secs(shell.config.server.body_read_timeout_seconds.max(1))))
         .app_data(web::PayloadConfig::new(body_limit))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))

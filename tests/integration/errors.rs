@@ -10,7 +10,7 @@ use fountain::platform::extract::Json;
 use fountain::platform::server::ExtraRoutes;
 use serde::{Deserialize, Serialize};
 
-use crate::helpers::{assert_error_shape, Backend, TestApp};
+use crate::support::{assert_error_shape, Backend, TestApp};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

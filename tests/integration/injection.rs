@@ -5,16 +5,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
 use crate::on_both_backends;
+use crate::support::{eventually, Backend, TestApp, ANONYMOUS};
 
 fn metric(text: &str, name: &str) -> Option<i64> {
     text.lines().find(|l| l.starts_with(name) && !l.starts_with('#'))?.rsplit(' ').next()?.parse().ok()
 }
 
 async fn secrets_version(app: &TestApp, role: &str) -> Option<i64> {
-    let (_, _, body) = app.get(role, "/metrics").await;
-    metric(&String::from_utf8_lossy(&body), "fountain_secrets_version")
+    metric(&app.metrics(role).await, "fountain_secrets_version")
 }
 
 async fn rotation_reaches_every_role_without_failed_requests(backend: Backend) {
@@ -56,21 +55,14 @@ async fn rotation_reaches_every_role_without_failed_requests(backend: Backend) {
         (ok, failed)
     });
     for role in ["sequence", "gateway"] {
-        let (status, rotated) =
-            app.call("POST", "secrets", &format!("/secrets/{role}/rotate"), Some(&admin), None).await;
-        assert_eq!((status, rotated["version"].as_i64()), (200, Some(2)), "{rotated}");
+        assert_eq!(app.secrets().rotate(&admin, role, None).await.ok().version, 2);
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
     for role in ["sequence", "gateway"] {
-        while secrets_version(&app, role).await != Some(2) {
-            assert!(Instant::now() < deadline, "{role} never saw version 2");
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (_, _, body) = app.get(role, "/metrics").await;
-        assert_eq!(
-            metric(&String::from_utf8_lossy(&body), "fountain_secret_rotations_applied_total"),
-            Some(1)
-        );
+        eventually(format!("{role} to swap in version 2"), Duration::from_secs(15), async || {
+            (secrets_version(&app, role).await == Some(2)).then_some(())
+        })
+        .await;
+        assert_eq!(metric(&app.metrics(role).await, "fountain_secret_rotations_applied_total"), Some(1));
     }
     assert_eq!(secrets_version(&app, "kms").await, Some(1), "other roles keep their version");
     let (ok, failed) = load.await.unwrap();
@@ -83,43 +75,33 @@ on_both_backends!(rotation_reaches_every_role_without_failed_requests);
 #[actix_web::test]
 async fn roles_register_with_the_gateway_and_are_found_by_lookup() {
     let app = TestApp::spawn_with_injection(Backend::Sqlite, |_| {}).await;
+    let gateway = app.gateway();
     let admin = app.admin_token().await;
 
     // Every role registered itself (dynamic entries), beside the static [peers] entries.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, registry) = app.call("GET", "gateway", "/registry", Some(&admin), None).await;
-        let dynamic: Vec<&str> = registry["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["static"] == false)
-            .map(|e| e["service"].as_str().unwrap())
-            .collect();
-        if fountain::roles::ALL.iter().all(|r| dynamic.contains(&r.name())) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not every role registered: {registry}");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, found) = app.call("GET", "gateway", "/lookup/kms", Some(&admin), None).await;
-    assert_eq!(status, 200);
-    assert_eq!(found["url"].as_str(), Some(app.url("kms", "").as_str()));
-    assert_eq!(found["healthy"], true);
-    let (status, _) = app.call("GET", "gateway", "/lookup/nothing-here", Some(&admin), None).await;
-    assert_eq!(status, 404);
-    let (status, _) = app.call("GET", "gateway", "/lookup/kms", None, None).await;
-    assert_eq!(status, 401);
+    eventually("every role to register itself with the gateway", Duration::from_secs(10), async || {
+        let registry = gateway.registry(&admin).await.ok();
+        let dynamic: Vec<&str> =
+            registry.entries.iter().filter(|e| !e.is_static).map(|e| e.service.as_str()).collect();
+        fountain::roles::ALL.iter().all(|r| dynamic.contains(&r.name())).then_some(())
+    })
+    .await;
+    let found = gateway.lookup(&admin, "kms").await.ok();
+    assert_eq!(found.url, app.url("kms", ""));
+    assert!(found.healthy);
+    assert_eq!(gateway.lookup(&admin, "nothing-here").await.status, 404);
+    assert_eq!(gateway.lookup(ANONYMOUS, "kms").await.status, 401);
 
     // Registration rules, and expiry of dynamic entries.
-    let token = app.service_token(&admin, "svc").await;
-    let svc = token.as_str();
+    let svc = app.service_token(&admin, "svc").await;
+    assert_eq!(
+        gateway.register_instance(&svc, "kms", "http://evil.test", 30).await.status,
+        403,
+        "a service registers only itself"
+    );
+    // Invalid registrations, sent raw.
     let register =
         |service: &str, url: &str, ttl: i64| json!({"service": service, "url": url, "ttlSeconds": ttl});
-    let (status, _) = app
-        .call("POST", "gateway", "/registry", Some(svc), Some(register("kms", "http://evil.test", 30)))
-        .await;
-    assert_eq!(status, 403, "a service registers only itself");
     for bad in [
         register("svc", "ftp://x.test", 30),
         // TLS ends at Caddy: the gateway reaches services over plain http only.
@@ -128,17 +110,12 @@ async fn roles_register_with_the_gateway_and_are_found_by_lookup() {
         register("svc", "http://x.test", 1),
         register("Bad Name", "http://x.test", 30),
     ] {
-        let (status, _) = app.call("POST", "gateway", "/registry", Some(svc), Some(bad.clone())).await;
+        let (status, _) = app.call("POST", "gateway", "/registry", Some(&svc), Some(bad.clone())).await;
         assert_eq!(status, 422, "{bad}");
     }
-    let (status, _) = app
-        .call("POST", "gateway", "/registry", Some(svc), Some(register("svc", "http://svc.test:9/", 5)))
-        .await;
-    assert_eq!(status, 204);
-    let (_, found) = app.call("GET", "gateway", "/lookup/svc", Some(&admin), None).await;
-    assert_eq!(found["url"], "http://svc.test:9");
+    gateway.register_instance(&svc, "svc", "http://svc.test:9/", 5).await.ok();
+    assert_eq!(gateway.lookup(&admin, "svc").await.ok().url, "http://svc.test:9");
     actix_web::rt::time::sleep(Duration::from_secs(6)).await;
-    let (status, _) = app.call("GET", "gateway", "/lookup/svc", Some(&admin), None).await;
-    assert_eq!(status, 404, "the entry expired without a heartbeat");
+    assert_eq!(gateway.lookup(&admin, "svc").await.status, 404, "the entry expired without a heartbeat");
     app.stop().await;
 }

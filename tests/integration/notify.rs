@@ -1,14 +1,12 @@
 //! notify over real HTTP: publish, signed webhook deliveries to a real subscriber server,
 //! retries, dead-lettering, replay, the SSE stream, and bad input.
 
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error_shape, Backend, Subscriber, TestApp};
 use crate::on_both_backends;
+use crate::support::{assert_error_shape, eventually, Backend, Subscriber, TestApp, ANONYMOUS};
 
 const SECRET: &str = "subscriber-secret-0123456789";
 
@@ -27,98 +25,61 @@ async fn tokens(app: &TestApp) -> (String, String) {
 
 async fn webhooks_are_signed_retried_and_replayable(backend: Backend) {
     let app = TestApp::spawn_with(backend, fast_notify, None).await;
+    let notify = app.notify();
     let (admin, service) = tokens(&app).await;
     let subscriber = Subscriber::start();
-    let (status, sub) = app
-        .call(
-            "POST",
-            "notify",
-            "/subscriptions",
-            Some(&service),
-            Some(json!({"topics": ["demo.*", "keys.created"], "callbackUrl": subscriber.url, "secret": SECRET})),
-        )
-        .await;
-    assert_eq!(status, 201, "{sub}");
-    assert!(sub.get("secret").is_none(), "a secret the caller chose is not echoed");
+    let subscribed =
+        notify.subscribe(&service, &["svc.*", "keys.created"], &subscriber.url, Some(SECRET)).await;
+    let subscription = subscribed.ok();
+    assert!(subscribed.body.get("secret").is_none(), "a secret the caller chose is not echoed");
 
-    let (status, published) = app
-        .call(
-            "POST",
-            "notify",
-            "/events",
-            Some(&service),
-            Some(json!({"topic": "demo.hello", "payload": {"n": 1}})),
-        )
-        .await;
-    assert_eq!(status, 202, "{published}");
-    let event_id = published["id"].as_i64().unwrap();
+    let event_id = notify.publish(&service, "svc.hello", json!({"n": 1})).await.ok().id;
 
-    let got = subscriber.wait_for("demo.hello", 1).await;
+    let got = subscriber.wait_for("svc.hello", 1).await;
     assert_eq!(got[0]["payload"], json!({"n": 1}));
     assert_eq!(got[0]["source"], "svc");
     let (headers, body) =
-        subscriber.received.lock().unwrap().iter().find(|(_, b)| b.contains("demo.hello")).cloned().unwrap();
+        subscriber.received.lock().unwrap().iter().find(|(_, b)| b.contains("svc.hello")).cloned().unwrap();
     assert_eq!(headers.get("x-fountain-event-id").unwrap(), &event_id.to_string());
-    assert_eq!(headers.get("x-fountain-topic").unwrap(), "demo.hello");
+    assert_eq!(headers.get("x-fountain-topic").unwrap(), "svc.hello");
     let timestamp: i64 = headers.get("x-fountain-timestamp").unwrap().to_str().unwrap().parse().unwrap();
     let expected = fountain::roles::notify::signature(SECRET.as_bytes(), timestamp, &body);
     assert_eq!(headers.get("x-fountain-signature").unwrap().to_str().unwrap(), expected);
 
     // Events other roles publish in their own transactions reach subscribers too.
-    app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "other"}))).await;
+    app.kms().create_key(&admin, "other").await.ok();
     let created = subscriber.wait_for("keys.created", 1).await;
     assert_eq!(created[0]["payload"]["serviceName"], "other");
     assert_eq!(created[0]["source"], "kms");
 
     // A failing subscriber is retried until it recovers; duplicates carry the same event id.
-    subscriber.failing.store(true, Ordering::SeqCst);
-    app.call(
-        "POST",
-        "notify",
-        "/events",
-        Some(&service),
-        Some(json!({"topic": "demo.retry", "payload": {}})),
-    )
+    subscriber.fail(true);
+    notify.publish(&service, "svc.retry", json!({})).await.ok();
+    subscriber.wait_for("svc.retry", 3).await;
+    subscriber.fail(false);
+    notify.deliveries(&admin, "pending").await.ok();
+    eventually("the retried delivery to succeed", Duration::from_secs(20), async || {
+        let delivered = notify.deliveries(&admin, "delivered").await.ok();
+        delivered.deliveries.iter().any(|d| d.attempts >= 4).then_some(())
+    })
     .await;
-    subscriber.wait_for("demo.retry", 3).await;
-    subscriber.failing.store(false, Ordering::SeqCst);
-    let (status, _) = app.call("GET", "notify", "/deliveries?status=pending", Some(&admin), None).await;
-    assert_eq!(status, 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, delivered) =
-            app.call("GET", "notify", "/deliveries?status=delivered", Some(&admin), None).await;
-        let retried =
-            delivered["deliveries"].as_array().unwrap().iter().find(|d| d["attempts"].as_i64() >= Some(4));
-        if retried.is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the retried delivery never succeeded: {delivered}");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
     // Every retry re-sends the very same event (same id, same body); only the signature's
     // timestamp changes between attempts.
-    let attempts = subscriber.bodies_for("demo.retry");
+    let attempts = subscriber.bodies_for("svc.retry");
     assert!(attempts.len() >= 4, "three failures and a success: {}", attempts.len());
     assert!(attempts.iter().all(|b| *b == attempts[0]), "retries differ: {attempts:?}");
 
     // Replay.
-    let (status, page) =
-        app.call("GET", "notify", "/events?topic=demo.hello&since=0", Some(&service), None).await;
-    assert_eq!(status, 200);
-    assert_eq!(page["events"][0]["id"], event_id);
-    assert_eq!(page["events"][0]["payload"], json!({"n": 1}));
+    let page = notify.replay(&service, "topic=svc.hello&since=0").await.ok();
+    assert_eq!(page.events[0].id, event_id);
+    assert_eq!(page.events[0].payload, json!({"n": 1}));
 
     // The owner reads and deletes its subscription; nobody else sees it.
-    let id = sub["id"].as_str().unwrap();
-    let (status, view) =
-        app.call("GET", "notify", &format!("/subscriptions/{id}"), Some(&service), None).await;
-    assert_eq!((status, view["callbackUrl"].as_str()), (200, Some(subscriber.url.as_str())));
-    assert!(view.get("secret").is_none());
-    let (status, _) = app.call("DELETE", "notify", &format!("/subscriptions/{id}"), Some(&admin), None).await;
-    assert_eq!(status, 204);
-    let (status, _) = app.call("GET", "notify", &format!("/subscriptions/{id}"), Some(&admin), None).await;
-    assert_eq!(status, 404);
+    let view = notify.subscription(&service, &subscription.id).await;
+    assert_eq!(view.ok().callback_url, subscriber.url);
+    assert!(view.body.get("secret").is_none());
+    notify.unsubscribe(&admin, &subscription.id).await.ok();
+    assert_eq!(notify.subscription(&admin, &subscription.id).await.status, 404);
     subscriber.handle.stop(false).await;
     app.stop().await;
 }
@@ -135,60 +96,34 @@ async fn deliveries_that_keep_failing_are_dead_lettered_and_can_be_retried() {
         None,
     )
     .await;
+    let notify = app.notify();
     let (admin, service) = tokens(&app).await;
     let subscriber = Subscriber::start();
-    subscriber.failing.store(true, Ordering::SeqCst);
-    let (status, sub) = app
-        .call(
-            "POST",
-            "notify",
-            "/subscriptions",
-            Some(&admin),
-            Some(json!({"topics": ["demo.dead"], "callbackUrl": subscriber.url})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let secret = sub["secret"].as_str().expect("a generated secret is returned once");
+    subscriber.fail(true);
+    let subscription = notify.subscribe(&admin, &["svc.dead"], &subscriber.url, None).await.ok();
+    let secret = subscription.secret.expect("a generated secret is returned once");
     assert!(secret.len() >= 32);
-    app.call(
-        "POST",
-        "notify",
-        "/events",
-        Some(&service),
-        Some(json!({"topic": "demo.dead", "payload": {"x": 1}})),
-    )
+    notify.publish(&service, "svc.dead", json!({"x": 1})).await.ok();
+    let dead = eventually("the delivery to be dead-lettered", Duration::from_secs(20), async || {
+        notify.deliveries(&admin, "dead").await.ok().deliveries.into_iter().next()
+    })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dead_id = loop {
-        let (_, dead) = app.call("GET", "notify", "/deliveries?status=dead", Some(&admin), None).await;
-        if let Some(first) = dead["deliveries"].as_array().unwrap().first() {
-            assert!(first["lastError"].as_str().unwrap().contains("503"));
-            break first["id"].as_i64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "never dead-lettered");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    };
-    let (status, _) = app.call("POST", "notify", "/deliveries/999999/retry", Some(&admin), None).await;
-    assert_eq!(status, 404);
-    let (status, _) =
-        app.call("POST", "notify", &format!("/deliveries/{dead_id}/retry"), Some(&service), None).await;
-    assert_eq!(status, 403, "only an admin manages the dead-letter queue");
-    subscriber.failing.store(false, Ordering::SeqCst);
-    let (status, _) =
-        app.call("POST", "notify", &format!("/deliveries/{dead_id}/retry"), Some(&admin), None).await;
-    assert_eq!(status, 202);
-    let before = subscriber.bodies_for("demo.dead").len();
-    subscriber.wait_for("demo.dead", before + 1).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, delivered) =
-            app.call("GET", "notify", "/deliveries?status=delivered", Some(&admin), None).await;
-        if delivered["deliveries"].as_array().unwrap().iter().any(|d| d["id"] == dead_id) {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(dead.last_error.as_deref().is_some_and(|e| e.contains("503")), "{dead:?}");
+    assert_eq!(notify.retry_delivery(&admin, 999999).await.status, 404);
+    assert_eq!(
+        notify.retry_delivery(&service, dead.id).await.status,
+        403,
+        "only an admin manages the dead-letter queue"
+    );
+    subscriber.fail(false);
+    notify.retry_delivery(&admin, dead.id).await.ok();
+    let before = subscriber.bodies_for("svc.dead").len();
+    subscriber.wait_for("svc.dead", before + 1).await;
+    eventually("the retried delivery to be delivered", Duration::from_secs(10), async || {
+        let delivered = notify.deliveries(&admin, "delivered").await.ok();
+        delivered.deliveries.iter().any(|d| d.id == dead.id).then_some(())
+    })
+    .await;
     subscriber.handle.stop(false).await;
     app.stop().await;
 }
@@ -196,76 +131,33 @@ async fn deliveries_that_keep_failing_are_dead_lettered_and_can_be_retried() {
 #[actix_web::test]
 async fn the_event_stream_delivers_live_and_resumes_after_last_event_id() {
     let app = TestApp::spawn_with(Backend::Sqlite, fast_notify, None).await;
+    let notify = app.notify();
     let (admin, service) = tokens(&app).await;
-    let mut stream = app
-        .client
-        .get(app.url("notify", "/events/stream?topics=demo.sse"))
-        .insert_header(("authorization", format!("Bearer {admin}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status().as_u16(), 200);
-    assert_eq!(stream.headers().get("content-type").unwrap(), "text/event-stream");
-    app.call(
-        "POST",
-        "notify",
-        "/events",
-        Some(&service),
-        Some(json!({"topic": "demo.other", "payload": {}})),
-    )
-    .await;
-    let (_, first) = app
-        .call(
-            "POST",
-            "notify",
-            "/events",
-            Some(&service),
-            Some(json!({"topic": "demo.sse", "payload": {"k": "v"}})),
-        )
-        .await;
-    let chunk =
-        actix_web::rt::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
-    let text = String::from_utf8(chunk.to_vec()).unwrap();
-    assert!(text.contains(&format!("id: {}\n", first["id"])), "{text}");
-    assert!(text.contains("event: demo.sse\n") && text.contains(r#""k":"v""#), "{text}");
-    assert!(!text.contains("demo.other"), "topic filter: {text}");
+    let mut stream = notify.stream(&admin, "svc.sse", None).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.content_type, "text/event-stream");
+    notify.publish(&service, "svc.other", json!({})).await.ok();
+    let first = notify.publish(&service, "svc.sse", json!({"k": "v"})).await.ok().id;
+    let text = stream.next_events().await;
+    assert!(text.contains(&format!("id: {first}\n")), "{text}");
+    assert!(text.contains("event: svc.sse\n") && text.contains(r#""k":"v""#), "{text}");
+    assert!(!text.contains("svc.other"), "topic filter: {text}");
     drop(stream);
 
-    let (_, second) = app
-        .call(
-            "POST",
-            "notify",
-            "/events",
-            Some(&service),
-            Some(json!({"topic": "demo.sse", "payload": {"k": 2}})),
-        )
-        .await;
-    let mut resumed = app
-        .client
-        .get(app.url("notify", "/events/stream?topics=demo.sse"))
-        .insert_header(("authorization", format!("Bearer {admin}")))
-        .insert_header(("last-event-id", first["id"].to_string()))
-        .send()
-        .await
-        .unwrap();
-    let chunk = actix_web::rt::time::timeout(Duration::from_secs(10), resumed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(chunk.to_vec()).unwrap();
-    assert!(
-        text.contains(&format!("id: {}\n", second["id"])),
-        "missed while away, delivered on resume: {text}"
-    );
-    assert!(!text.contains(&format!("id: {}\n", first["id"])), "{text}");
+    let second = notify.publish(&service, "svc.sse", json!({"k": 2})).await.ok().id;
+    let mut resumed = notify.stream(&admin, "svc.sse", Some(first)).await;
+    let text = resumed.next_events().await;
+    assert!(text.contains(&format!("id: {second}\n")), "missed while away, delivered on resume: {text}");
+    assert!(!text.contains(&format!("id: {first}\n")), "{text}");
     app.stop().await;
 }
 
 #[actix_web::test]
 async fn bad_input_and_bad_callers_are_refused() {
     let app = TestApp::spawn_with(Backend::Sqlite, fast_notify, None).await;
+    let notify = app.notify();
     let (admin, service) = tokens(&app).await;
+    // Malformed subscriptions and events, sent raw.
     let notify_self = app.url("notify", "/hook");
     let localhost_self = notify_self.replace("127.0.0.1", "localhost");
     let bad_subscriptions = [
@@ -291,12 +183,9 @@ async fn bad_input_and_bad_callers_are_refused() {
             .await;
         assert_eq!(status, 422, "{topic:?}");
     }
-    let huge = json!({"topic": "demo.big", "payload": {"blob": "x".repeat(200 * 1024)}});
+    let huge = json!({"topic": "svc.big", "payload": {"blob": "x".repeat(200 * 1024)}});
     let (status, answer) = app.call("POST", "notify", "/events", Some(&service), Some(huge)).await;
     assert_eq!((status, assert_error_shape(&answer).as_str()), (413, "payload_too_large"));
-    let (status, _) =
-        app.call("POST", "notify", "/events", None, Some(json!({"topic": "a.b", "payload": {}}))).await;
-    assert_eq!(status, 401);
     let (status, _) = app
         .call(
             "POST",
@@ -307,42 +196,21 @@ async fn bad_input_and_bad_callers_are_refused() {
         )
         .await;
     assert_eq!(status, 401);
-    let (_, user) = app
-        .call(
-            "POST",
-            "kms",
-            "/register",
-            None,
-            Some(json!({"username": "plain", "password": "correct horse battery"})),
-        )
-        .await;
-    assert_eq!(user["roles"], json!(["user"]));
-    let (_, session) = app
-        .call(
-            "POST",
-            "kms",
-            "/login",
-            None,
-            Some(json!({"username": "plain", "password": "correct horse battery"})),
-        )
-        .await;
-    let (status, _) = app
-        .call(
-            "POST",
-            "notify",
-            "/events",
-            session["access_token"].as_str(),
-            Some(json!({"topic": "a.b", "payload": {}})),
-        )
-        .await;
-    assert_eq!(status, 403, "plain users may not publish");
     let (status, _) = app.call("GET", "notify", "/deliveries?status=bogus", Some(&admin), None).await;
     assert_eq!(status, 400);
-    let (_, page) = app.call("GET", "notify", "/events?since=0&limit=1000", Some(&admin), None).await;
-    assert!(
-        page["events"].as_array().unwrap().iter().all(|e| e["topic"] != "demo.big"),
-        "nothing half-stored"
+
+    // Callers without the right to publish.
+    assert_eq!(notify.publish(ANONYMOUS, "a.b", json!({})).await.status, 401);
+    let plain = app.kms().register(ANONYMOUS, "plain", &[]).await.ok();
+    assert_eq!(plain.roles, ["user"]);
+    let session = app.kms().login("plain").await;
+    assert_eq!(
+        notify.publish(&session.access_token, "a.b", json!({})).await.status,
+        403,
+        "plain users may not publish"
     );
+    let page = notify.replay(&admin, "since=0&limit=1000").await.ok();
+    assert!(page.events.iter().all(|e| e.topic != "svc.big"), "nothing half-stored");
     app.stop().await;
 }
 
@@ -350,11 +218,11 @@ async fn bad_input_and_bad_callers_are_refused() {
 /// every event still arrives, and any duplicate carries the same event id.
 #[actix_web::test]
 async fn a_killed_notify_loses_no_event() {
-    use crate::helpers::{blocking_request, fountain_command, ServeProcess};
+    use crate::support::{blocking_call, fountain_command, ServeProcess, PASSWORD};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let password_file = dir.path().join("pw");
-    std::fs::write(&password_file, "correct horse battery").unwrap();
+    std::fs::write(&password_file, PASSWORD).unwrap();
     let created = fountain_command(&data)
         .args(["admin", "create-user", "--username", "root", "--role", "admin", "--password-file"])
         .arg(&password_file)
@@ -370,44 +238,21 @@ async fn a_killed_notify_loses_no_event() {
     ];
     let roles = ["kms", "secrets", "notify"];
     let subscriber = Subscriber::start();
-    subscriber.failing.store(true, Ordering::SeqCst);
+    subscriber.fail(true);
 
     let first = ServeProcess::start(&data, &roles, &env);
-    let call =
-        |process: &ServeProcess, role: &str, method: &str, path: &str, token: Option<&str>, body: Value| {
-            let auth = token.map(|t| format!("Bearer {t}"));
-            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-            let (status, _, text) = blocking_request(process.addr(role), method, path, &headers, Some(&body));
-            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
-        };
-    let (_, session) = call(
-        &first,
-        "kms",
-        "POST",
-        "/login",
-        None,
-        json!({"username": "root", "password": "correct horse battery"}),
-    );
+    let login = json!({"username": "root", "password": PASSWORD});
+    let (_, session) = blocking_call(first.addr("kms"), "POST", "/login", None, Some(login));
     let admin = session["access_token"].as_str().unwrap().to_string();
-    let (status, _) = call(
-        &first,
-        "notify",
-        "POST",
-        "/subscriptions",
-        Some(&admin),
-        json!({"topics": ["demo.*"], "callbackUrl": subscriber.url, "secret": SECRET}),
-    );
+    let subscription = json!({"topics": ["demo.*"], "callbackUrl": subscriber.url, "secret": SECRET});
+    let (status, _) =
+        blocking_call(first.addr("notify"), "POST", "/subscriptions", Some(&admin), Some(subscription));
     assert_eq!(status, 201);
     let mut published = Vec::new();
     for n in 0..20 {
-        let (status, answer) = call(
-            &first,
-            "notify",
-            "POST",
-            "/events",
-            Some(&admin),
-            json!({"topic": "demo.crash", "payload": {"n": n}}),
-        );
+        let event = json!({"topic": "demo.crash", "payload": {"n": n}});
+        let (status, answer) =
+            blocking_call(first.addr("notify"), "POST", "/events", Some(&admin), Some(event));
         assert_eq!(status, 202);
         published.push(answer["id"].as_i64().unwrap());
     }
@@ -417,10 +262,10 @@ async fn a_killed_notify_loses_no_event() {
     let _ = first.wait(Duration::from_secs(10));
 
     let healed_from = subscriber.received.lock().unwrap().len();
-    subscriber.failing.store(false, Ordering::SeqCst);
+    subscriber.fail(false);
     let second = ServeProcess::start(&data, &roles, &env);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("every published event ({published:?}) to be delivered after the restart");
+    eventually(what, Duration::from_secs(30), async || {
         let successful: std::collections::BTreeSet<i64> = {
             let received = subscriber.received.lock().unwrap();
             // Only what arrived after the subscriber healed was accepted.
@@ -429,12 +274,9 @@ async fn a_killed_notify_loses_no_event() {
                 .filter_map(|(_, body)| serde_json::from_str::<Value>(body).ok()?["id"].as_i64())
                 .collect()
         };
-        if published.iter().all(|id| successful.contains(id)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "events lost after the crash: {published:?} vs {successful:?}");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
+        published.iter().all(|id| successful.contains(id)).then_some(())
+    })
+    .await;
     // Duplicates are allowed (at least once) but always carry the same id and body.
     let bodies = subscriber.bodies_for("demo.crash");
     for body in &bodies {

@@ -7,7 +7,7 @@ use std::process::Command;
 use fountain::roles;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp};
+use crate::support::{Backend, TestApp};
 
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -80,7 +80,7 @@ async fn every_served_spec_is_valid_openapi_3_0_3_with_the_contract_rules() {
 async fn the_cli_prints_the_same_spec_the_role_serves() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     for role in roles::ALL {
-        let output = Command::new(crate::helpers::fountain_bin())
+        let output = Command::new(crate::support::fountain_bin())
             .args(["openapi", "--role", role.name()])
             .output()
             .unwrap();
@@ -96,7 +96,7 @@ async fn the_cli_prints_the_same_spec_the_role_serves() {
 #[test]
 fn the_cli_prints_every_roles_spec_for_all_and_names_the_roles_for_an_unknown_one() {
     let output =
-        Command::new(crate::helpers::fountain_bin()).args(["openapi", "--role", "all"]).output().unwrap();
+        Command::new(crate::support::fountain_bin()).args(["openapi", "--role", "all"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
     let names: Vec<&str> = printed.as_object().unwrap().keys().map(String::as_str).collect();
@@ -107,7 +107,7 @@ fn the_cli_prints_every_roles_spec_for_all_and_names_the_roles_for_an_unknown_on
         check_rules(role.name(), &printed[role.name()]);
     }
     let output =
-        Command::new(crate::helpers::fountain_bin()).args(["openapi", "--role", "kmz"]).output().unwrap();
+        Command::new(crate::support::fountain_bin()).args(["openapi", "--role", "kmz"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

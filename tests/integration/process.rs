@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{blocking_get, fountain_command, ServeProcess};
+use crate::support::{blocking_get, fountain_command, ServeProcess};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

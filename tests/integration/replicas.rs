@@ -4,37 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{blocking_request, fountain_command, Backend, ServeProcess, Subscriber, TestDatabase};
+use crate::support::{
+    blocking_call as call, blocking_get, eventually, fountain_command, Backend, ServeProcess, Subscriber,
+    TestDatabase, PASSWORD,
+};
 
-fn call(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let (status, _, text) = blocking_request(addr, method, path, &headers, body.as_ref());
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
+/// Generous: start-up retries back off up to 5 s while the whole suite loads two cores.
+const REPLICAS_BOUND: Duration = Duration::from_secs(60);
 
 fn secrets_version(addr: std::net::SocketAddr) -> Option<i64> {
-    let (_, _, text) = crate::helpers::blocking_get(addr, "/metrics", &[]);
+    let (_, _, text) = blocking_get(addr, "/metrics", &[]);
     text.lines().find(|l| l.starts_with("fountain_secrets_version "))?.rsplit(' ').next()?.parse().ok()
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    // Generous: start-up retries back off up to 5 s while the whole suite loads two cores.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[actix_web::test]
@@ -42,7 +26,7 @@ async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
     let database = TestDatabase::create(Backend::Postgres);
     let data = database.dir.path().join("data");
     let password_file = database.dir.path().join("pw");
-    std::fs::write(&password_file, "correct horse battery").unwrap();
+    std::fs::write(&password_file, PASSWORD).unwrap();
     let base_env = [
         ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
         ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
@@ -68,8 +52,8 @@ async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
     let sequences: Vec<_> = std::iter::once(primary.addr("sequence"))
         .chain(replicas.iter().map(|r| r.addr("sequence")))
         .collect();
-    wait_until("every replica to load its secrets", || {
-        sequences.iter().all(|a| secrets_version(*a) == Some(1))
+    eventually("every replica to load its secrets", REPLICAS_BOUND, async || {
+        sequences.iter().all(|a| secrets_version(*a) == Some(1)).then_some(())
     })
     .await;
 
@@ -78,7 +62,7 @@ async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
         "POST",
         "/login",
         None,
-        Some(json!({"username": "root", "password": "correct horse battery"})),
+        Some(json!({"username": "root", "password": PASSWORD})),
     );
     let admin = session["access_token"].as_str().unwrap().to_string();
     let subscriber = Subscriber::start();
@@ -121,8 +105,8 @@ async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
     let (status, rotated) =
         call(primary.addr("secrets"), "POST", "/secrets/sequence/rotate", Some(&admin), None);
     assert_eq!((status, rotated["version"].as_i64()), (200, Some(2)));
-    wait_until("every replica to swap in version 2", || {
-        sequences.iter().all(|a| secrets_version(*a) == Some(2))
+    eventually("every replica to swap in version 2", REPLICAS_BOUND, async || {
+        sequences.iter().all(|a| secrets_version(*a) == Some(2)).then_some(())
     })
     .await;
 

@@ -2,8 +2,8 @@
 
 use fountain::roles;
 
-use crate::helpers::{assert_error_shape, Backend, TestApp};
 use crate::on_both_backends;
+use crate::support::{assert_error_shape, Backend, TestApp};
 
 async fn every_role_serves_the_standard_endpoints(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -114,7 +114,7 @@ async fn readiness_fails_with_503_naming_the_database_when_it_goes_away() {
     {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
-        let mut admin = diesel::PgConnection::establish(&crate::helpers::pg_admin_url()).unwrap();
+        let mut admin = diesel::PgConnection::establish(&crate::support::pg_admin_url()).unwrap();
         admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).unwrap();
     }
     let (status, body) = app.get_json("secrets", "/ready").await;

@@ -3,8 +3,8 @@
 use fountain::platform::audit::{self, NewEntry, Outcome, Query};
 use fountain::platform::db::{self, Db, DbError};
 
-use crate::helpers::{test_config, Backend, TestDatabase};
 use crate::on_both_backends;
+use crate::support::{test_config, Backend, TestDatabase};
 
 fn entry<'a>(role: &'a str, actor: &'a str, action: &'a str) -> NewEntry<'a> {
     NewEntry {

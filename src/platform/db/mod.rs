@@ -268,12 +268,23 @@ pub fn run_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, DbError> 
     Ok(applied)
 }
 
+/// Creates the database's directory (0700) and file (0600) so that neither the file nor its
+/// `-wal`/`-shm` companions are ever readable by others; warns when the directory is shared.
 fn prepare_sqlite_dir(path: &Path) -> Result<(), DbError> {
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    crate::platform::fs::create_private_dir(dir)
-        .map_err(|e| DbError::Directory { path: dir.display().to_string(), reason: e.to_string() })
+    use crate::platform::fs;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        fs::create_private_dir(dir)
+            .map_err(|e| DbError::Directory { path: dir.display().to_string(), reason: e.to_string() })?;
+        if fs::is_shared_dir(dir) {
+            log::warn!(
+                target: "fountain::db", directory = dir.display().to_string().as_str();
+                "the database directory is readable by other users; make it private (chmod 700)"
+            );
+        }
+    }
+    fs::ensure_private_file(path)
+        .map_err(|e| DbError::Directory { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// Adds the password from `database.password_file` and a connect timeout to a libpq URL.

@@ -31,6 +31,8 @@ pub struct AdmittedToken {
     pub user_header: Option<HeaderValue>,
     /// `X-Fountain-Roles`: the roles, comma-separated.
     pub roles_header: Option<HeaderValue>,
+    /// A service token (its rate bucket is the service's, not a user's of the same name).
+    pub service: bool,
 }
 
 struct Admitted {
@@ -80,6 +82,7 @@ pub fn remember(
         claims: claims.clone(),
         user_header: HeaderValue::from_str(&claims.sub).ok(),
         roles_header: HeaderValue::from_str(&claims.roles.join(",")).ok(),
+        service: claims.is_service(),
     });
     ADMITTED.with_borrow_mut(|admitted| {
         if admitted.len() >= CAPACITY {

@@ -36,6 +36,14 @@ pub struct GatewayConfig {
     pub auth_failure_limit: RateLimitConfig,
     /// Per-route access rules, checked after authentication.
     pub rules: Vec<RouteRule>,
+    /// Private networks (`10.0.0.0/8`, `fd00::/8`, single addresses) registered instances may
+    /// be in. Loopback and public addresses are always allowed; link-local and cloud metadata
+    /// addresses never are.
+    pub registry_allowed_networks: Vec<String>,
+    /// Live registered instances per service; a registration past it is refused (409).
+    pub registry_max_instances_per_service: u32,
+    /// Registrations per caller (heartbeats included).
+    pub registry_rate_limit: RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::network::AddressPolicy;
 use super::registry::GatewayState;
 
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +129,7 @@ pub async fn probe_until_stopped(
                 continue;
             }
         };
-        let probes = targets.iter().map(|(_, url)| probe(&client, url));
+        let probes = targets.iter().map(|(_, url)| probe(&client, &state.address_policy, url));
         let outcomes = futures_util::future::join_all(probes).await;
         let results: Vec<(Arc<str>, bool)> =
             targets.iter().zip(outcomes).map(|((_, url), up)| (url.clone(), up)).collect();
@@ -140,7 +141,12 @@ pub async fn probe_until_stopped(
     }
 }
 
-async fn probe(client: &awc::Client, url: &str) -> bool {
+/// `GET {url}/health` answers 2xx. A registered instance whose address the gateway may not
+/// reach (now: DNS may have changed since it registered) is not probed and counts as down.
+async fn probe(client: &awc::Client, policy: &AddressPolicy, url: &str) -> bool {
+    if policy.check_url(url).await.is_err() {
+        return false;
+    }
     match client.get(format!("{url}/health")).send().await {
         Ok(response) => response.status().is_success(),
         Err(_) => false,

@@ -1,6 +1,7 @@
-//! Rate limits at the edge: a token bucket per caller (user, API-key service, or client address
-//! for anonymous calls), with per-route overrides. Answers 429 with `Retry-After` and the
-//! `RateLimit-Limit` / `RateLimit-Remaining` headers of the IETF draft.
+//! Rate limits at the edge: a token bucket per caller (user, service, or client address for
+//! anonymous calls), with per-route overrides, and one per caller for registrations. Answers
+//! 429 with `Retry-After` and the `RateLimit-Limit` / `RateLimit-Remaining` headers of the IETF
+//! draft.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -25,11 +26,14 @@ type Limiter = RateLimiter<
     StateInformationMiddleware,
 >;
 
-/// Who a request counts against.
+/// Who a request counts against. The kind is part of the bucket's key: a user who registered
+/// a service's name (or an address) has a bucket of its own, not that service's.
 #[derive(Hash)]
 pub enum Caller<'a> {
-    /// A verified user or service.
-    Subject(&'a str),
+    /// A verified user, by username.
+    User(&'a str),
+    /// A verified service (a service token or an API key), by service name.
+    Service(&'a str),
     /// An anonymous client, by address (None when the address is unknown).
     Address(Option<IpAddr>),
 }
@@ -45,6 +49,8 @@ pub struct EdgeLimits {
     failures: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Addresses that ran out of failures, until when: refused before any verification.
     throttled: TtlCache<IpAddr, Instant>,
+    /// Registrations (`POST /registry`) per caller.
+    registrations: Option<(Limiter, u32)>,
     /// The random key of the bucket hashes.
     keys: std::hash::RandomState,
 }
@@ -80,6 +86,7 @@ impl EdgeLimits {
                 .collect(),
             failures,
             throttled: TtlCache::new(MAX_THROTTLE, 10_000),
+            registrations: limiter(&config.registry_rate_limit),
             keys: std::hash::RandomState::new(),
         }
     }
@@ -123,9 +130,18 @@ impl EdgeLimits {
         }
     }
 
+    /// Takes one registration from `caller`'s bucket, or says how long to wait.
+    pub fn check_registration(&self, caller: Caller<'_>) -> Result<(), ApiError> {
+        use std::hash::BuildHasher;
+        let Some((limiter, limit)) = &self.registrations else { return Ok(()) };
+        limiter.check_key(&self.keys.hash_one(caller)).map(|_| ()).map_err(|not_until| {
+            too_many(not_until.wait_time_from(DefaultClock::default().now()), Some(*limit))
+        })
+    }
+
     /// Drops idle buckets so that a spray of distinct callers cannot grow memory forever.
     pub fn shrink(&self) {
-        if let Some((limiter, _)) = &self.default {
+        for (limiter, _) in self.default.iter().chain(&self.registrations) {
             limiter.retain_recent();
         }
         for (limiter, _) in self.per_route.values() {

@@ -1,5 +1,6 @@
-//! The API Gateway role: the proxy (`proxy.rs`: edge auth, routing, header hygiene, limits), the
-//! service registry behind `GET /lookup/{service}` (`registry.rs`), upstream health
+//! The API Gateway role: the proxy (`proxy.rs`: edge auth, routing, header hygiene, limits) on
+//! canonical paths (`path.rs`), the service registry behind `GET /lookup/{service}`
+//! (`registry.rs`) and the addresses its instances may have (`network.rs`), upstream health
 //! (`health.rs`). Tokens are checked through the process's one verifier (`platform::trust`).
 
 mod admitted;
@@ -7,6 +8,8 @@ mod config;
 mod health;
 mod limits;
 mod metrics;
+mod network;
+mod path;
 mod pool;
 mod proxy;
 mod registry;
@@ -52,6 +55,27 @@ impl Role for Gateway {
                 return Err(format!("routes.{prefix}: {service:?} is not a service name"));
             }
         }
+        // Rules and public routes are compared with canonical paths (see `path.rs`): one that is
+        // not canonical itself could never match.
+        let rule_paths = gateway.rules.iter().map(|r| ("rules", &r.path));
+        for (key, rule) in rule_paths.chain(gateway.public_routes.iter().map(|p| ("public_routes", p))) {
+            let path = rule.strip_suffix('*').unwrap_or(rule);
+            let canonical = path.is_empty()
+                || (path.starts_with('/')
+                    && !path.contains('%')
+                    && matches!(path::canonical(path), Ok(std::borrow::Cow::Borrowed(_))));
+            if !canonical {
+                return Err(format!(
+                    "{key}: {rule:?} must be a path as services route it: starting with '/', no '%', '\\', '//', '.' or '..' segments"
+                ));
+            }
+        }
+        for network in &gateway.registry_allowed_networks {
+            network.parse::<network::Network>().map_err(|e| format!("registry_allowed_networks: {e}"))?;
+        }
+        if gateway.registry_max_instances_per_service == 0 {
+            return Err("registry_max_instances_per_service: must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -69,7 +93,7 @@ impl Role for Gateway {
             static_entries,
             ctx.trusted_proxies(),
             metrics,
-        );
+        )?;
         ctx.spawn(
             "gateway.health",
             health::probe_until_stopped(
@@ -93,11 +117,11 @@ impl Role for Gateway {
 }
 
 fn routes(cfg: &mut web::ServiceConfig, state: web::Data<GatewayState>) {
-    cfg.app_data(state);
     // Per worker thread: awc for the gateway's own calls to kms (awc clients stay on their
     // thread), the worker's own connection pool for proxied requests.
     cfg.app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()));
-    cfg.app_data(web::Data::new(pool::UpstreamClient::default()));
+    cfg.app_data(web::Data::new(pool::UpstreamClient::new(state.address_policy.clone())));
+    cfg.app_data(state);
     cfg.service(web::resource("/registry").post(registry::register).get(registry::list))
         // In a scope: its static prefix is all the router checks for proxied paths.
         .service(web::scope("/lookup").service(web::resource("/{service}").get(registry::lookup)))

@@ -21,6 +21,7 @@ use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use rustc_hash::FxHashMap;
 
+use super::network::AddressPolicy;
 use super::upstream::UpstreamBody;
 
 /// Kept-alive connections unused this long are closed.
@@ -71,11 +72,14 @@ struct Instance {
     /// The path of the instance's URL when it has one (`http://host:port/base`), put before
     /// every request's path.
     base_path: Option<Box<str>>,
+    /// A registered instance: its host's addresses are checked against the registry's address
+    /// policy whenever a connection is opened (`[peers]` instances are not).
+    checked: bool,
     idle: Vec<IdleConnection>,
 }
 
 impl Instance {
-    fn parse(url: &str) -> Result<Self, SendFailure> {
+    fn parse(url: &str, checked: bool) -> Result<Self, SendFailure> {
         let invalid = |why: &str| SendFailure::Connect(format!("the service URL {why}"));
         let parts = url.parse::<Uri>().map_err(|_| invalid("is not a valid URL"))?.into_parts();
         if parts.scheme.as_ref() != Some(&Scheme::HTTP) {
@@ -87,7 +91,7 @@ impl Instance {
             .path_and_query
             .map(|p| Box::<str>::from(p.path().trim_end_matches('/')))
             .filter(|p| !p.is_empty());
-        Ok(Self { authority, host, base_path, idle: Vec::new() })
+        Ok(Self { authority, host, base_path, checked, idle: Vec::new() })
     }
 }
 
@@ -96,13 +100,17 @@ impl Instance {
 type Instances = FxHashMap<Rc<str>, Instance>;
 
 /// One worker's client for proxied requests (it never leaves its worker thread).
-#[derive(Default)]
 pub struct UpstreamClient {
     instances: Rc<RefCell<Instances>>,
     reaper_started: Cell<bool>,
+    policy: std::sync::Arc<AddressPolicy>,
 }
 
 impl UpstreamClient {
+    pub fn new(policy: std::sync::Arc<AddressPolicy>) -> Self {
+        Self { instances: Rc::default(), reaper_started: Cell::new(false), policy }
+    }
+
     /// Sends one request (its URI the path and query) to the instance at `base_url` and waits
     /// for the answer's head. A request that a kept-alive connection refused before any byte of
     /// it was written (the service had just closed that connection) is sent once more on a new
@@ -126,7 +134,8 @@ impl UpstreamClient {
         mut request: Request<UpstreamBody>,
         connection: Connection,
     ) -> Result<Response<AnswerBody>, SendFailure> {
-        let (key, authority) = self.address(base_url, &mut request)?;
+        let (key, authority, checked) = self.address(base_url, &mut request)?;
+        let policy = checked.then_some(&*self.policy);
         let kept = match connection {
             Connection::Reuse => self.checkout(&key),
             Connection::New => None,
@@ -134,7 +143,7 @@ impl UpstreamClient {
         let reused = kept.is_some();
         let mut sender = match kept {
             Some(sender) => sender,
-            None => connect(&authority).await?,
+            None => connect(&authority, policy).await?,
         };
         let mut failure = match sender.try_send_request(request).await {
             Ok(response) => return Ok(self.recycle_after(key, sender, response)),
@@ -147,7 +156,7 @@ impl UpstreamClient {
             }
             _ => return Err(SendFailure::Broken(error_chain(failure.error()))),
         }
-        sender = connect(&authority).await?;
+        sender = connect(&authority, policy).await?;
         match sender.send_request(request).await {
             Ok(response) => Ok(self.recycle_after(key, sender, response)),
             Err(err) => Err(SendFailure::Broken(error_chain(&err))),
@@ -155,15 +164,16 @@ impl UpstreamClient {
     }
 
     /// Addresses the request to the instance (`Host`, the URL's base path) and names it: its
-    /// key among the worker's instances and where to connect.
+    /// key among the worker's instances, where to connect and whether its addresses are checked.
     fn address(
         &self,
         base_url: &str,
         request: &mut Request<UpstreamBody>,
-    ) -> Result<(Rc<str>, Authority), SendFailure> {
+    ) -> Result<(Rc<str>, Authority, bool), SendFailure> {
         let mut instances = self.instances.borrow_mut();
         if !instances.contains_key(base_url) {
-            instances.insert(Rc::from(base_url), Instance::parse(base_url)?);
+            let checked = !self.policy.is_configured(base_url);
+            instances.insert(Rc::from(base_url), Instance::parse(base_url, checked)?);
         }
         let (key, instance) = instances
             .get_key_value(base_url)
@@ -175,7 +185,7 @@ impl UpstreamClient {
                 SendFailure::Connect("the service URL's path cannot prefix this request".to_string())
             })?;
         }
-        Ok((key.clone(), instance.authority.clone()))
+        Ok((key.clone(), instance.authority.clone(), instance.checked))
     }
 
     /// The most recently used idle connection to the instance that is still open.
@@ -299,14 +309,28 @@ impl Drop for AnswerBody {
     }
 }
 
-/// A new connection to the instance, its driver running beside the worker's other tasks.
-async fn connect(authority: &Authority) -> Result<SendRequest<UpstreamBody>, SendFailure> {
+/// A new connection to the instance, its driver running beside the worker's other tasks. With
+/// a policy (a registered instance), only to addresses the policy allows: the host is resolved
+/// and checked here, for the connection, so a name that resolves elsewhere since it was
+/// registered is refused.
+async fn connect(
+    authority: &Authority,
+    policy: Option<&AddressPolicy>,
+) -> Result<SendRequest<UpstreamBody>, SendFailure> {
     // `[::1]` in a URL is `::1` to the resolver.
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|err| SendFailure::Connect(format!("tcp connect error: {err}")))?;
+    let connected = match policy {
+        None => tokio::net::TcpStream::connect((host, port)).await,
+        Some(policy) => {
+            let addresses = policy
+                .resolve(host, port)
+                .await
+                .map_err(|refused| SendFailure::Connect(format!("not connecting to {host}: {refused}")))?;
+            tokio::net::TcpStream::connect(&addresses[..]).await
+        }
+    };
+    let stream = connected.map_err(|err| SendFailure::Connect(format!("tcp connect error: {err}")))?;
     stream.set_nodelay(true).map_err(|err| SendFailure::Connect(format!("tcp nodelay: {err}")))?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
@@ -339,7 +363,7 @@ mod tests {
     fn addressed(base_url: &str, target: &str) -> Result<Request<UpstreamBody>, SendFailure> {
         let mut request = Request::new(no_body());
         *request.uri_mut() = Uri::try_from(target).unwrap();
-        UpstreamClient::default().address(base_url, &mut request)?;
+        UpstreamClient::new(Default::default()).address(base_url, &mut request)?;
         Ok(request)
     }
 

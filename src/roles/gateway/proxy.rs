@@ -1,6 +1,8 @@
 //! The proxy: `/{prefix}/{rest}` goes to the service the route table names, with the caller
 //! authenticated at the edge (JWT from kms's JWKS, or X-API-KEY verified by kms), headers
-//! cleaned, identity set from the verified credential, and bodies streamed both ways.
+//! cleaned, identity set from the verified credential, and bodies streamed both ways. Public
+//! routes, access rules and the forwarded path all use the request's canonical path
+//! (`path.rs`): the path as the service will route it.
 
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -13,6 +15,7 @@ use hyper::HeaderMap as UpstreamHeaders;
 
 use super::admitted::{self, AdmittedToken};
 use super::limits::Caller;
+use super::path::canonical;
 use super::pool::{Connection, SendFailure, UpstreamClient};
 use super::registry::{GatewayState, Route};
 use super::upstream::{self, UploadError, UploadOutcome, UpstreamBody};
@@ -71,10 +74,13 @@ enum Identity {
 }
 
 impl Identity {
-    fn subject(&self) -> &str {
+    /// The rate bucket: by kind and name, so that a user who took a service's name is not that
+    /// service.
+    fn caller(&self) -> Caller<'_> {
         match self {
-            Identity::Token(token) => &token.claims.sub,
-            Identity::Service(service) => service,
+            Identity::Token(token) if token.service => Caller::Service(&token.claims.sub),
+            Identity::Token(token) => Caller::User(&token.claims.sub),
+            Identity::Service(service) => Caller::Service(service),
         }
     }
 
@@ -108,10 +114,8 @@ fn count_refusal(state: &GatewayState, reason: &str) {
     state.metrics.auth_failures.with_label_values(&[reason]).inc();
 }
 
-/// Applies the first `gateway.rules` entry that matches the request, if any.
-fn check_rules(state: &GatewayState, req: &HttpRequest, identity: &Identity) -> ApiResult<()> {
-    let path = req.path();
-    let method = req.method().as_str();
+/// Applies the first `gateway.rules` entry that matches the request's canonical `path`, if any.
+fn check_rules(state: &GatewayState, path: &str, method: &str, identity: &Identity) -> ApiResult<()> {
     let rule = state.config.rules.iter().find(|rule| {
         let path_matches = match rule.path.strip_suffix('*') {
             Some(prefix) => path.starts_with(prefix),
@@ -128,7 +132,7 @@ fn check_rules(state: &GatewayState, req: &HttpRequest, identity: &Identity) -> 
     if rule.mfa && !identity.mfa() {
         count_refusal(state, "mfa_required");
         return Err(ApiError::new(
-            ErrorCode::Forbidden,
+            ErrorCode::MfaRequired,
             "this route requires a second factor (step up with twofa)",
         )
         .with_details(serde_json::json!({ "mfaRequired": true })));
@@ -325,8 +329,8 @@ fn append_converted(headers: &mut UpstreamHeaders, name: &HeaderName, value: &He
     }
 }
 
-/// `/{prefix}/{rest}` split at the first segment: `("kms", "/keys/x")`; `rest` keeps the
-/// client's encoding and is empty for `/{prefix}` alone.
+/// `/{prefix}/{rest}` split at the first segment: `("kms", "/keys/x")`; `rest` is empty for
+/// `/{prefix}` alone.
 fn split_prefix(path: &str) -> (&str, &str) {
     let path = path.strip_prefix('/').unwrap_or(path);
     match path.find('/') {
@@ -347,7 +351,9 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     ) else {
         return Err(ApiError::from_code(ErrorCode::Internal));
     };
-    let (prefix, rest) = split_prefix(req.path());
+    // Checked and forwarded as the service will route it (`path.rs`).
+    let path = canonical(req.path())?;
+    let (prefix, rest) = split_prefix(&path);
     let route = state
         .routes
         .get(prefix)
@@ -355,20 +361,26 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     req.extensions_mut().insert(route.label);
     let service = &*route.service;
     let addr = client_ip(&req, &state.trusted_proxies);
-    let identity = if is_public(state, req.path(), rest.strip_prefix('/').unwrap_or(rest)) {
+    // kms's token endpoint checks credentials (API keys, refresh tokens) itself: its refusals
+    // spend the address's failure budget like refusals at the edge do.
+    let credential_grant = route.issuer && rest == "/token" && req.method() == actix_web::http::Method::POST;
+    let identity = if is_public(state, &path, rest.strip_prefix('/').unwrap_or(rest)) {
+        if let (true, Some(addr)) = (credential_grant, addr) {
+            state.limits.check_throttled(addr).inspect_err(|_| count_refusal(state, "throttled"))?;
+        }
         None
     } else {
         Some(authenticate_within_budget(state, client, &req, addr).await?)
     };
     let caller = match &identity {
-        Some(identity) => Caller::Subject(identity.subject()),
+        Some(identity) => identity.caller(),
         None => Caller::Address(addr),
     };
     let allowance = state.limits.check(prefix, caller).inspect_err(|_| {
         state.metrics.rate_limited.with_label_values(&[prefix]).inc();
     })?;
     if let Some(identity) = &identity {
-        check_rules(state, &req, identity)?;
+        check_rules(state, &path, req.method().as_str(), identity)?;
     }
 
     let limit = state.config.max_body_bytes;
@@ -454,6 +466,15 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     let seconds = started.elapsed().as_secs_f64();
     state.metrics.upstream_latency.with(&[service], |histogram| histogram.observe(seconds));
     state.metrics.upstream.with(&[service, response.status().as_str()], |counter| counter.inc());
+    // A refused grant (401), or one kms refused because this address failed there too often
+    // (429), spends the address's failure budget here.
+    if credential_grant && matches!(response.status().as_u16(), 401 | 429) {
+        count_refusal(state, "token_grant");
+        if let Some(addr) = addr {
+            // The refusal that exhausts the budget is answered 429 itself.
+            state.limits.record_failure(addr)?;
+        }
+    }
     Ok(upstream::relay(response, allowance))
 }
 

@@ -13,7 +13,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::health::{Choice, Health};
+use super::limits::Caller;
+use super::network::{normalise, AddressPolicy, Refused};
 use crate::platform::cache::TtlCache;
+use crate::platform::contracts::TRUSTED_ISSUER_ROLE;
 pub use crate::platform::contracts::{Lookup, RegisterRequest};
 use crate::platform::db::{AnyConnection, Db, DbError};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
@@ -21,7 +24,6 @@ use crate::platform::extract::Json;
 use crate::platform::guards::AdminOrService;
 use crate::platform::middleware::RouteLabel;
 use crate::platform::names::validate_service_name;
-use crate::platform::net::is_plain_http_url;
 use crate::platform::trust::Verifier;
 
 diesel::table! {
@@ -45,6 +47,9 @@ pub struct Route {
     pub label: RouteLabel,
     /// The client's `Authorization` header goes through to this service.
     pub forward_authorization: bool,
+    /// The service is kms, the issuer of every credential: its `/token` refusals count as
+    /// failed authentications of the client address.
+    pub issuer: bool,
 }
 
 pub struct GatewayState {
@@ -60,6 +65,10 @@ pub struct GatewayState {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub metrics: super::metrics::GatewayMetrics,
     pub health: Health,
+    /// Where registered instances may be (registration, probes and every worker's pool).
+    pub address_policy: Arc<AddressPolicy>,
+    /// fountain's role names: only the role itself may register one.
+    fountain_roles: Vec<Box<str>>,
     /// Static entries (`[peers]`): never expire.
     pub static_entries: Vec<(String, Arc<str>)>,
     /// Live instances per service as last read from the registry table: the proxy's hot path
@@ -83,7 +92,11 @@ impl GatewayState {
         static_entries: Vec<(String, String)>,
         trusted_proxies: Vec<std::net::IpAddr>,
         metrics: super::metrics::GatewayMetrics,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, String> {
+        let address_policy = Arc::new(AddressPolicy::new(
+            &config.registry_allowed_networks,
+            static_entries.iter().map(|(_, url)| url.as_str()),
+        )?);
         let limits = super::limits::EdgeLimits::new(&config);
         let api_keys = super::proxy::ApiKeyCache::new(
             std::time::Duration::from_millis(config.api_key_cache_ttl_ms),
@@ -98,12 +111,13 @@ impl GatewayState {
                     label: RouteLabel::interned(&format!("/{prefix}/*")),
                     forward_authorization: fountain_roles.contains(&service.as_str())
                         || config.forward_authorization_to.contains(service),
+                    issuer: service == TRUSTED_ISSUER_ROLE,
                 };
                 (prefix.clone(), route)
             })
             .collect();
         static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             instance: INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             db,
             verifier,
@@ -117,7 +131,9 @@ impl GatewayState {
             static_entries: static_entries.into_iter().map(|(s, u)| (s, Arc::from(u))).collect(),
             instances: TtlCache::new(INSTANCES_TTL, 10_000),
             instances_generation: Default::default(),
-        })
+            address_policy,
+            fountain_roles: fountain_roles.iter().map(|r| Box::from(*r)).collect(),
+        }))
     }
 
     /// One instance of `service`: live registered instances round-robin, skipping unhealthy
@@ -138,14 +154,19 @@ impl GatewayState {
     }
 
     /// The instances of `service` from the shared cache, reading the registry table when the
-    /// cached read is older than its TTL.
+    /// cached read is older than its TTL. kms, which verifies every credential, is always the
+    /// configured `[peers]` entry: no registration can put another listener in its place.
     async fn shared_instances(&self, service: &str) -> ApiResult<Arc<[Arc<str>]>> {
         if let Some(urls) = self.instances.get(service) {
             return Ok(urls);
         }
-        let name = service.to_string();
-        let rows = self.db.run(move |conn| live(conn, Some(&name))).await?;
-        let mut urls: Vec<Arc<str>> = rows.into_iter().map(|(_, url, _)| Arc::from(url)).collect();
+        let mut urls: Vec<Arc<str>> = if service == TRUSTED_ISSUER_ROLE {
+            Vec::new()
+        } else {
+            let name = service.to_string();
+            let rows = self.db.run(move |conn| live(conn, Some(&name))).await?;
+            rows.into_iter().map(|(_, url, _)| Arc::from(url)).collect()
+        };
         if urls.is_empty() {
             urls.extend(self.static_entries.iter().filter(|(s, _)| s == service).map(|(_, u)| u.clone()));
         }
@@ -235,9 +256,36 @@ fn now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
 
-fn upsert(conn: &mut AnyConnection, service: &str, url: &str, by: &str, ttl: u64) -> Result<(), DbError> {
+/// What became of a registration.
+#[derive(Debug, PartialEq, Eq)]
+enum Registered {
+    /// A new instance, or a heartbeat of a known one.
+    Done,
+    /// The service has `registry_max_instances_per_service` live instances already.
+    Full,
+}
+
+fn upsert(
+    conn: &mut AnyConnection,
+    service: &str,
+    url: &str,
+    by: &str,
+    ttl: u64,
+    max_instances: u32,
+) -> Result<Registered, DbError> {
     let expires = now() + chrono::Duration::seconds(ttl as i64);
     crate::platform::db::transaction(conn, |conn| {
+        if let AnyConnection::Postgres(pg) = conn {
+            // Registrations of one service queue, so that concurrent ones cannot pass the cap
+            // together. (SQLite's BEGIN IMMEDIATE serialises writers anyway.) The name is a
+            // validated service name.
+            use diesel::connection::SimpleConnection;
+            pg.batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock(hashtext('fountain.registry/{service}'))"
+            ))?;
+        }
+        // Expired entries are dead weight, and must not count against the cap.
+        diesel::delete(registry::table.filter(registry::expires_at.lt(now()))).execute(conn)?;
         let updated = diesel::update(
             registry::table.filter(registry::service.eq(service)).filter(registry::url.eq(url)),
         )
@@ -247,20 +295,24 @@ fn upsert(conn: &mut AnyConnection, service: &str, url: &str, by: &str, ttl: u64
             registry::registered_by.eq(by),
         ))
         .execute(conn)?;
-        if updated == 0 {
-            diesel::insert_into(registry::table)
-                .values((
-                    registry::service.eq(service),
-                    registry::url.eq(url),
-                    registry::registered_by.eq(by),
-                    registry::expires_at.eq(expires),
-                    registry::updated_at.eq(now()),
-                ))
-                .execute(conn)?;
+        if updated > 0 {
+            return Ok(Registered::Done);
         }
-        // Expired entries are dead weight: drop them while here.
-        diesel::delete(registry::table.filter(registry::expires_at.lt(now()))).execute(conn)?;
-        Ok(())
+        let instances: i64 =
+            registry::table.filter(registry::service.eq(service)).count().get_result(conn)?;
+        if instances >= i64::from(max_instances) {
+            return Ok(Registered::Full);
+        }
+        diesel::insert_into(registry::table)
+            .values((
+                registry::service.eq(service),
+                registry::url.eq(url),
+                registry::registered_by.eq(by),
+                registry::expires_at.eq(expires),
+                registry::updated_at.eq(now()),
+            ))
+            .execute(conn)?;
+        Ok(Registered::Done)
     })
 }
 
@@ -278,21 +330,61 @@ fn live(
     Ok(query.order((registry::service.asc(), registry::url.asc())).load(conn)?)
 }
 
-fn check_url(raw: &str) -> ApiResult<()> {
-    if is_plain_http_url(raw) && raw.len() <= 2048 {
-        Ok(())
+/// The instance URL as stored: plain `http://` with a host, no credentials, query or fragment,
+/// in the URL parser's serialisation (so that what is checked is what is connected to).
+fn instance_url(raw: &str) -> ApiResult<url::Url> {
+    let invalid =
+        || ApiError::validation("url", "must be an http:// URL without credentials, query or fragment");
+    if raw.len() > 2048 {
+        return Err(invalid());
+    }
+    let url = url::Url::parse(raw).map_err(|_| invalid())?;
+    let plain = url.scheme() == "http"
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if plain {
+        Ok(url)
     } else {
-        Err(ApiError::validation("url", "must be an http:// URL without credentials"))
+        Err(invalid())
+    }
+}
+
+/// Refuses an instance URL whose host is, or resolves to, an address the gateway may not send
+/// requests to. The service's own `[peers]` URL is the operator's choice and always passes. A
+/// name that does not resolve (yet) is accepted: the gateway checks it again whenever it
+/// connects.
+async fn check_destination(
+    state: &GatewayState,
+    service: &str,
+    url: &url::Url,
+    stored: &str,
+) -> ApiResult<()> {
+    if state.static_entries.iter().any(|(s, u)| s == service && normalise(u).as_deref() == Some(stored)) {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or_default();
+    match state.address_policy.resolve(host, url.port_or_known_default().unwrap_or(80)).await {
+        Ok(_) | Err(Refused::Unresolved) => Ok(()),
+        Err(refused) => Err(ApiError::validation("url", refused.to_string())),
     }
 }
 
 /// Register a service instance
 ///
-/// A service registers its own URL (admins any); the entry lives ttlSeconds unless renewed by a heartbeat.
+/// A service registers its own URL (admins any service but fountain's roles); the entry lives ttlSeconds unless renewed. The URL is plain http without credentials, query or fragment; its host may not be or resolve to a link-local, metadata or (unless allowed) private address.
 #[utoipa::path(
     post, path = "/registry", operation_id = "registerServiceInstance", tag = "Discovery",
     request_body = RegisterRequest,
-    responses((status = 204, description = "Registered or renewed"), (status = 403, description = "A service may register only itself", body = ErrorBody)),
+    responses(
+        (status = 204, description = "Registered or renewed"),
+        (status = 403, description = "A service may register only itself; a fountain role's name only that role", body = ErrorBody),
+        (status = 409, description = "The service has the most live instances allowed", body = ErrorBody),
+        (status = 422, description = "Invalid name, TTL or URL, or an address the gateway may not reach", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this caller", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub async fn register(
@@ -300,18 +392,42 @@ pub async fn register(
     caller: AdminOrService,
     body: Json<RegisterRequest>,
 ) -> ApiResult<HttpResponse> {
+    let claims = &caller.0;
+    let service_caller = claims.is_service();
+    let who = if service_caller { Caller::Service(&claims.sub) } else { Caller::User(&claims.sub) };
+    state.limits.check_registration(who)?;
     let body = body.into_inner();
     validate_service_name("service", &body.service)?;
-    check_url(&body.url)?;
     if !(MIN_TTL..=MAX_TTL).contains(&body.ttl_seconds) {
         return Err(ApiError::validation("ttlSeconds", format!("must be between {MIN_TTL} and {MAX_TTL}")));
     }
-    if !caller.0.is_admin() && caller.0.sub != body.service {
+    let itself = service_caller && claims.sub == body.service;
+    if state.fountain_roles.iter().any(|role| **role == *body.service) {
+        // Other roles find fountain's roles through the registry and send them their tokens.
+        if !itself {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only the role itself may register a fountain role",
+            ));
+        }
+    } else if !claims.is_admin() && !itself {
         return Err(ApiError::new(ErrorCode::Forbidden, "a service may register only itself"));
     }
-    let by = caller.0.sub;
-    let url = body.url.trim_end_matches('/').to_string();
-    state.db.run(move |conn| upsert(conn, &body.service, &url, &by, body.ttl_seconds)).await?;
+    let url = instance_url(&body.url)?;
+    let stored = url.as_str().trim_end_matches('/').to_string();
+    check_destination(&state, &body.service, &url, &stored).await?;
+    let by = claims.sub.clone();
+    let max = state.config.registry_max_instances_per_service;
+    let service = body.service;
+    let outcome =
+        state.db.run(move |conn| upsert(conn, &service, &stored, &by, body.ttl_seconds, max)).await?;
+    if outcome == Registered::Full {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("the service has {max} live instances, the most allowed: renew one or let one expire"),
+        )
+        .with_details(serde_json::json!({ "maxInstances": max })));
+    }
     state.forget_instances();
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,7 +1,7 @@
 //! Per-service API keys: create, read (admin or owner), list (metadata only), rotate with a
 //! grace period, revoke, and verify by keyed-hash lookup.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,7 +14,7 @@ use crate::platform::crypto::{constant_time_eq, random_token};
 use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{Json, OptionalJson};
-use crate::platform::guards::{Admin, AdminOrOwner, Origin, ServiceName};
+use crate::platform::guards::{Admin, AdminOrOwner, Origin, ServiceName, TrustedProxies};
 use crate::platform::names::validate_service_name;
 use crate::platform::unit::{Change, Who};
 
@@ -23,6 +23,8 @@ const HASH_CONTEXT: &str = "kms-api-key";
 const SEAL_CONTEXT: &str = "kms-api-key-value";
 /// The longest grace a rotation may give the old key (30 days).
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+/// The furthest ahead a key's expiry may be set (10 years).
+const MAX_EXPIRY_MONTHS: u32 = 12 * 10;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +33,7 @@ pub struct CreateKeyRequest {
     pub service_name: String,
     /// Bring your own key (32–256 printable ASCII characters); generated when absent.
     pub api_key: Option<String>,
-    /// When the key stops verifying.
+    /// When the key stops verifying: in the future, at most 10 years ahead.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -105,6 +107,19 @@ fn validate_custom_key(key: &str) -> ApiResult<()> {
     } else {
         Err(ApiError::validation("api_key", "must be 32-256 printable ASCII characters without spaces"))
     }
+}
+
+/// A key's expiry must lie ahead, and not further than ten years.
+fn validate_expiry(expires_at: chrono::DateTime<chrono::Utc>) -> ApiResult<NaiveDateTime> {
+    let now = chrono::Utc::now();
+    if expires_at <= now {
+        return Err(ApiError::validation("expires_at", "must be in the future"));
+    }
+    let latest = now.checked_add_months(chrono::Months::new(MAX_EXPIRY_MONTHS));
+    if latest.is_none_or(|latest| expires_at > latest) {
+        return Err(ApiError::validation("expires_at", "must be at most 10 years ahead"));
+    }
+    Ok(expires_at.naive_utc())
 }
 
 fn generate_key() -> String {
@@ -206,7 +221,7 @@ pub fn ensure_service_key(
     responses(
         (status = 201, description = "Created; the only time a generated key is shown besides GET", body = KeyResponse),
         (status = 409, description = "The service already has a key", body = ErrorBody),
-        (status = 422, description = "Invalid service name or key", body = ErrorBody)
+        (status = 422, description = "Invalid service name, key or expiry", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
@@ -221,8 +236,8 @@ pub async fn create_key(
     if let Some(custom) = &body.api_key {
         validate_custom_key(custom)?;
     }
+    let expires_at = body.expires_at.map(validate_expiry).transpose()?;
     let key = body.api_key.unwrap_or_else(generate_key);
-    let expires_at = body.expires_at.map(|t| t.naive_utc());
     let (service, stored, master) = (body.service_name.clone(), key.clone(), state.master_key.clone());
     let created = state
         .db
@@ -435,18 +450,47 @@ pub async fn rotate_key(
     }))
 }
 
+/// Who asks for a verdict, for the per-caller limit: the client address, or `None` for a
+/// trusted proxy's own call (the gateway checking an `X-API-KEY` it was shown sends no
+/// `X-Forwarded-For`). The gateway is not counted against itself: it already spends a failed
+/// key against the presenting client's address (its `auth_failure_limit`) before asking, and
+/// caches every verdict per worker, so its own calls are bounded per client; one bucket for
+/// the gateway's address would let one client spraying keys starve every API-key caller.
+/// Whatever a trusted proxy relays (`X-Forwarded-For` present) is limited per the client's
+/// address, like any direct caller.
+fn verify_caller(req: &HttpRequest) -> Option<String> {
+    let trusted = req.app_data::<TrustedProxies>().map(|t| t.0.as_slice()).unwrap_or_default();
+    let from_proxy = req.peer_addr().is_some_and(|peer| trusted.contains(&peer.ip()));
+    if from_proxy && !req.headers().contains_key("x-forwarded-for") {
+        return None;
+    }
+    Some(crate::platform::net::client_addr(req, trusted))
+}
+
 /// Verify an API key
 ///
-/// For the gateway: says whether a key is valid and whose it is. One keyed-hash lookup, no scan.
+/// For the gateway: says whether a key is valid and whose it is. One keyed-hash lookup, no scan. Limited per client address (the gateway's own checks are not).
 #[utoipa::path(
     post, path = "/keys/verify", operation_id = "verifyApiKey", tag = "API keys",
     request_body = VerifyRequest,
-    responses((status = 200, description = "The verdict (also for unknown keys)", body = VerifyResponse))
+    responses(
+        (status = 200, description = "The verdict (also for unknown keys)", body = VerifyResponse),
+        (status = 429, description = "Too many verifications from this address", body = ErrorBody)
+    )
 )]
 pub async fn verify_key(
     state: web::Data<KmsState>,
+    req: HttpRequest,
     body: Json<VerifyRequest>,
 ) -> ApiResult<web::Json<VerifyResponse>> {
+    if let Some(caller) = verify_caller(&req) {
+        let taken = state.verifications.take(&caller);
+        state.observe_limiter("verification_address", state.verifications.size());
+        if let Err(retry_after) = taken {
+            state.metrics.limited.with_label_values(&["verification"]).inc();
+            return Err(ApiError::from_code(ErrorCode::RateLimited).with_retry_after(retry_after));
+        }
+    }
     let verdict = check_key(&state, body.into_inner().api_key).await?;
     Ok(web::Json(verdict.response))
 }

@@ -75,6 +75,17 @@ impl Role for Kms {
             db: ctx.db.clone(),
             master_key: ctx.master_key.clone(),
         }));
+        // Idle limiter entries go on a timer (and at once past a size bound): a spray of
+        // distinct names or addresses cannot keep memory.
+        let pruned = state.clone();
+        ctx.spawn("kms-limiter-prune", async move {
+            let mut ticks = actix_web::rt::time::interval(state::PRUNE_INTERVAL);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                pruned.prune_limiters();
+            }
+        });
         Ok(Mount::routes(move |cfg| routes(cfg, state.clone())))
     }
 }
@@ -182,9 +193,7 @@ pub fn create_user_offline(
 ) -> Result<String, String> {
     let username = users::validate_username(username).map_err(|e| e.message)?;
     let roles = users::validate_roles(roles).map_err(|e| e.message)?;
-    if password.chars().count() < 12 || password.len() > 72 {
-        return Err("password: must be 12 characters to 72 bytes".into());
-    }
+    users::validate_password(password).map_err(|e| e.message)?;
     let cost = platform.config.role_settings::<config::KmsConfig>(ROLE_NAME)?.bcrypt_cost;
     let hash = bcrypt::hash(password, cost).map_err(|e| e.to_string())?;
     let who = Who::new(ROLE_NAME, "cli", Origin::local("cli"));

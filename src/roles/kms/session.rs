@@ -118,7 +118,8 @@ pub async fn issue_session(
     responses(
         (status = 200, description = "A new token", body = TokenResponse),
         (status = 400, description = "Unknown grant type or missing field", body = ErrorBody),
-        (status = 401, description = "Invalid, expired, reused or revoked credential", body = ErrorBody)
+        (status = 401, description = "Invalid, expired, reused or revoked credential", body = ErrorBody),
+        (status = 429, description = "Too many failed logins or client credentials from this address", body = ErrorBody)
     )
 )]
 pub async fn token(
@@ -139,7 +140,7 @@ pub async fn token(
                 .client_secret
                 .or(request.api_key)
                 .ok_or_else(|| ApiError::validation("client_secret", "is required"))?;
-            client_credentials(&state, key, request.client_id).await?
+            client_credentials(&state, key, request.client_id, &origin).await?
         }
         _ => {
             return Err(ApiError::new(
@@ -242,18 +243,31 @@ async fn refresh(state: &web::Data<KmsState>, token: String, origin: Origin) -> 
     Ok(bearer(access, ttl, Some(next)))
 }
 
+/// A service token for an API key. Refused grants spend the client address's failed-login
+/// budget, and an address that has spent it waits (429) before its key is even looked up: the
+/// key is a password too.
 async fn client_credentials(
     state: &web::Data<KmsState>,
     key: String,
     client_id: Option<String>,
+    origin: &Origin,
 ) -> ApiResult<TokenResponse> {
+    if let Err(retry_after) = state.limiter.check_address(&origin.addr) {
+        state.metrics.limited.with_label_values(&["client_credentials"]).inc();
+        return Err(ApiError::from_code(ErrorCode::RateLimited).with_retry_after(retry_after));
+    }
+    let refused = || {
+        state.limiter.record_address_failure(&origin.addr);
+        state.observe_limiters();
+        invalid_grant()
+    };
     let verdict = check_key(state, key).await?;
     let (service, key_id) = match (verdict.response.code, verdict.response.service_name, verdict.key_id) {
         (VerifyCode::Valid, Some(service), Some(key_id)) => (service, key_id),
-        _ => return Err(invalid_grant()),
+        _ => return Err(refused()),
     };
     if client_id.is_some_and(|id| id != service) {
-        return Err(invalid_grant());
+        return Err(refused());
     }
     let ttl = state.config.service_token_ttl_seconds;
     let access = access_token(state, Subject::Service { name: &service, key_id }, ttl, None)?;

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::accounts;
 use super::session::issue_session;
-use super::state::KmsState;
+use super::state::{KmsState, RegistrationRefusal};
 use super::{store, ROLE_NAME};
 use crate::platform::audit::Outcome;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
@@ -18,6 +18,8 @@ use crate::platform::unit::Who;
 const MAX_PASSWORD_BYTES: usize = 72;
 const MIN_PASSWORD_CHARS: usize = 12;
 const DEFAULT_ROLE: &str = "user";
+/// Keyed-hash context of the tag that stands for an unknown username in the audit trail.
+const UNKNOWN_USER_CONTEXT: &str = "kms-audit-unknown-username";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +27,7 @@ pub struct RegisterRequest {
     /// 3–64 characters of `A-Z a-z 0-9 . _ -`; stored lower-case.
     #[schema(example = "alice")]
     pub username: String,
-    /// At least 12 characters, at most 72 bytes.
+    /// At least 12 characters, at most 72 bytes, no control characters.
     pub password: String,
     /// Roles to grant; honoured only for an admin caller (anonymous callers get `user`).
     pub roles: Option<Vec<String>>,
@@ -100,15 +102,27 @@ pub fn validate_username(raw: &str) -> ApiResult<String> {
     Ok(raw.to_ascii_lowercase())
 }
 
-fn validate_password(password: &str) -> ApiResult<()> {
+/// A new password: 12 characters to 72 bytes (bcrypt's limit, never silently truncated) and no
+/// control characters (other bcrypt implementations stop at NUL, so a migrated hash would accept
+/// a shorter password).
+pub fn validate_password(password: &str) -> ApiResult<()> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(ApiError::validation(
             "password",
             format!("must be at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
+    validate_password_bytes(password)
+}
+
+/// What any password must be before it is hashed or checked: at most 72 bytes, no control
+/// characters. A longer one could only match by bcrypt's truncation; none can contain NUL.
+fn validate_password_bytes(password: &str) -> ApiResult<()> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::validation("password", format!("must be at most {MAX_PASSWORD_BYTES} bytes")));
+    }
+    if password.chars().any(char::is_control) {
+        return Err(ApiError::validation("password", "must not contain control characters"));
     }
     Ok(())
 }
@@ -132,12 +146,31 @@ pub fn validate_roles(roles: &[String]) -> ApiResult<Vec<String>> {
     Ok(clean)
 }
 
-/// Hashes a password with the configured bcrypt cost on the blocking pool.
-pub async fn hash_password(password: String, cost: u32) -> ApiResult<String> {
+/// Hashes a new password with the configured bcrypt cost on the blocking pool, holding a
+/// registration permit (registrations never take every core from logins).
+async fn hash_password(state: &KmsState, password: String) -> ApiResult<String> {
+    let cost = state.config.bcrypt_cost;
+    let _permit = state.hashing.for_registration().await?;
+    state.metrics.password_hashing.with_label_values(&["registration"]).inc();
     web::block(move || bcrypt::hash(password, cost))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)
+}
+
+/// Checks a password against a bcrypt hash on the blocking pool, holding a login permit.
+async fn verify_password(state: &KmsState, password: String, hash: String) -> ApiResult<bool> {
+    let _permit = state.hashing.for_login().await?;
+    state.metrics.password_hashing.with_label_values(&["login"]).inc();
+    web::block(move || bcrypt::verify(password, &hash).unwrap_or(false)).await.map_err(ApiError::internal)
+}
+
+/// How the audit trail names a username that has no account: a keyed-hash tag, never the text
+/// (people type passwords into the username field). The same name gets the same tag, so
+/// repeated attempts still correlate.
+fn unknown_user_tag(state: &KmsState, username: &str) -> String {
+    let hash = state.master_key.lookup_hash(UNKNOWN_USER_CONTEXT, username.as_bytes());
+    format!("unknown:{}", &hash[..12])
 }
 
 /// Register a user
@@ -149,7 +182,8 @@ pub async fn hash_password(password: String, cost: u32) -> ApiResult<String> {
     responses(
         (status = 201, description = "User created", body = RegisterResponse),
         (status = 409, description = "Username taken", body = ErrorBody),
-        (status = 422, description = "Invalid username, password or roles", body = ErrorBody)
+        (status = 422, description = "Invalid username, password or roles", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this address or in total", body = ErrorBody)
     )
 )]
 pub async fn register(
@@ -166,7 +200,21 @@ pub async fn register(
         (Some(_), Some(requested)) => validate_roles(requested)?,
         _ => vec![DEFAULT_ROLE.to_string()],
     };
-    let hash = hash_password(body.password, state.config.bcrypt_cost).await?;
+    // Anonymous registration costs a bcrypt hash: limited per address and for the instance
+    // before any hashing. An admin's registrations are not counted.
+    if admin.is_none() {
+        if let Err(refusal) = state.registrations.take(&origin.addr) {
+            let (limit, retry_after) = match refusal {
+                RegistrationRefusal::Address(wait) => ("registration_address", wait),
+                RegistrationRefusal::Global(wait) => ("registration_global", wait),
+            };
+            state.metrics.limited.with_label_values(&[limit]).inc();
+            state.observe_limiters();
+            return Err(ApiError::from_code(ErrorCode::RateLimited).with_retry_after(retry_after));
+        }
+        state.observe_limiters();
+    }
+    let hash = hash_password(&state, body.password).await?;
     let actor = admin.map_or_else(|| username.clone(), |c| c.sub.clone());
     let (name, granted) = (username.clone(), roles.clone());
     state
@@ -187,6 +235,7 @@ pub async fn register(
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "Wrong username or password (one answer for both)", body = ErrorBody),
+        (status = 422, description = "A username or password no account can have", body = ErrorBody),
         (status = 429, description = "Too many failures for this user or address", body = ErrorBody)
     )
 )]
@@ -196,7 +245,10 @@ pub async fn login(
     body: Json<LoginRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
-    let username = body.username.to_ascii_lowercase();
+    // Before anything else: a name or password no account can have costs no lookup, no bcrypt,
+    // no limiter entry and no audit row.
+    let username = validate_username(&body.username)?;
+    validate_password_bytes(&body.password)?;
     if let Err(retry_after) = state.limiter.check(&username, &origin.addr) {
         state.metrics.logins.with_label_values(&["limited"]).inc();
         return Err(ApiError::from_code(ErrorCode::RateLimited).with_retry_after(retry_after));
@@ -207,18 +259,18 @@ pub async fn login(
     };
     // Unknown users are checked against a decoy hash so that both failures take as long.
     let hash = user.as_ref().map_or_else(|| state.decoy_hash.clone(), |u| u.password_hash.clone());
-    let password = body.password;
-    let matches = web::block(move || bcrypt::verify(password, &hash).unwrap_or(false))
-        .await
-        .map_err(ApiError::internal)?;
+    let matches = verify_password(&state, body.password, hash).await?;
+    let known = user.is_some();
     let user = user.filter(|u| matches && !u.disabled);
     let Some(user) = user else {
         state.limiter.record_failure(&username, &origin.addr);
+        state.observe_limiters();
         state.metrics.logins.with_label_values(&["failure"]).inc();
-        let entry_name = username.clone();
+        let audited = if known { username } else { unknown_user_tag(&state, &username) };
+        let entry_name = audited.clone();
         state
             .db
-            .change(Who::new(ROLE_NAME, username.clone(), origin), move |tx| {
+            .change(Who::new(ROLE_NAME, audited, origin), move |tx| {
                 tx.audit_outcome("login", &entry_name, Outcome::Denied, None)
             })
             .await?;

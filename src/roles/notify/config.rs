@@ -1,5 +1,7 @@
 //! notify's own settings: `[roles.notify]` in configuration.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,4 +18,29 @@ pub struct NotifyConfig {
     pub delivery_timeout_ms: u64,
     /// An event stream with nothing to send writes a keep-alive comment this often.
     pub stream_keepalive_seconds: u64,
+    /// Webhook calls one notify process makes at once, over all subscriptions.
+    pub max_concurrent_deliveries: usize,
+    /// Webhook calls in flight to one subscription at once: a subscriber that answers slowly
+    /// (or never) holds this many calls and delays only its own deliveries.
+    pub max_deliveries_per_subscription: usize,
+    /// Topics a service may publish through `POST /events` besides its own `<service>.*`, by
+    /// service name: exact topics, `prefix.*` or `*`.
+    #[serde(default)]
+    pub publish_topics: BTreeMap<String, Vec<String>>,
+}
+
+impl NotifyConfig {
+    /// What `fountain config check` and every start refuse.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent_deliveries == 0 {
+            return Err("max_concurrent_deliveries must be at least 1".into());
+        }
+        if self.max_deliveries_per_subscription == 0 {
+            return Err("max_deliveries_per_subscription must be at least 1".into());
+        }
+        if self.delivery_timeout_ms == 0 {
+            return Err("delivery_timeout_ms must be at least 1".into());
+        }
+        super::topics::PublishPolicy::validate(&self.publish_topics)
+    }
 }

@@ -6,14 +6,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::callback::CallbackError;
 use super::state::NotifyState;
 use super::store::{self, Subscription};
+use super::topics::{self, PublishRefusal, MAX_PAYLOAD_BYTES};
 use super::worker::SECRET_CONTEXT;
 use crate::platform::auth::Claims;
-use crate::platform::contracts::{
-    Event, KeyChanged, KeyCreated, KeyRevoked, KeyRotated, SecretsRotated, SessionRevoked, SigningKeyRotated,
-    TokenRevoked, UserChanged,
-};
 use crate::platform::crypto::random_token;
 use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
@@ -35,41 +33,35 @@ pub enum NotifyError {
     NoSubscription,
     #[error("no such dead delivery")]
     NoDeadDelivery,
-    #[error("the topic {0} is published only by fountain's own roles")]
+    #[error("the topic {0} is published only by fountain's own roles (rule: reserved_topic)")]
     ReservedTopic(String),
+    #[error(
+        "a service publishes only the topics it owns: {service}.<name> and those \
+         roles.notify.publish_topics.{service} lists (rule: topic_ownership)"
+    )]
+    TopicNotOwned { service: String, allowed: Vec<String> },
+    #[error("an event payload is at most {} bytes of JSON", MAX_PAYLOAD_BYTES)]
+    PayloadTooLarge,
     #[error(transparent)]
     Db(#[from] DbError),
 }
 
 impl From<NotifyError> for ApiError {
     fn from(err: NotifyError) -> Self {
+        let message = err.to_string();
         match err {
             NotifyError::NoSubscription | NotifyError::NoDeadDelivery => {
-                ApiError::new(ErrorCode::NotFound, err.to_string())
+                ApiError::new(ErrorCode::NotFound, message)
             }
-            NotifyError::ReservedTopic(_) => ApiError::new(ErrorCode::Forbidden, err.to_string()),
+            NotifyError::ReservedTopic(_) => ApiError::new(ErrorCode::Forbidden, message)
+                .with_details(serde_json::json!({ "rule": "reserved_topic" })),
+            NotifyError::TopicNotOwned { allowed, .. } => ApiError::new(ErrorCode::Forbidden, message)
+                .with_details(serde_json::json!({ "rule": "topic_ownership", "allowed": allowed })),
+            NotifyError::PayloadTooLarge => ApiError::new(ErrorCode::PayloadTooLarge, message)
+                .with_details(serde_json::json!({ "field": "payload", "limitBytes": MAX_PAYLOAD_BYTES })),
             NotifyError::Db(db) => db.into(),
         }
     }
-}
-
-/// Whether `topic` is one of the typed contract topics that a role publishes in the
-/// transaction of its own change (`platform::contracts`). A client may not publish them through
-/// `POST /events`: their readers (the trust path, secret injection) act on them by source, and a
-/// client whose name happens to be a role's must not be able to forge them.
-fn reserved_topic(topic: &str) -> bool {
-    [
-        TokenRevoked::TOPIC,
-        SessionRevoked::TOPIC,
-        UserChanged::TOPIC,
-        KeyCreated::TOPIC,
-        KeyRotated::TOPIC,
-        KeyChanged::TOPIC,
-        KeyRevoked::TOPIC,
-        SigningKeyRotated::TOPIC,
-        SecretsRotated::TOPIC,
-    ]
-    .contains(&topic)
 }
 
 /// The subscription `found` as `caller` may see it: an admin sees every subscription, anyone
@@ -217,13 +209,14 @@ pub struct DeliveryList {
 
 /// Publish an event
 ///
-/// Service or admin. Stores the event durably first, then delivers it to subscribers (at least once). The topics fountain's roles publish themselves are refused.
+/// Service or admin. Stored durably first, then delivered to subscribers (at least once). A service publishes only topics it owns: <service>.<name> and those roles.notify.publish_topics grants it; an admin, any topic. The roles' own topics are refused to all. Payload: at most 64 KiB of JSON.
 #[utoipa::path(
     post, path = "/events", operation_id = "publishEvent", tag = "Events",
     request_body = PublishRequest,
     responses(
         (status = 202, description = "Stored; delivery follows", body = Published),
-        (status = 403, description = "Neither a service nor an admin, or a topic only fountain's roles publish", body = ErrorBody),
+        (status = 403, description = "Neither a service nor an admin, a topic the service does not own (rule topic_ownership), or a topic only fountain's roles publish (rule reserved_topic)", body = ErrorBody),
+        (status = 413, description = "The payload is larger than 64 KiB of JSON", body = ErrorBody),
         (status = 422, description = "Invalid topic", body = ErrorBody)
     ),
     security(("bearer" = []))
@@ -241,8 +234,15 @@ pub async fn publish(
             "must be dot-separated words of a-z 0-9 _ - (at most 128 characters)",
         ));
     }
-    if reserved_topic(&topic) {
-        return Err(NotifyError::ReservedTopic(topic).into());
+    if topics::serialized_len(&payload) > MAX_PAYLOAD_BYTES {
+        return Err(NotifyError::PayloadTooLarge.into());
+    }
+    match state.publishing.check(&caller.0, &topic) {
+        Ok(()) => {}
+        Err(PublishRefusal::Reserved) => return Err(NotifyError::ReservedTopic(topic).into()),
+        Err(PublishRefusal::NotOwned { service, allowed }) => {
+            return Err(NotifyError::TopicNotOwned { service, allowed }.into())
+        }
     }
     let source = caller.0.sub;
     let id = state
@@ -376,14 +376,14 @@ fn sse_frame(event: StoredEvent) -> String {
 
 /// Subscribe a webhook
 ///
-/// Service or admin. Every event on the topics is POSTed to callbackUrl, signed with HMAC-SHA256 of timestamp.body.
+/// Service or admin. Every event on the topics is POSTed to callbackUrl, signed with HMAC-SHA256 of timestamp.body. The callback host may not resolve to notify itself, a link-local or a cloud metadata address (checked again before every delivery).
 #[utoipa::path(
     post, path = "/subscriptions", operation_id = "createSubscription", tag = "Subscriptions",
     request_body = SubscribeRequest,
     responses(
         (status = 201, description = "Subscribed", body = SubscriptionView),
         (status = 403, description = "Neither a service nor an admin", body = ErrorBody),
-        (status = 422, description = "Invalid topics, URL or secret", body = ErrorBody)
+        (status = 422, description = "Invalid topics, URL or secret, or a callback host that resolves to an address notify does not call (itself, link-local, cloud metadata)", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
@@ -403,12 +403,13 @@ pub async fn subscribe(
             return Err(ApiError::validation("topics", "each must be a topic, a prefix ending in .* or *"));
         }
     }
-    let callback = check_callback(&state, &body.callback_url)?;
     let (secret, generated) = match body.secret {
         Some(secret) if (16..=256).contains(&secret.len()) => (secret, false),
         Some(_) => return Err(ApiError::validation("secret", "must be 16 to 256 characters")),
         None => (random_token(32), true),
     };
+    // Last: the only check that may wait on the network (resolving the callback's host).
+    let callback = check_callback(&state, &body.callback_url).await?;
     let owner = caller.0.sub;
     let mut sub = Subscription {
         after_event_id: 0,
@@ -434,25 +435,27 @@ pub async fn subscribe(
     Ok(HttpResponse::Created().json(SubscriptionView::of(sub, generated.then_some(secret))))
 }
 
-/// Callbacks are absolute http(s) URLs without credentials that do not point at notify itself.
-fn check_callback(state: &NotifyState, raw: &str) -> ApiResult<url::Url> {
-    let invalid = |reason: &str| Err(ApiError::validation("callbackUrl", reason));
-    let Ok(url) = url::Url::parse(raw) else { return invalid("must be an absolute URL") };
+/// Callbacks are absolute http(s) URLs without credentials whose host resolves only to
+/// addresses notify may call (`callback`: never notify itself, link-local or metadata
+/// addresses). The delivery worker checks the addresses again before every call.
+async fn check_callback(state: &NotifyState, raw: &str) -> ApiResult<url::Url> {
+    let invalid = |reason: String| Err(ApiError::validation("callbackUrl", reason));
+    let Ok(url) = url::Url::parse(raw) else { return invalid("must be an absolute URL".into()) };
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return invalid("must be an http or https URL");
+        return invalid("must be an http or https URL".into());
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return invalid("must not carry credentials (use the subscription secret)");
+        return invalid("must not carry credentials (use the subscription secret)".into());
     }
     if raw.len() > 2048 {
-        return invalid("must be at most 2048 characters");
+        return invalid("must be at most 2048 characters".into());
     }
-    let authority =
-        format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(80));
-    if state.own_authorities.iter().any(|own| own.eq_ignore_ascii_case(&authority)) {
-        return invalid("must not point at the notification service itself");
+    match state.callbacks.resolve_checked(&url).await {
+        Ok(_) => Ok(url),
+        // The address is not named: it was derived from the submitted value.
+        Err(CallbackError::Refused { refused, .. }) => invalid(format!("must not point at {refused}")),
+        Err(unresolvable) => invalid(unresolvable.to_string()),
     }
-    Ok(url)
 }
 
 /// Get a subscription
@@ -630,15 +633,5 @@ mod tests {
         let other = visible(Some(subscription("svc")), &claims("svc2", "service"));
         assert!(matches!(other, Err(NotifyError::NoSubscription)), "absent, not forbidden");
         assert!(matches!(visible(None, &claims("root", "admin")), Err(NotifyError::NoSubscription)));
-    }
-
-    #[test]
-    fn the_roles_own_topics_are_reserved() {
-        for topic in ["users.changed", "tokens.revoked", "keys.changed", "keys.revoked", "secrets.rotated"] {
-            assert!(reserved_topic(topic), "{topic}");
-        }
-        for topic in ["demo.hello", "keys", "users.changed.v2", "secrets"] {
-            assert!(!reserved_topic(topic), "{topic}");
-        }
     }
 }

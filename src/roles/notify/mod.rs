@@ -1,11 +1,13 @@
 //! The Notification Service role: durable topics, signed webhook deliveries with retry and
 //! dead-lettering, a live Server-Sent Events stream with resume, and replay.
 
+mod callback;
 mod config;
 mod handlers;
 mod schema;
 mod state;
 mod store;
+mod topics;
 mod worker;
 
 use actix_web::web;
@@ -39,6 +41,10 @@ impl Role for Notify {
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {
         NotifyApi::openapi()
+    }
+
+    fn check_config(&self, config: &crate::config::Config) -> Result<(), String> {
+        config.role_settings::<config::NotifyConfig>(self.name())?.validate()
     }
 
     fn start(&self, ctx: &RoleContext) -> Result<Mount, String> {

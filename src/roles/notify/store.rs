@@ -1,10 +1,13 @@
 //! notify persistence: subscriptions, fan-out of events into deliveries, and the delivery queue.
 
+use std::collections::HashMap;
+
 use chrono::{Duration, NaiveDateTime};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::schema::{deliveries, subscriptions};
+use super::topics::topic_matches;
 use crate::platform::db::schema::{events as event_rows, instance_meta};
 use crate::platform::db::{AnyConnection, DbError};
 use crate::platform::events::{self, StoredEvent};
@@ -39,15 +42,6 @@ impl Subscription {
     pub fn topic_list(&self) -> Vec<String> {
         serde_json::from_str(&self.topics).unwrap_or_default()
     }
-}
-
-/// `keys.*` matches `keys.rotated`; `*` matches everything; otherwise exact.
-pub fn topic_matches(pattern: &str, topic: &str) -> bool {
-    pattern == "*"
-        || pattern == topic
-        || pattern
-            .strip_suffix(".*")
-            .is_some_and(|prefix| topic.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
 }
 
 pub fn insert_subscription(conn: &mut AnyConnection, sub: &Subscription) -> Result<(), DbError> {
@@ -92,9 +86,18 @@ pub fn delete_subscription(conn: &mut AnyConnection, id: &str) -> Result<bool, D
     })
 }
 
-/// Turns new events into one pending delivery per matching subscription and advances the
-/// fan-out cursor, in one transaction. Returns how many deliveries were created.
-pub fn fan_out(conn: &mut AnyConnection, batch: i64) -> Result<usize, DbError> {
+/// What one fan-out did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Events fanned out (the cursor moved past them).
+    pub events: usize,
+    /// Deliveries created for them.
+    pub deliveries: usize,
+}
+
+/// Turns up to `batch` new events into one pending delivery per matching subscription and
+/// advances the fan-out cursor, in one transaction.
+pub fn fan_out(conn: &mut AnyConnection, batch: i64) -> Result<FanOut, DbError> {
     crate::platform::db::transaction(conn, |conn| {
         if let AnyConnection::Postgres(pg) = conn {
             pg.batch_execute(&format!("SELECT pg_advisory_xact_lock({FANOUT_LOCK_KEY})"))?;
@@ -109,7 +112,7 @@ pub fn fan_out(conn: &mut AnyConnection, batch: i64) -> Result<usize, DbError> {
         let new_events = events::read_after(conn, cursor, None, batch)?;
         let ready = gapless_prefix(cursor, &new_events, now());
         if ready.is_empty() {
-            return Ok(0);
+            return Ok(FanOut::default());
         }
         let subs: Vec<Subscription> = subscriptions::table.select(Subscription::as_select()).load(conn)?;
         let at = now();
@@ -145,7 +148,7 @@ pub fn fan_out(conn: &mut AnyConnection, batch: i64) -> Result<usize, DbError> {
         }
         let last = ready.last().map_or(cursor, |e| e.id);
         save_cursor(conn, last)?;
-        Ok(created)
+        Ok(FanOut { events: ready.len(), deliveries: created })
     })
 }
 
@@ -179,27 +182,100 @@ fn save_cursor(conn: &mut AnyConnection, value: i64) -> Result<(), DbError> {
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub id: i64,
+    pub subscription_id: String,
     pub attempts: i32,
     pub callback_url: String,
     pub sealed_secret: String,
     pub event: StoredEvent,
 }
 
-/// Leases up to `limit` due deliveries for `lease` (so a crashed worker's work comes back and
-/// other replicas skip them: `FOR UPDATE SKIP LOCKED` on PostgreSQL).
-pub fn claim_due(conn: &mut AnyConnection, limit: i64, lease: Duration) -> Result<Vec<DueDelivery>, DbError> {
+/// How many due deliveries the worker can take now: `total` in all, and for each subscription
+/// what its room allows (`per_subscription` minus what is already in flight to it).
+#[derive(Debug, Clone)]
+pub struct Capacity<'a> {
+    pub total: usize,
+    pub per_subscription: usize,
+    /// Calls in flight per subscription id.
+    pub in_flight: &'a HashMap<String, usize>,
+}
+
+impl Capacity<'_> {
+    fn room(&self, subscription: &str) -> usize {
+        self.per_subscription.saturating_sub(self.in_flight.get(subscription).copied().unwrap_or(0))
+    }
+}
+
+/// Shares `total` slots among subscriptions, round-robin in the order given (oldest due first),
+/// each getting at most its `(room, due)`: one slot each, then a second each, and so on, so a
+/// subscription with a long backlog cannot take the slots of the others.
+fn share(total: usize, wanted: &[(String, usize)]) -> Vec<(String, usize)> {
+    let mut given: Vec<(String, usize)> = wanted.iter().map(|(s, _)| (s.clone(), 0)).collect();
+    let mut left = total;
+    while left > 0 {
+        let mut progressed = false;
+        for ((_, want), (_, got)) in wanted.iter().zip(given.iter_mut()) {
+            if left > 0 && *got < *want {
+                *got += 1;
+                left -= 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    given.retain(|(_, got)| *got > 0);
+    given
+}
+
+/// Leases due deliveries for `lease` (so a crashed worker's work comes back and other replicas
+/// skip them: `FOR UPDATE SKIP LOCKED` on PostgreSQL), fairly: the slots `capacity` allows are
+/// shared round-robin among the subscriptions that have due deliveries and room, oldest due
+/// first, so one subscriber's backlog never takes another's turn.
+pub fn claim_due(
+    conn: &mut AnyConnection,
+    capacity: &Capacity<'_>,
+    lease: Duration,
+) -> Result<Vec<DueDelivery>, DbError> {
+    if capacity.total == 0 {
+        return Ok(Vec::new());
+    }
     crate::platform::db::transaction(conn, |conn| {
         let at = now();
-        let due = deliveries::table
+        let mut waiting: Vec<(String, Option<NaiveDateTime>, i64)> = deliveries::table
             .filter(deliveries::status.eq(PENDING))
             .filter(deliveries::next_attempt_at.le(at))
-            .order(deliveries::next_attempt_at.asc())
-            .limit(limit)
-            .select(deliveries::id);
-        let ids: Vec<i64> = match conn {
-            AnyConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
-            AnyConnection::Sqlite(sqlite) => due.load(sqlite)?,
-        };
+            .group_by(deliveries::subscription_id)
+            .select((
+                deliveries::subscription_id,
+                diesel::dsl::min(deliveries::next_attempt_at),
+                diesel::dsl::count_star(),
+            ))
+            .load(conn)?;
+        waiting.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let wanted: Vec<(String, usize)> = waiting
+            .into_iter()
+            .map(|(sub, _, due)| {
+                let room = capacity.room(&sub).min(usize::try_from(due).unwrap_or(0));
+                (sub, room)
+            })
+            .filter(|(_, room)| *room > 0)
+            .collect();
+        let mut ids: Vec<i64> = Vec::new();
+        for (sub, quota) in share(capacity.total, &wanted) {
+            let due = deliveries::table
+                .filter(deliveries::subscription_id.eq(sub))
+                .filter(deliveries::status.eq(PENDING))
+                .filter(deliveries::next_attempt_at.le(at))
+                .order((deliveries::next_attempt_at.asc(), deliveries::id.asc()))
+                .limit(i64::try_from(quota).unwrap_or(i64::MAX))
+                .select(deliveries::id);
+            let found: Vec<i64> = match conn {
+                AnyConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
+                AnyConnection::Sqlite(sqlite) => due.load(sqlite)?,
+            };
+            ids.extend(found);
+        }
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -228,6 +304,7 @@ pub fn claim_due(conn: &mut AnyConnection, limit: i64, lease: Duration) -> Resul
                 let event = found.iter().find(|e| e.id == event_id)?.clone();
                 Some(DueDelivery {
                     id,
+                    subscription_id: sub.id.clone(),
                     attempts,
                     callback_url: sub.callback_url.clone(),
                     sealed_secret: sub.sealed_secret.clone(),
@@ -238,13 +315,13 @@ pub fn claim_due(conn: &mut AnyConnection, limit: i64, lease: Duration) -> Resul
     })
 }
 
-/// The result of one delivery attempt, recorded together with the rest of its batch.
+/// The result of one delivery attempt, recorded together with the others that finished with it.
 pub enum Outcome {
     Delivered { id: i64 },
     Failed { id: i64, attempts: i32, error: String, retry_at: Option<NaiveDateTime> },
 }
 
-/// Records a batch of attempts in one transaction.
+/// Records finished attempts in one transaction.
 pub fn record_outcomes(conn: &mut AnyConnection, outcomes: &[Outcome]) -> Result<(), DbError> {
     crate::platform::db::transaction(conn, |conn| {
         let delivered: Vec<i64> = outcomes
@@ -332,16 +409,6 @@ pub fn retry_dead(conn: &mut AnyConnection, id: i64) -> Result<bool, DbError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn topic_patterns() {
-        assert!(topic_matches("secrets.rotated", "secrets.rotated"));
-        assert!(topic_matches("secrets.*", "secrets.rotated"));
-        assert!(!topic_matches("secrets.*", "secretsx.rotated"));
-        assert!(!topic_matches("secrets.*", "secrets"));
-        assert!(topic_matches("*", "anything.at.all"));
-        assert!(!topic_matches("keys.rotated", "keys.revoked"));
-    }
-
     fn event(id: i64, age_seconds: i64) -> StoredEvent {
         StoredEvent {
             id,
@@ -360,5 +427,22 @@ mod tests {
         let settled = [event(5, 60), event(6, 60), event(8, 60), event(9, 0)];
         assert_eq!(gapless_prefix(4, &settled, at).len(), 4, "an old gap is a rollback");
         assert_eq!(gapless_prefix(10, &fresh, at).len(), 0, "first event is past a young gap");
+    }
+
+    fn wanted(list: &[(&str, usize)]) -> Vec<(String, usize)> {
+        list.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn slots_are_shared_round_robin_within_each_room() {
+        // A backlog of 300 cannot take the slots of the subscription behind it.
+        assert_eq!(share(4, &wanted(&[("slow", 300), ("fast", 300)])), wanted(&[("slow", 2), ("fast", 2)]));
+        assert_eq!(
+            share(5, &wanted(&[("a", 1), ("b", 8), ("c", 2)])),
+            wanted(&[("a", 1), ("b", 2), ("c", 2)])
+        );
+        assert_eq!(share(64, &wanted(&[("a", 3), ("b", 8)])), wanted(&[("a", 3), ("b", 8)]));
+        assert_eq!(share(0, &wanted(&[("a", 3)])), wanted(&[]));
+        assert_eq!(share(2, &wanted(&[("a", 1), ("b", 1), ("c", 1)])), wanted(&[("a", 1), ("b", 1)]));
     }
 }

@@ -1,71 +1,165 @@
 //! The delivery worker: fans new events out to subscriptions, then makes due webhook calls,
 //! signed with the subscription's secret, retried with exponential backoff and jitter until the
 //! event is older than the delivery age limit, then dead-lettered.
+//!
+//! Scheduling is fair per subscription. Every call runs as its own task and completes on its
+//! own; as calls finish, their outcomes are recorded and the next due deliveries are claimed
+//! into the freed slots. At most `max_concurrent_deliveries` calls are in flight, and at most
+//! `max_deliveries_per_subscription` to any one subscription, shared round-robin among the
+//! subscriptions with due work: a subscriber that answers slowly, or never, holds only its own
+//! slots until its calls time out, and delays nobody else's deliveries.
+//!
+//! Every call connects to an address checked just before it (`callback`): a callback host that
+//! resolves somewhere notify does not call (itself, link-local, metadata) is refused at delivery
+//! time too, and the connection goes to the checked address, not to a second lookup.
 
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use sha2::Sha256;
+use tokio::task::{Id, JoinSet};
 
+use super::callback::CheckedResolver;
 use super::state::NotifyState;
-use super::store::{self, DueDelivery};
-use crate::platform::crypto::MasterKey;
+use super::store::{self, Capacity, DueDelivery, Outcome};
 
-/// How many deliveries one pass attempts at once.
-const BATCH: i64 = 256;
-/// How long a claimed delivery is reserved for the worker that claimed it.
-const LEASE_SECONDS: i64 = 60;
+/// How many new events one fan-out takes.
+const FAN_OUT_BATCH: i64 = 500;
+/// A claimed delivery stays reserved for the worker that claimed it for the longest a call may
+/// take (`delivery_timeout_ms`, which bounds the whole attempt) plus this much for recording its
+/// outcome. A crashed worker's calls in flight come back after that.
+const LEASE_GRACE_SECONDS: i64 = 10;
 pub const SECRET_CONTEXT: &str = "notify-webhook-secret";
 
+/// What a delivery task needs besides its delivery.
+struct Sender {
+    state: Arc<NotifyState>,
+    client: awc::Client,
+    resolver: CheckedResolver,
+    /// Bounds a whole attempt: resolving, connecting, sending, the answer's head.
+    timeout: Duration,
+}
+
 /// Runs until the host stops it (the role spawns it with `RoleContext::spawn`, which ends it on
-/// shutdown). Errors are logged and the loop goes on: a database outage delays deliveries, it
-/// never loses them. Ended mid-pass, it loses nothing either: unrecorded attempts come back when
-/// their leases expire (at least once).
+/// shutdown, and the calls in flight with it). Errors are logged and the loop goes on: a
+/// database outage delays deliveries, it never loses them. Ended mid-call, it loses nothing
+/// either: unrecorded attempts come back when their leases expire (at least once).
 pub async fn run(state: Arc<NotifyState>) {
+    let config = &state.config;
+    let total = config.max_concurrent_deliveries.max(1);
+    let per_subscription = config.max_deliveries_per_subscription.max(1);
+    let timeout = Duration::from_millis(config.delivery_timeout_ms);
+    let lease = chrono::Duration::milliseconds(config.delivery_timeout_ms as i64)
+        + chrono::Duration::seconds(LEASE_GRACE_SECONDS);
+    let poll = Duration::from_millis(config.poll_interval_ms.max(10));
     let client = awc::Client::builder()
-        .timeout(Duration::from_millis(state.config.delivery_timeout_ms))
+        .connector(awc::Connector::new().limit(total))
+        .timeout(timeout)
         .disable_redirects()
         .finish();
-    let poll = Duration::from_millis(state.config.poll_interval_ms.max(10));
+    let resolver = CheckedResolver::new(state.callbacks.clone());
+    let sender = Rc::new(Sender { resolver, client, timeout, state: state.clone() });
+
     let mut waiter = crate::platform::events::waiter();
+    let mut calls: JoinSet<Outcome> = JoinSet::new();
+    // Which subscription each running call is for.
+    let mut running: HashMap<Id, String> = HashMap::new();
+    let mut finished: Vec<Outcome> = Vec::new();
+    let mut fan_out_wanted = true;
+    let mut next_fan_out = Instant::now();
     loop {
-        if let Err(err) = pass(&state, &client).await {
-            log::warn!(target: "fountain::notify", "delivery pass failed: {err}");
+        let fan_out = fan_out_wanted || Instant::now() >= next_fan_out;
+        if fan_out {
+            next_fan_out = Instant::now() + poll;
         }
-        waiter.wait(poll).await;
+        let mut in_flight: HashMap<String, usize> = HashMap::new();
+        for sub in running.values() {
+            *in_flight.entry(sub.clone()).or_default() += 1;
+        }
+        let free = total.saturating_sub(calls.len());
+        let outcomes = std::mem::take(&mut finished);
+        // One trip to the database: record what finished, fan out, claim into the free slots.
+        let cycle = state
+            .db
+            .run(move |conn| {
+                let recorded =
+                    if outcomes.is_empty() { Ok(()) } else { store::record_outcomes(conn, &outcomes) };
+                let fanned = if fan_out { store::fan_out(conn, FAN_OUT_BATCH)? } else { Default::default() };
+                let capacity = Capacity { total: free, per_subscription, in_flight: &in_flight };
+                let claimed = store::claim_due(conn, &capacity, lease)?;
+                Ok((recorded, fanned, claimed))
+            })
+            .await;
+        fan_out_wanted = false;
+        match cycle {
+            Ok((recorded, fanned, claimed)) => {
+                if let Err(err) = recorded {
+                    // The leases expire and the deliveries are attempted again: at least once.
+                    log::warn!(target: "fountain::notify", "could not record delivery outcomes: {err}");
+                }
+                if fanned.deliveries > 0 {
+                    state.metrics.fanned_out.inc_by(fanned.deliveries as u64);
+                }
+                // A full batch: more events may be waiting right now.
+                fan_out_wanted = fanned.events as i64 >= FAN_OUT_BATCH;
+                for delivery in claimed {
+                    let subscription = delivery.subscription_id.clone();
+                    let task = calls.spawn_local(attempt(sender.clone(), delivery));
+                    running.insert(task.id(), subscription);
+                }
+                state.metrics.in_flight.set(calls.len() as i64);
+            }
+            Err(err) => log::warn!(target: "fountain::notify", "delivery pass failed: {err}"),
+        }
+        // Wait for a call to finish, an event to be committed, or the poll interval.
+        let wait = next_fan_out.saturating_duration_since(Instant::now());
+        tokio::select! {
+            Some(done) = calls.join_next_with_id(), if !calls.is_empty() => {
+                collect(done, &mut running, &mut finished);
+                while let Some(done) = calls.try_join_next_with_id() {
+                    collect(done, &mut running, &mut finished);
+                }
+                state.metrics.in_flight.set(calls.len() as i64);
+            }
+            _ = waiter.wait(wait) => fan_out_wanted = true,
+        }
     }
 }
 
-/// Fans new events out and makes the due attempts. Only plain queue writes: no audit record, no
-/// event, so `Db::run` rather than a unit of work.
-async fn pass(state: &NotifyState, client: &awc::Client) -> Result<(), crate::platform::db::DbError> {
-    let created = state.db.run(|conn| store::fan_out(conn, 500)).await?;
-    if created > 0 {
-        state.metrics.fanned_out.inc_by(created as u64);
+/// Takes a finished call off the running list and keeps its outcome for recording. A call that
+/// panicked has no outcome: its lease expires and it is attempted again.
+fn collect(
+    done: Result<(Id, Outcome), tokio::task::JoinError>,
+    running: &mut HashMap<Id, String>,
+    finished: &mut Vec<Outcome>,
+) {
+    match done {
+        Ok((id, outcome)) => {
+            running.remove(&id);
+            finished.push(outcome);
+        }
+        Err(err) => {
+            running.remove(&err.id());
+            log::warn!(target: "fountain::notify", "a delivery task failed: {err}");
+        }
     }
-    let due =
-        state.db.run(|conn| store::claim_due(conn, BATCH, chrono::Duration::seconds(LEASE_SECONDS))).await?;
-    if due.is_empty() {
-        return Ok(());
-    }
-    let attempts = due.into_iter().map(|delivery| attempt(state, client, delivery));
-    let outcomes = futures_util::future::join_all(attempts).await;
-    if let Err(err) = state.db.run(move |conn| store::record_outcomes(conn, &outcomes)).await {
-        // The leases expire and the deliveries are attempted again: at least once, never lost.
-        log::warn!(target: "fountain::notify", "could not record delivery outcomes: {err}");
-    }
-    Ok(())
 }
 
-async fn attempt(state: &NotifyState, client: &awc::Client, delivery: DueDelivery) -> store::Outcome {
+async fn attempt(sender: Rc<Sender>, delivery: DueDelivery) -> Outcome {
+    let state = &sender.state;
     let attempts = delivery.attempts + 1;
     let id = delivery.id;
-    match post(client, &state.master_key, &delivery).await {
+    let posted = tokio::time::timeout(sender.timeout, post(&sender, &delivery))
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {} ms", sender.timeout.as_millis())));
+    match posted {
         Ok(()) => {
             state.metrics.deliveries.with_label_values(&["delivered"]).inc();
-            store::Outcome::Delivered { id }
+            Outcome::Delivered { id }
         }
         Err(error) => {
             let age = store::now() - delivery.event.created_at;
@@ -74,7 +168,7 @@ async fn attempt(state: &NotifyState, client: &awc::Client, delivery: DueDeliver
             let label = if retry_at.is_some() { "retry" } else { "dead" };
             state.metrics.deliveries.with_label_values(&[label]).inc();
             log::info!(target: "fountain::notify", delivery = id, attempts = attempts; "webhook delivery failed ({label}): {error}");
-            store::Outcome::Failed { id, attempts, error, retry_at }
+            Outcome::Failed { id, attempts, error, retry_at }
         }
     }
 }
@@ -110,27 +204,41 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &str) -> String {
     format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-async fn post(client: &awc::Client, master_key: &MasterKey, delivery: &DueDelivery) -> Result<(), String> {
-    let secret = master_key
+/// One webhook call: the callback's host resolved and checked, then a connection to a checked
+/// address (the next one only when connecting to the previous failed).
+async fn post(sender: &Sender, delivery: &DueDelivery) -> Result<(), String> {
+    let secret = sender
+        .state
+        .master_key
         .open(SECRET_CONTEXT, &delivery.sealed_secret)
         .map_err(|_| "the subscription secret cannot be opened".to_string())?;
+    let url =
+        url::Url::parse(&delivery.callback_url).map_err(|_| "the callback URL is invalid".to_string())?;
+    let addrs = sender.resolver.addresses(&url).await.map_err(|e| format!("callback refused: {e}"))?;
     let body = webhook_body(&delivery.event);
     let timestamp = chrono::Utc::now().timestamp();
-    let response = client
-        .post(&delivery.callback_url)
-        .insert_header(("content-type", "application/json"))
-        .insert_header(("x-fountain-event-id", delivery.event.id.to_string()))
-        .insert_header(("x-fountain-topic", delivery.event.topic.clone()))
-        .insert_header(("x-fountain-timestamp", timestamp.to_string()))
-        .insert_header(("x-fountain-signature", signature(&secret, timestamp, &body)))
-        .send_body(body)
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("subscriber answered {}", response.status().as_u16()))
+    let signature = signature(&secret, timestamp, &body);
+    let mut failure = String::from("no address to connect to");
+    for addr in addrs {
+        let sent = sender
+            .client
+            .post(url.as_str())
+            .address(addr)
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("x-fountain-event-id", delivery.event.id.to_string()))
+            .insert_header(("x-fountain-topic", delivery.event.topic.clone()))
+            .insert_header(("x-fountain-timestamp", timestamp.to_string()))
+            .insert_header(("x-fountain-signature", signature.clone()))
+            .send_body(body.clone())
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => return Err(format!("subscriber answered {}", response.status().as_u16())),
+            Err(awc::error::SendRequestError::Connect(err)) => failure = format!("request failed: {err}"),
+            Err(err) => return Err(format!("request failed: {err}")),
+        }
     }
+    Err(failure)
 }
 
 #[cfg(test)]
@@ -146,6 +254,9 @@ mod tests {
             max_delivery_age_seconds: 86400,
             delivery_timeout_ms: 1000,
             stream_keepalive_seconds: 15,
+            max_concurrent_deliveries: 64,
+            max_deliveries_per_subscription: 8,
+            publish_topics: Default::default(),
         };
         let first = retry_delay(&config, 1).num_milliseconds();
         assert!((500..1500).contains(&first), "{first}");

@@ -1,0 +1,184 @@
+//! The running roles of one test: the real role host on ephemeral ports over a fresh database,
+//! with an HTTP client pointed at them. Tests reach the roles through the typed clients
+//! (`app.kms()`, `app.secrets()`, … in `clients`); `call`, `get` and `post_raw` stay for requests
+//! that are deliberately malformed or that no client method describes.
+
+use std::net::SocketAddr;
+
+use actix_web::web;
+use fountain::app::Application;
+use fountain::config::{Config, Overrides};
+use fountain::platform::role::Role;
+use fountain::platform::server::{ExtraRoutes, Platform};
+use fountain::roles;
+use serde_json::Value;
+
+use super::{Backend, TestDatabase};
+
+/// The password of every user the tests create.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A configuration for tests: every role on port 0, the given database, quiet logs.
+pub fn test_config(database: &TestDatabase) -> Config {
+    let overrides = Overrides { file: None, data_dir: Some(database.dir.path().join("data")) };
+    let mut config = Config::load_from(&overrides, figment::providers::Env::prefixed("FOUNTAIN_TEST_NONE_"))
+        .expect("test config loads");
+    config.database.url = database.url.clone();
+    config.database.connect_attempts = 3;
+    config.database.connect_timeout_seconds = 2;
+    config.server.workers = 1;
+    config.server.body_limit_bytes = 64 * 1024;
+    config.server.shutdown_timeout_seconds = 5;
+    config.set_role_setting("kms", "bcrypt_cost", 4);
+    for role in roles::ALL {
+        config.roles.entry(role.name().to_string()).or_default().port = Some(0);
+    }
+    config
+}
+
+/// The running roles of one test, with a client pointed at them.
+pub struct TestApp {
+    pub application: Option<Application>,
+    pub platform: Platform,
+    pub client: awc::Client,
+    pub database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}, None).await
+    }
+
+    /// Starts every role with `adjust` applied to the config and `extra` routes mounted.
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+        extra: Option<ExtraRoutes>,
+    ) -> TestApp {
+        Self::spawn_roles(backend, roles::ALL, adjust, extra).await
+    }
+
+    /// Starts only `selected` through the composition root, as `fountain serve --role` does.
+    pub async fn spawn_roles(
+        backend: Backend,
+        selected: &[&'static dyn Role],
+        adjust: impl FnOnce(&mut Config),
+        extra: Option<ExtraRoutes>,
+    ) -> TestApp {
+        let database = TestDatabase::create(backend);
+        let mut config = test_config(&database);
+        adjust(&mut config);
+        let application = Application::build(config, selected, extra).await.expect("roles start");
+        TestApp {
+            platform: application.platform().clone(),
+            application: Some(application),
+            client: awc::Client::builder().disable_timeout().disable_redirects().finish(),
+            database,
+        }
+    }
+
+    /// Like `spawn_with`, then loads every role's secrets exactly as `fountain serve --role all`
+    /// does (the all-in-one process provisioned their credentials and secret sets at start).
+    pub async fn spawn_with_injection(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let app = Self::spawn_with(backend, adjust, None).await;
+        app.application.as_ref().expect("running").inject_secrets().await.expect("secrets load");
+        app
+    }
+
+    pub fn addr(&self, role: &str) -> SocketAddr {
+        self.application
+            .as_ref()
+            .and_then(|a| a.addr(role))
+            .unwrap_or_else(|| panic!("role {role} is not running"))
+    }
+
+    pub fn url(&self, role: &str, path: &str) -> String {
+        format!("http://{}{path}", self.addr(role))
+    }
+
+    pub async fn get(&self, role: &str, path: &str) -> (u16, awc::http::header::HeaderMap, web::Bytes) {
+        let mut response = self.client.get(self.url(role, path)).send().await.expect("request sent");
+        let body = response.body().limit(8 << 20).await.expect("body read");
+        (response.status().as_u16(), response.headers().clone(), body)
+    }
+
+    pub async fn get_json(&self, role: &str, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.get(role, path).await;
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}")),
+        )
+    }
+
+    /// The text of `role`'s Prometheus `/metrics`.
+    pub async fn metrics(&self, role: &str) -> String {
+        let (_, _, body) = self.get(role, "/metrics").await;
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// Sends `body` as-is with the given content type; returns status and the JSON answer.
+    pub async fn post_raw(&self, role: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let mut response = self
+            .client
+            .post(self.url(role, path))
+            .insert_header(("content-type", content_type))
+            .send_body(body)
+            .await
+            .expect("request sent");
+        let body = response.body().limit(8 << 20).await.expect("body read");
+        let json =
+            serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{path} returned non-JSON: {body:?}"));
+        (response.status().as_u16(), json)
+    }
+
+    /// The raw escape hatch: any method and path, an optional bearer token and JSON body, for
+    /// requests no typed client describes (deliberately malformed input, probes across roles).
+    /// Returns the status and the JSON answer (`null` when empty).
+    pub async fn call(
+        &self,
+        method: &str,
+        role: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, self.url(role, path));
+        if let Some(token) = token {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        let mut response = match body {
+            Some(body) => request.send_json(&body).await,
+            None => request.send().await,
+        }
+        .expect("request sent");
+        let bytes = response.body().limit(8 << 20).await.expect("body read");
+        let json =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON answer") };
+        (response.status().as_u16(), json)
+    }
+
+    /// Creates the admin `root` (as `fountain admin create-user` does), once per app.
+    pub fn create_admin(&self) {
+        fountain::roles::kms::create_user_offline(&self.platform, "root", PASSWORD, &["admin".to_string()])
+            .expect("admin created");
+    }
+
+    /// Creates `root` and returns its access token from kms.
+    pub async fn admin_token(&self) -> String {
+        self.create_admin();
+        self.kms().login("root").await.access_token
+    }
+
+    /// Creates an API key for `service` and exchanges it for a service token.
+    pub async fn service_token(&self, admin: &str, service: &str) -> String {
+        let key = self.kms().create_key(admin, service).await.ok().api_key;
+        self.kms().exchange_key(&key).await.ok().access_token
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(application) = self.application.take() {
+            application.stop(true).await;
+        }
+    }
+}
