@@ -20,15 +20,37 @@ use super::server::Platform;
 use super::trust::Verifier;
 use crate::config::Config;
 
+/// Who a role is: what the landing page, the OpenAPI `info`, metrics and the port table say.
+#[derive(Debug)]
+pub struct About {
+    /// The `--role` name, also the metrics `role` label and the `[roles.<name>]` config key.
+    pub name: &'static str,
+    /// Human title shown on the landing page and in the OpenAPI `info`.
+    pub title: &'static str,
+    /// One-line description (≤300 characters, as the ecosystem contract requires).
+    pub description: &'static str,
+    pub default_port: u16,
+}
+
 /// What every role implements.
 pub trait Role: Sync + 'static {
-    /// The `--role` name, also the metrics `role` label and the `[roles.<name>]` config key.
-    fn name(&self) -> &'static str;
-    /// Human title shown on the landing page and in the OpenAPI `info`.
-    fn title(&self) -> &'static str;
-    /// One-line description (≤300 characters, as the ecosystem contract requires).
-    fn description(&self) -> &'static str;
-    fn default_port(&self) -> u16;
+    fn about(&self) -> &'static About;
+
+    fn name(&self) -> &'static str {
+        self.about().name
+    }
+
+    fn title(&self) -> &'static str {
+        self.about().title
+    }
+
+    fn description(&self) -> &'static str {
+        self.about().description
+    }
+
+    fn default_port(&self) -> u16 {
+        self.about().default_port
+    }
 
     /// The OpenAPI document of the role's own endpoints (the standard ones are merged in).
     fn openapi(&self) -> utoipa::openapi::OpenApi {

@@ -22,26 +22,21 @@ use utoipa::OpenApi;
 
 use self::registry::GatewayState;
 use crate::platform::error::ErrorBody;
-use crate::platform::role::{Mount, Role, RoleContext};
+use crate::platform::role::{About, Mount, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
+
+const ABOUT: About = About {
+    name: "gateway",
+    title: "API Gateway",
+    description: "The one public entry to FountainAI: verifies JWTs and API keys, routes each path prefix to its service, keeps the service registry behind GET /lookup/{service}, cleans headers and enforces rate limits and step-up MFA.",
+    default_port: 8000,
+};
 
 pub struct Gateway;
 
 impl Role for Gateway {
-    fn name(&self) -> &'static str {
-        "gateway"
-    }
-
-    fn title(&self) -> &'static str {
-        "API Gateway"
-    }
-
-    fn description(&self) -> &'static str {
-        "The one public entry to FountainAI: verifies JWTs and API keys, routes each path prefix to its service, keeps the service registry behind GET /lookup/{service}, cleans headers and enforces rate limits and step-up MFA."
-    }
-
-    fn default_port(&self) -> u16 {
-        8000
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {

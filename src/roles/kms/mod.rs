@@ -20,30 +20,25 @@ use self::state::KmsState;
 use crate::platform::audit::{self, Entry};
 use crate::platform::error::{ApiResult, ErrorBody};
 use crate::platform::guards::{Admin, Origin};
-use crate::platform::role::{Mount, Provisioning, Role, RoleContext};
+use crate::platform::role::{About, Mount, Provisioning, Role, RoleContext};
 use crate::platform::server::Platform;
 use crate::platform::standard::BearerAuth;
 use crate::platform::unit::Who;
 
 const ROLE_NAME: &str = "kms";
 
+const ABOUT: About = About {
+    name: ROLE_NAME,
+    title: "Key Management Service",
+    description: "FountainAI's source of identity: users and login, EdDSA-signed JWTs published as a JWKS, refresh and revocation, and per-service API keys with rotation, grace periods and constant-time verification.",
+    default_port: 8003,
+};
+
 pub struct Kms;
 
 impl Role for Kms {
-    fn name(&self) -> &'static str {
-        ROLE_NAME
-    }
-
-    fn title(&self) -> &'static str {
-        "Key Management Service"
-    }
-
-    fn description(&self) -> &'static str {
-        "FountainAI's source of identity: users and login, EdDSA-signed JWTs published as a JWKS, refresh and revocation, and per-service API keys with rotation, grace periods and constant-time verification."
-    }
-
-    fn default_port(&self) -> u16 {
-        8003
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {

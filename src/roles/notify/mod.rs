@@ -15,28 +15,23 @@ use utoipa::OpenApi;
 
 use self::state::NotifyState;
 use crate::platform::error::ErrorBody;
-use crate::platform::role::{Mount, Role, RoleContext};
+use crate::platform::role::{About, Mount, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
 pub use self::worker::{signature, webhook_body};
 
+const ABOUT: About = About {
+    name: "notify",
+    title: "Notification Service",
+    description: "FountainAI's event hub: durable topics, HMAC-signed webhook deliveries with retry and dead-lettering, a live Server-Sent Events stream with resume, and replay of past events.",
+    default_port: 8006,
+};
+
 pub struct Notify;
 
 impl Role for Notify {
-    fn name(&self) -> &'static str {
-        "notify"
-    }
-
-    fn title(&self) -> &'static str {
-        "Notification Service"
-    }
-
-    fn description(&self) -> &'static str {
-        "FountainAI's event hub: durable topics, HMAC-signed webhook deliveries with retry and dead-lettering, a live Server-Sent Events stream with resume, and replay of past events."
-    }
-
-    fn default_port(&self) -> u16 {
-        8006
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {

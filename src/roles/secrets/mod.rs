@@ -15,30 +15,25 @@ use crate::platform::contracts::SecretSet;
 use crate::platform::crypto::MasterKey;
 use crate::platform::db::Db;
 use crate::platform::error::ErrorBody;
-use crate::platform::role::{Mount, Provisioning, Role, RoleContext};
+use crate::platform::role::{About, Mount, Provisioning, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
 pub use self::handlers::{ensure_secret_set, SecretMap};
 
 const ROLE_NAME: &str = "secrets";
 
+const ABOUT: About = About {
+    name: ROLE_NAME,
+    title: "Secrets Manager Service",
+    description: "Per-service secrets for FountainAI, versioned and encrypted at rest, with rotation that every service picks up live through the Notification Service, and a generator for strong random secrets.",
+    default_port: 8005,
+};
+
 pub struct Secrets;
 
 impl Role for Secrets {
-    fn name(&self) -> &'static str {
-        ROLE_NAME
-    }
-
-    fn title(&self) -> &'static str {
-        "Secrets Manager Service"
-    }
-
-    fn description(&self) -> &'static str {
-        "Per-service secrets for FountainAI, versioned and encrypted at rest, with rotation that every service picks up live through the Notification Service, and a generator for strong random secrets."
-    }
-
-    fn default_port(&self) -> u16 {
-        8005
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 
     fn openapi(&self) -> utoipa::openapi::OpenApi {

@@ -1,23 +1,18 @@
 //! The Service A role.
 
-use crate::platform::role::Role;
+use crate::platform::role::{About, Role};
+
+const ABOUT: About = About {
+    name: "sequence",
+    title: "Service A",
+    description: "Screenplay elements for FountainAI: ordered sequence numbers, reordering and versions, kept in sync with search through a transactional outbox so that nothing is lost when search is down.",
+    default_port: 8002,
+};
 
 pub struct Sequence;
 
 impl Role for Sequence {
-    fn name(&self) -> &'static str {
-        "sequence"
-    }
-
-    fn title(&self) -> &'static str {
-        "Service A"
-    }
-
-    fn description(&self) -> &'static str {
-        "Screenplay elements for FountainAI: ordered sequence numbers, reordering and versions, kept in sync with search through a transactional outbox so that nothing is lost when search is down."
-    }
-
-    fn default_port(&self) -> u16 {
-        8002
+    fn about(&self) -> &'static About {
+        &ABOUT
     }
 }
