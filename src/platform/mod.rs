@@ -22,5 +22,6 @@ pub mod net;
 pub mod role;
 pub mod server;
 pub mod standard;
+pub mod time;
 pub mod trust;
 pub mod unit;

@@ -3,10 +3,15 @@
 
 mod support;
 
+mod admin_cli;
 mod architecture;
+mod config_errors;
 mod errors;
+mod examples;
+mod first_hour;
 mod gateway;
 mod gateway_attacks;
+mod gateway_seed;
 mod injection;
 mod kms;
 mod kms_attacks;
@@ -15,8 +20,12 @@ mod notify_attacks;
 mod openapi;
 mod platform_attacks;
 mod process;
+mod quickstart;
 mod replicas;
 mod secrets;
+mod seed_kms;
+mod seed_notify;
 mod standard_endpoints;
 mod store;
 mod trust;
+

@@ -228,91 +228,184 @@ fn share(total: usize, wanted: &[(String, usize)]) -> Vec<(String, usize)> {
     given
 }
 
+/// How many due deliveries one claim round reads (in due order) to share out among `free`
+/// slots: enough to see several subscriptions past one subscription's backlog.
+fn claim_window(free: usize) -> i64 {
+    i64::try_from(free.saturating_mul(4).clamp(64, 1024)).unwrap_or(1024)
+}
+
+/// Claim rounds at most: a round that fills a subscription's room may reveal, in the next round,
+/// the deliveries its backlog hid from the window.
+const CLAIM_ROUNDS: usize = 8;
+
+/// Picks from `candidates` (due order): the slots `left` allows, shared round-robin among their
+/// subscriptions in order of their oldest candidate, each within `room`.
+fn pick(candidates: &[(i64, String)], left: usize, room: impl Fn(&str) -> usize) -> Vec<(i64, String)> {
+    let mut order: Vec<(String, usize)> = Vec::new();
+    for (_, sub) in candidates {
+        match order.iter_mut().find(|(s, _)| s == sub) {
+            Some((_, count)) => *count += 1,
+            None => order.push((sub.clone(), 1)),
+        }
+    }
+    let wanted: Vec<(String, usize)> = order
+        .into_iter()
+        .map(|(sub, count)| {
+            let quota = room(&sub).min(count);
+            (sub, quota)
+        })
+        .collect();
+    let mut picked = Vec::new();
+    for (sub, quota) in share(left, &wanted) {
+        picked.extend(candidates.iter().filter(|(_, s)| *s == sub).take(quota).cloned());
+    }
+    picked
+}
+
+/// One turn of the delivery worker: fan new events out when `fan_out_batch` asks for it and
+/// record the attempts that finished (one write transaction, only when there is something to
+/// write), then claim due deliveries into the free slots ([`claim_due`]).
+pub fn turn(
+    conn: &mut AnyConnection,
+    fan_out_batch: Option<i64>,
+    outcomes: &[Outcome],
+    capacity: &Capacity<'_>,
+    lease: Duration,
+) -> Result<(FanOut, Vec<DueDelivery>), DbError> {
+    let fanned = if fan_out_batch.is_some() || !outcomes.is_empty() {
+        crate::platform::db::transaction(conn, |conn| {
+            let fanned = match fan_out_batch {
+                Some(batch) => fan_out(conn, batch)?,
+                None => FanOut::default(),
+            };
+            record_outcomes(conn, outcomes)?;
+            Ok::<_, DbError>(fanned)
+        })?
+    } else {
+        FanOut::default()
+    };
+    Ok((fanned, claim_due(conn, capacity, lease)?))
+}
+
 /// Leases due deliveries for `lease` (so a crashed worker's work comes back and other replicas
-/// skip them: `FOR UPDATE SKIP LOCKED` on PostgreSQL), fairly: the slots `capacity` allows are
-/// shared round-robin among the subscriptions that have due deliveries and room, oldest due
-/// first, so one subscriber's backlog never takes another's turn.
+/// skip them), fairly: the slots `capacity` allows are shared round-robin among the
+/// subscriptions that have due deliveries and room, oldest due first, so one subscriber's
+/// backlog never takes another's turn. Subscriptions without room are left out of the read, so
+/// their backlog does not hide the others' deliveries.
+///
+/// The due window is read without a lock; only the lease itself is a (short) write, which takes
+/// just the picked deliveries that are still due and that no other replica is leasing.
 pub fn claim_due(
     conn: &mut AnyConnection,
     capacity: &Capacity<'_>,
     lease: Duration,
 ) -> Result<Vec<DueDelivery>, DbError> {
-    if capacity.total == 0 {
-        return Ok(Vec::new());
-    }
-    crate::platform::db::transaction(conn, |conn| {
-        let at = now();
-        let mut waiting: Vec<(String, Option<NaiveDateTime>, i64)> = deliveries::table
+    let at = now();
+    // Claimed in this call, per subscription.
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    let mut ids: Vec<i64> = Vec::new();
+    for _ in 0..CLAIM_ROUNDS {
+        let left = capacity.total.saturating_sub(ids.len());
+        if left == 0 {
+            break;
+        }
+        let window = claim_window(left);
+        let room = |sub: &str| capacity.room(sub).saturating_sub(taken.get(sub).copied().unwrap_or(0));
+        let full: Vec<String> =
+            capacity.in_flight.keys().chain(taken.keys()).filter(|s| room(s) == 0).cloned().collect();
+        let candidates: Vec<(i64, String)> = deliveries::table
             .filter(deliveries::status.eq(PENDING))
             .filter(deliveries::next_attempt_at.le(at))
-            .group_by(deliveries::subscription_id)
-            .select((
-                deliveries::subscription_id,
-                diesel::dsl::min(deliveries::next_attempt_at),
-                diesel::dsl::count_star(),
-            ))
+            .filter(deliveries::subscription_id.ne_all(&full))
+            .order(deliveries::next_attempt_at.asc())
+            .limit(window)
+            .select((deliveries::id, deliveries::subscription_id))
             .load(conn)?;
-        waiting.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        let wanted: Vec<(String, usize)> = waiting
-            .into_iter()
-            .map(|(sub, _, due)| {
-                let room = capacity.room(&sub).min(usize::try_from(due).unwrap_or(0));
-                (sub, room)
-            })
-            .filter(|(_, room)| *room > 0)
-            .collect();
-        let mut ids: Vec<i64> = Vec::new();
-        for (sub, quota) in share(capacity.total, &wanted) {
-            let due = deliveries::table
-                .filter(deliveries::subscription_id.eq(sub))
-                .filter(deliveries::status.eq(PENDING))
-                .filter(deliveries::next_attempt_at.le(at))
-                .order((deliveries::next_attempt_at.asc(), deliveries::id.asc()))
-                .limit(i64::try_from(quota).unwrap_or(i64::MAX))
-                .select(deliveries::id);
-            let found: Vec<i64> = match conn {
-                AnyConnection::Postgres(pg) => due.for_update().skip_locked().load(pg)?,
-                AnyConnection::Sqlite(sqlite) => due.load(sqlite)?,
-            };
-            ids.extend(found);
+        let picked = pick(&candidates, left, room);
+        if picked.is_empty() {
+            break;
         }
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let picked_ids: Vec<i64> = picked.iter().map(|(id, _)| *id).collect();
+        let leased = lease_still_due(conn, &picked_ids, at, lease)?;
+        let mut filled_one = false;
+        for (id, sub) in &picked {
+            if leased.contains(id) {
+                ids.push(*id);
+                *taken.entry(sub.clone()).or_default() += 1;
+                filled_one |= capacity.room(sub) <= taken[sub];
+            }
         }
-        diesel::update(deliveries::table.filter(deliveries::id.eq_any(&ids)))
-            .set(deliveries::next_attempt_at.eq(at + lease))
-            .execute(conn)?;
-        // Three small lookups instead of a join: the tables belong to different modules.
-        let leased: Vec<(i64, i32, String, i64)> = deliveries::table
-            .filter(deliveries::id.eq_any(&ids))
-            .select((deliveries::id, deliveries::attempts, deliveries::subscription_id, deliveries::event_id))
-            .load(conn)?;
-        let sub_ids: Vec<&String> = leased.iter().map(|l| &l.2).collect();
-        let subs: Vec<Subscription> = subscriptions::table
-            .filter(subscriptions::id.eq_any(sub_ids))
-            .select(Subscription::as_select())
-            .load(conn)?;
-        let event_ids: Vec<i64> = leased.iter().map(|l| l.3).collect();
-        let found: Vec<StoredEvent> = event_rows::table
-            .filter(event_rows::id.eq_any(event_ids))
-            .select(StoredEvent::as_select())
-            .load(conn)?;
-        Ok(leased
-            .into_iter()
-            .filter_map(|(id, attempts, sub_id, event_id)| {
-                let sub = subs.iter().find(|s| s.id == sub_id)?;
-                let event = found.iter().find(|e| e.id == event_id)?.clone();
-                Some(DueDelivery {
-                    id,
-                    subscription_id: sub.id.clone(),
-                    attempts,
-                    callback_url: sub.callback_url.clone(),
-                    sealed_secret: sub.sealed_secret.clone(),
-                    event,
-                })
-            })
-            .collect())
+        // Another round only when this one filled a room and the window may have hidden more.
+        if !(filled_one && candidates.len() as i64 == window) {
+            break;
+        }
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    due_deliveries(conn, &ids)
+}
+
+/// Leases those of `ids` that are still due (on PostgreSQL: and not being leased by another
+/// replica right now); returns them.
+fn lease_still_due(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    at: NaiveDateTime,
+    lease: Duration,
+) -> Result<Vec<i64>, DbError> {
+    crate::platform::db::transaction(conn, |conn| {
+        let still_due = deliveries::table
+            .filter(deliveries::id.eq_any(ids))
+            .filter(deliveries::status.eq(PENDING))
+            .filter(deliveries::next_attempt_at.le(at))
+            .select(deliveries::id);
+        let leased: Vec<i64> = match conn {
+            AnyConnection::Postgres(pg) => still_due.for_update().skip_locked().load(pg)?,
+            // The transaction holds SQLite's write lock: nobody else leases meanwhile.
+            AnyConnection::Sqlite(sqlite) => still_due.load(sqlite)?,
+        };
+        if !leased.is_empty() {
+            diesel::update(deliveries::table.filter(deliveries::id.eq_any(&leased)))
+                .set(deliveries::next_attempt_at.eq(at + lease))
+                .execute(conn)?;
+        }
+        Ok(leased)
     })
+}
+
+/// The leased deliveries `ids` with what their calls need.
+fn due_deliveries(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<DueDelivery>, DbError> {
+    // Three small lookups instead of a join: the tables belong to different modules.
+    let leased: Vec<(i64, i32, String, i64)> = deliveries::table
+        .filter(deliveries::id.eq_any(ids))
+        .select((deliveries::id, deliveries::attempts, deliveries::subscription_id, deliveries::event_id))
+        .load(conn)?;
+    let sub_ids: Vec<&String> = leased.iter().map(|l| &l.2).collect();
+    let subs: Vec<Subscription> = subscriptions::table
+        .filter(subscriptions::id.eq_any(sub_ids))
+        .select(Subscription::as_select())
+        .load(conn)?;
+    let event_ids: Vec<i64> = leased.iter().map(|l| l.3).collect();
+    let found: Vec<StoredEvent> = event_rows::table
+        .filter(event_rows::id.eq_any(event_ids))
+        .select(StoredEvent::as_select())
+        .load(conn)?;
+    Ok(leased
+        .into_iter()
+        .filter_map(|(id, attempts, sub_id, event_id)| {
+            let sub = subs.iter().find(|s| s.id == sub_id)?;
+            let event = found.iter().find(|e| e.id == event_id)?.clone();
+            Some(DueDelivery {
+                id,
+                subscription_id: sub.id.clone(),
+                attempts,
+                callback_url: sub.callback_url.clone(),
+                sealed_secret: sub.sealed_secret.clone(),
+                event,
+            })
+        })
+        .collect())
 }
 
 /// The result of one delivery attempt, recorded together with the others that finished with it.
@@ -431,6 +524,16 @@ mod tests {
 
     fn wanted(list: &[(&str, usize)]) -> Vec<(String, usize)> {
         list.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn a_backlog_in_the_window_does_not_take_the_others_turn() {
+        let mut candidates: Vec<(i64, String)> = (1..=10).map(|id| (id, "slow".to_string())).collect();
+        candidates.extend((11..=13).map(|id| (id, "fast".to_string())));
+        let picked = pick(&candidates, 6, |sub| if sub == "slow" { 2 } else { 8 });
+        let ids: Vec<i64> = picked.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![1, 2, 11, 12, 13], "slow within its room, fast gets all it has");
+        assert!(pick(&candidates, 0, |_| 8).is_empty());
     }
 
     #[test]

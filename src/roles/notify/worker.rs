@@ -82,25 +82,19 @@ pub async fn run(state: Arc<NotifyState>) {
         }
         let free = total.saturating_sub(calls.len());
         let outcomes = std::mem::take(&mut finished);
-        // One trip to the database: record what finished, fan out, claim into the free slots.
+        // One trip to the database, one transaction: fan out, record what finished, claim into
+        // the free slots. If it fails, the unrecorded attempts come back when their leases
+        // expire (at least once).
         let cycle = state
             .db
             .run(move |conn| {
-                let recorded =
-                    if outcomes.is_empty() { Ok(()) } else { store::record_outcomes(conn, &outcomes) };
-                let fanned = if fan_out { store::fan_out(conn, FAN_OUT_BATCH)? } else { Default::default() };
                 let capacity = Capacity { total: free, per_subscription, in_flight: &in_flight };
-                let claimed = store::claim_due(conn, &capacity, lease)?;
-                Ok((recorded, fanned, claimed))
+                store::turn(conn, fan_out.then_some(FAN_OUT_BATCH), &outcomes, &capacity, lease)
             })
             .await;
         fan_out_wanted = false;
         match cycle {
-            Ok((recorded, fanned, claimed)) => {
-                if let Err(err) = recorded {
-                    // The leases expire and the deliveries are attempted again: at least once.
-                    log::warn!(target: "fountain::notify", "could not record delivery outcomes: {err}");
-                }
+            Ok((fanned, claimed)) => {
                 if fanned.deliveries > 0 {
                     state.metrics.fanned_out.inc_by(fanned.deliveries as u64);
                 }
@@ -115,18 +109,21 @@ pub async fn run(state: Arc<NotifyState>) {
             }
             Err(err) => log::warn!(target: "fountain::notify", "delivery pass failed: {err}"),
         }
-        // Wait for a call to finish, an event to be committed, or the poll interval.
+        // Wait for an event to be committed, a call to finish, or the poll interval; committed
+        // events first, so that they are fanned out in the very next turn however busy the
+        // calls keep it. Every call that has finished by then is recorded in that turn.
         let wait = next_fan_out.saturating_duration_since(Instant::now());
         tokio::select! {
+            biased;
+            _ = waiter.wait(wait) => fan_out_wanted = true,
             Some(done) = calls.join_next_with_id(), if !calls.is_empty() => {
                 collect(done, &mut running, &mut finished);
-                while let Some(done) = calls.try_join_next_with_id() {
-                    collect(done, &mut running, &mut finished);
-                }
-                state.metrics.in_flight.set(calls.len() as i64);
             }
-            _ = waiter.wait(wait) => fan_out_wanted = true,
         }
+        while let Some(done) = calls.try_join_next_with_id() {
+            collect(done, &mut running, &mut finished);
+        }
+        state.metrics.in_flight.set(calls.len() as i64);
     }
 }
 
