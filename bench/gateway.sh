@@ -45,7 +45,7 @@ export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_ROLES__
   FOUNTAIN_PEERS__BENCH="http://127.0.0.1:$up" FOUNTAIN_ROLES__GATEWAY__ROUTES__BENCH=bench \
   FOUNTAIN_ROLES__GATEWAY__RATE_LIMIT__REQUESTS_PER_SECOND=10000000 FOUNTAIN_ROLES__GATEWAY__RATE_LIMIT__BURST=10000000
 printf 'bench password 1234\n' > "$work/pw"
-"$bin" admin create-user --username bench --role admin --password-file "$work/pw" >/dev/null
+"$bin" admin create-user --init --username bench --role admin --password-file "$work/pw" >/dev/null
 "$bin" serve --role kms,gateway > "$work/fountain.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$gw/health" >/dev/null 2>&1 && break; sleep 0.1; done
 token=$(curl -fs "http://127.0.0.1:$kms/login" -H 'content-type: application/json' \

@@ -28,7 +28,7 @@ notify_port=$((8006 + offset))
 export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_ROLES__KMS__BCRYPT_COST=4 \
        FOUNTAIN_ROLES__KMS__PORT="$kms_port" FOUNTAIN_ROLES__NOTIFY__PORT="$notify_port"
 printf 'bench password 1234\n' > "$work/pw"
-"$bin" admin create-user --username bench --role admin --password-file "$work/pw" >/dev/null
+"$bin" admin create-user --init --username bench --role admin --password-file "$work/pw" >/dev/null
 "$bin" serve --role kms,notify > "$work/log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$notify_port/health" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -20,7 +20,7 @@ for role in $roles; do
   i=$((i + 1))
 done
 printf 'bench password 1234\n' > "$work/pw"
-"$bin" admin create-user --username bench --role admin --password-file "$work/pw" >/dev/null
+"$bin" admin create-user --init --username bench --role admin --password-file "$work/pw" >/dev/null
 "$bin" serve > "$work/log" 2>&1 &
 pid=$!
 kms="http://127.0.0.1:$((8003 + offset))"

@@ -25,7 +25,7 @@ export FOUNTAIN_DATA__DIR="$work/data" FOUNTAIN_ROLES__KMS__PORT="$port" FOUNTAI
 [ -n "${BENCH_DATABASE_URL:-}" ] && export FOUNTAIN_DATABASE__URL="$BENCH_DATABASE_URL"
 password='bench password 1234'
 printf '%s\n' "$password" > "$work/pw"
-"$bin" admin create-user --username bench --role admin --password-file "$work/pw" >/dev/null
+"$bin" admin create-user --init --username bench --role admin --password-file "$work/pw" >/dev/null
 "$bin" serve --role kms > "$work/kms.log" 2>&1 &
 pid=$!
 base="http://127.0.0.1:$port"

@@ -23,7 +23,8 @@ pub fn with_role_defaults(mut config: Config) -> Config {
 }
 
 /// Checks the configuration against the role list: `[roles.<name>]` and `[peers]` name known
-/// roles, every role accepts its own settings, and no two roles share a fixed port.
+/// roles, every role accepts its own settings, and no two roles share a fixed port (every
+/// clash is named at once, so one run shows everything to fix).
 pub fn check_config(config: &Config) -> Result<(), String> {
     let known = roles::names().join(", ");
     for name in config.roles.keys() {
@@ -31,16 +32,31 @@ pub fn check_config(config: &Config) -> Result<(), String> {
             return Err(format!("roles.{name}: no such role (known: {known})"));
         }
     }
-    let mut ports: Vec<(u16, &str)> = Vec::new();
     for role in roles::ALL {
         role.check_config(config).map_err(|e| format!("roles.{}: {e}", role.name()))?;
-        let port = config.role_port(role.name(), role.default_port());
-        if let Some((_, other)) = ports.iter().find(|(p, _)| *p == port && port != 0) {
-            return Err(format!("roles.{}.port {port} is also the port of {other}", role.name()));
-        }
-        ports.push((port, role.name()));
     }
-    Ok(())
+    port_clashes(config)
+}
+
+/// `port P is configured for a, b` for every fixed port more than one role is given.
+fn port_clashes(config: &Config) -> Result<(), String> {
+    let mut by_port: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+    for role in roles::ALL {
+        let port = config.role_port(role.name(), role.default_port());
+        if port != 0 {
+            by_port.entry(port).or_default().push(role.name());
+        }
+    }
+    let clashes: Vec<String> = by_port
+        .iter()
+        .filter(|(_, names)| names.len() > 1)
+        .map(|(port, names)| format!("port {port} is configured for {}", names.join(", ")))
+        .collect();
+    if clashes.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} (set roles.<role>.port)", clashes.join("; ")))
+    }
 }
 
 /// The running fountain of this process.
@@ -58,7 +74,7 @@ impl Application {
         extra: Option<ExtraRoutes>,
     ) -> Result<Application, String> {
         let config = with_role_defaults(config);
-        check_config(&config)?;
+        check_config(&config).map_err(|e| format!("invalid configuration: {e}"))?;
         let listeners = Listeners::bind(config, selected).map_err(|e| e.to_string())?;
         let config = Arc::new(listeners.config.clone());
         let platform = blocking(move || Platform::open(config)).await?;
@@ -82,9 +98,10 @@ impl Application {
         Ok(Application { host })
     }
 
-    /// Loads every role's secrets (one clear error if a role cannot), then follows rotations.
+    /// Loads every role's secrets (one clear error if a role cannot), then follows rotations
+    /// until the host stops.
     pub async fn inject_secrets(&self) -> Result<(), String> {
-        crate::platform::injection::start(self.host.platform(), &self.host.secret_handles()).await
+        crate::platform::injection::start(&self.host).await
     }
 
     pub fn host(&self) -> &Host {
@@ -100,9 +117,24 @@ impl Application {
         self.host.addr(role)
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains and stops.
+    /// Announces that the roles are up (with the operator's next step, if any), serves until
+    /// SIGTERM or SIGINT, then drains and stops.
     pub async fn run_until_stopped(self, signal: ShutdownSignal) {
+        self.announce().await;
         self.host.run_until_signal(signal).await;
+    }
+
+    /// The start-up summary: one line with every role and its URL and, when a role waits for
+    /// the operator (no admin yet, for instance), the next step as a command to run.
+    pub async fn announce(&self) {
+        let (roles, platform) = (self.host.roles(), self.host.platform().clone());
+        let steps = blocking(move || Ok(roles.iter().filter_map(|r| r.next_step(&platform)).collect()))
+            .await
+            .unwrap_or_else(|_: String| Vec::new());
+        let line = summary(&self.host.urls(), &steps);
+        let roles = self.host.urls().iter().map(|(name, _)| *name).collect::<Vec<_>>().join(",");
+        let next = steps.join("; ");
+        log::info!(target: "fountain::server", roles = roles.as_str(), next_step = next.as_str(); "{line}");
     }
 
     /// Stops every role and background task; `graceful` waits for in-flight requests.
@@ -117,6 +149,15 @@ fn serves_every_provisioner(selected: &[&'static dyn Role]) -> bool {
     let provisioners: Vec<&str> =
         roles::ALL.iter().filter(|r| r.provisions_for_others()).map(|r| r.name()).collect();
     !provisioners.is_empty() && provisioners.iter().all(|p| selected.iter().any(|r| r.name() == *p))
+}
+
+/// `fountain is up: gateway http://…, kms http://… — next: …`.
+fn summary(urls: &[(&str, String)], steps: &[String]) -> String {
+    let up = urls.iter().map(|(name, url)| format!("{name} {url}")).collect::<Vec<_>>().join(", ");
+    match steps {
+        [] => format!("fountain is up: {up}"),
+        steps => format!("fountain is up: {up} — next: {}", steps.join("; ")),
+    }
 }
 
 fn provision(
@@ -135,4 +176,23 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     web::block(work).await.map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_every_role_and_the_next_step() {
+        let urls =
+            [("gateway", "http://127.0.0.1:8000".to_string()), ("kms", "http://127.0.0.1:8003".into())];
+        assert_eq!(
+            summary(&urls, &[]),
+            "fountain is up: gateway http://127.0.0.1:8000, kms http://127.0.0.1:8003"
+        );
+        assert_eq!(
+            summary(&urls[1..], &["create the first admin: fountain admin create-user".into()]),
+            "fountain is up: kms http://127.0.0.1:8003 — next: create the first admin: fountain admin create-user"
+        );
+    }
 }

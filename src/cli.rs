@@ -1,20 +1,21 @@
-//! The command line: `serve`, `migrate`, `openapi`, `config check`.
+//! The command line: `serve`, `migrate`, `openapi`, `admin`, `config check`.
 //!
 //! Every failure ends with one line on stderr and a non-zero exit: 2 for a usage error, 1 for
 //! anything else. No panic message or backtrace reaches the terminal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+#[cfg(feature = "kms")]
+use crate::admin;
 use crate::app::{self, Application};
 use crate::config::{Config, Overrides};
 use crate::platform::db;
 use crate::platform::logging;
 use crate::platform::role::Role;
-use crate::platform::server::{Platform, ShutdownSignal};
+use crate::platform::server::ShutdownSignal;
 use crate::platform::standard;
 use crate::roles;
 
@@ -65,18 +66,53 @@ enum Command {
     },
 }
 
+/// Account administration on the installation the configuration points at (it must exist:
+/// run `fountain serve` once first). Passwords come from a file, a no-echo prompt on a terminal
+/// or one line of stdin, never from the command line (it would show in `ps` and shell history).
 #[cfg(feature = "kms")]
 #[derive(Debug, Subcommand)]
 enum AdminAction {
-    /// Create a user with the given roles. The password is read from a file or from stdin,
-    /// never from the command line (it would show in `ps` and shell history).
+    /// Create a user with the given roles (default: user).
     CreateUser {
         #[arg(long)]
         username: String,
         /// A role to grant; repeat for several (e.g. --role admin).
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
-        /// File holding the password; `-` or absent reads one line from stdin.
+        /// File holding the password; `-` or absent: prompted twice on a terminal, else one
+        /// line of stdin.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Create the data directory, database and master key if they do not exist yet.
+        #[arg(long)]
+        init: bool,
+    },
+    /// List every user: username, roles, enabled, created.
+    ListUsers,
+    /// Replace a user's roles (their current tokens stop working; they log in again).
+    SetRoles {
+        #[arg(long)]
+        username: String,
+        /// A role to grant; repeat for several.
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+    },
+    /// Disable a user: login refused, sessions and tokens ended.
+    DisableUser {
+        #[arg(long)]
+        username: String,
+    },
+    /// Enable a disabled user again.
+    EnableUser {
+        #[arg(long)]
+        username: String,
+    },
+    /// Set a new password (the user's sessions and tokens end).
+    ResetPassword {
+        #[arg(long)]
+        username: String,
+        /// File holding the password; `-` or absent: prompted twice on a terminal, else one
+        /// line of stdin.
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
@@ -167,16 +203,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         #[cfg(feature = "kms")]
-        Command::Admin { action: AdminAction::CreateUser { username, roles, password_file } } => {
-            let password = read_password(password_file.as_deref())?;
-            let config = load_and_init_logging(&overrides)?;
-            let platform = Platform::open(Arc::new(config)).map_err(Failure::runtime)?;
-            let roles = if roles.is_empty() { vec!["user".to_string()] } else { roles };
-            let created = roles::kms::create_user_offline(&platform, &username, &password, &roles)
-                .map_err(Failure::runtime)?;
-            println!("created user {created} with roles {}", roles.join(","));
-            Ok(())
-        }
+        Command::Admin { action } => run_admin(action, &overrides),
         Command::Serve { role } => {
             let selected = roles::select(&role).map_err(Failure::usage)?;
             let config = load_and_init_logging(&overrides)?;
@@ -185,19 +212,54 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// `fountain admin …`: role names are checked before anything is opened (a usage error), then
+/// the existing installation is opened and the change made as `cli:<login name>`.
 #[cfg(feature = "kms")]
-fn read_password(file: Option<&std::path::Path>) -> Result<String, Failure> {
-    let raw = match file {
-        Some(path) if path != std::path::Path::new("-") => std::fs::read_to_string(path).map_err(|e| {
-            Failure::runtime(format!("cannot read password file {}: {}", path.display(), e.kind()))
-        })?,
-        _ => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line).map_err(Failure::runtime)?;
-            line
+fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> {
+    let roles_to_grant = match &action {
+        AdminAction::CreateUser { roles, .. } if roles.is_empty() => Some(vec!["user".to_string()]),
+        AdminAction::CreateUser { roles, .. } | AdminAction::SetRoles { roles, .. } => Some(roles.clone()),
+        _ => None,
+    };
+    let roles = roles_to_grant.map(|r| admin::check_roles(&r)).transpose().map_err(Failure::usage)?;
+    let init = matches!(action, AdminAction::CreateUser { init: true, .. });
+    let config = load_and_init_logging(overrides)?;
+    let platform = admin::open(config, init).map_err(Failure::runtime)?;
+    let accounts = admin::OfflineAdmin::new(&platform, admin::local_actor());
+    let roles = roles.unwrap_or_default();
+    let done = match action {
+        AdminAction::CreateUser { username, password_file, .. } => {
+            let password =
+                admin::read_new_password(password_file.as_deref(), &username).map_err(Failure::runtime)?;
+            let created = accounts.create_user(&username, &password, &roles).map_err(Failure::runtime)?;
+            format!("created user {created} with roles {}", roles.join(","))
+        }
+        AdminAction::ListUsers => admin::user_table(&accounts.list_users().map_err(Failure::runtime)?),
+        AdminAction::SetRoles { username, .. } => {
+            let user = accounts.set_roles(&username, &roles).map_err(Failure::runtime)?;
+            format!(
+                "user {} now has roles {}; their earlier tokens are refused",
+                user.username,
+                user.roles.join(",")
+            )
+        }
+        AdminAction::DisableUser { username } => {
+            let user = accounts.set_disabled(&username, true).map_err(Failure::runtime)?;
+            format!("disabled user {}; their sessions and tokens are ended", user.username)
+        }
+        AdminAction::EnableUser { username } => {
+            let user = accounts.set_disabled(&username, false).map_err(Failure::runtime)?;
+            format!("enabled user {}", user.username)
+        }
+        AdminAction::ResetPassword { username, password_file } => {
+            let password =
+                admin::read_new_password(password_file.as_deref(), &username).map_err(Failure::runtime)?;
+            let user = accounts.reset_password(&username, &password).map_err(Failure::runtime)?;
+            format!("set a new password for {}; their sessions and tokens are ended", user.username)
         }
     };
-    Ok(raw.trim_end_matches(['\r', '\n']).to_string())
+    println!("{done}");
+    Ok(())
 }
 
 fn load_and_init_logging(overrides: &Overrides) -> Result<Config, Failure> {

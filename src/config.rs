@@ -18,6 +18,13 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Environment variables `FOUNTAIN_<SECTION>__<KEY>` override config keys.
 pub const ENV_PREFIX: &str = "FOUNTAIN_";
 
+/// `FOUNTAIN_*` variables that are not configuration keys: other parts of fountain read them
+/// (the command line, the master key loader). Names after the prefix.
+const NON_KEY_VARIABLES: [&str; 3] = ["CONFIG", "ROLE", "MASTER_KEY_FILE"];
+
+/// `FOUNTAIN_TEST_*` variables belong to the test suite (its PostgreSQL URL, for instance).
+const TEST_VARIABLE_PREFIX: &str = "TEST_";
+
 /// Largest body limit accepted in configuration (1 GiB): beyond that a typo is likelier than intent.
 const MAX_BODY_LIMIT: u64 = 1 << 30;
 
@@ -76,6 +83,8 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Text when stdout is a terminal (a person is reading), JSON otherwise (a collector is).
+    Auto,
     Json,
     Text,
 }
@@ -141,9 +150,10 @@ impl Config {
 
     /// Loads with an explicit environment provider (tests pass a controlled one).
     pub fn load_from(overrides: &Overrides, env: Env) -> Result<Config, ConfigError> {
+        refuse_stray_variables(&env)?;
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = &overrides.file {
-            ensure_readable(path)?;
+            ensure_valid_toml(path)?;
             figment = figment.merge(Toml::file_exact(path));
         }
         // `DATABASE_URL` is the convention most tooling sets; the FOUNTAIN_ variable still wins.
@@ -153,14 +163,13 @@ impl Config {
         if let Ok(path) = std::env::var("FOUNTAIN_MASTER_KEY_FILE") {
             figment = figment.merge(Serialized::default("security.master_key_file", path));
         }
-        // Only sectioned keys (`FOUNTAIN_SECTION__KEY`) are configuration: plain FOUNTAIN_* names
-        // such as FOUNTAIN_CONFIG or FOUNTAIN_MASTER_KEY_FILE belong to other parts of fountain.
+        // Only sectioned keys (`FOUNTAIN_SECTION__KEY`) are configuration; the others were
+        // checked above (each is one of fountain's own variables, or the load failed).
         figment = figment.merge(env.filter(|key| key.as_str().contains("__")).split("__"));
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::default("data.dir", dir));
         }
-        let config: Config =
-            figment.extract().map_err(|e| ConfigError::Invalid(first_line(&e.to_string())))?;
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(describe(&e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -291,11 +300,89 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
-fn ensure_readable(path: &Path) -> Result<(), ConfigError> {
-    std::fs::read_to_string(path).map(|_| ()).map_err(|e| ConfigError::Unreadable {
-        path: path.display().to_string(),
-        reason: e.kind().to_string(),
+/// Reads the config file and checks its TOML syntax, so that a mistake is reported with the
+/// file, line and reason (figment would report the line without the file or the reason).
+fn ensure_valid_toml(path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Unreadable { path: path.display().to_string(), reason: io_reason(&e) })?;
+    Toml::from_str::<figment::value::Dict>(&text).map(|_| ()).map_err(|e| {
+        let at = e.span().map(|span| line_and_column(&text, span.start)).unwrap_or_default();
+        let reason = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+        ConfigError::Invalid(format!("{}{at}: {}", path.display(), reason.join("; ")))
     })
+}
+
+/// ` line L, column C` (both from 1) of a byte offset in `text`.
+fn line_and_column(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" line {line}, column {column}")
+}
+
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".into(),
+        std::io::ErrorKind::InvalidData => "it is not UTF-8 text".into(),
+        kind => kind.to_string(),
+    }
+}
+
+/// Refuses a `FOUNTAIN_*` variable that is neither a sectioned key (`FOUNTAIN_SECTION__KEY`,
+/// checked by the typed extraction) nor one of fountain's own variables: a misspelt name such
+/// as `FOUNTAIN_SERVER_HOST` would otherwise be ignored without a word.
+fn refuse_stray_variables(env: &Env) -> Result<(), ConfigError> {
+    for (key, _) in env.iter() {
+        let name = key.as_str().to_ascii_uppercase();
+        let own = NON_KEY_VARIABLES.contains(&name.as_str()) || name.starts_with(TEST_VARIABLE_PREFIX);
+        if own || name.contains("__") {
+            continue;
+        }
+        let hint =
+            sectioned_guess(&name).map(|g| format!("; did you mean {ENV_PREFIX}{g}?")).unwrap_or_default();
+        return Err(ConfigError::Invalid(format!(
+            "environment variable {ENV_PREFIX}{name} names no configuration key (keys are \
+             {ENV_PREFIX}<SECTION>__<KEY>, with two underscores){hint}"
+        )));
+    }
+    Ok(())
+}
+
+/// `SERVER_HOST` -> `SERVER__HOST` when that is a key of the embedded defaults.
+fn sectioned_guess(name: &str) -> Option<String> {
+    let (section, key) = name.split_once('_')?;
+    let dotted = format!("{section}.{key}").to_ascii_lowercase();
+    Figment::from(Toml::string(DEFAULT_TOML)).contains(&dotted).then(|| format!("{section}__{key}"))
+}
+
+/// One line for a figment error: the key as written in the configuration (no profile
+/// prefix), where it came from (the file, or the variable named exactly), and the reason.
+fn describe(error: &figment::Error) -> String {
+    let key = error.path.join(".").to_ascii_lowercase();
+    let origin = error.metadata.as_ref().map(|metadata| match &metadata.source {
+        Some(figment::Source::File(path)) => format!("in {}", path.display()),
+        _ if metadata.name.contains("environment") => {
+            format!("from {ENV_PREFIX}{}", error.path.join("__").to_ascii_uppercase())
+        }
+        _ => format!("from the {}", metadata.name),
+    });
+    let reason = match &error.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            format!("unknown key `{field}` (known: {})", expected.join(", "))
+        }
+        figment::error::Kind::UnknownVariant(value, expected) => {
+            format!("unknown value `{value}` (expected one of: {})", expected.join(", "))
+        }
+        other => other.to_string(),
+    };
+    match (key.is_empty(), origin) {
+        (false, Some(origin)) => format!("{key} ({origin}): {reason}"),
+        (false, None) => format!("{key}: {reason}"),
+        (true, Some(origin)) => format!("{origin}: {reason}"),
+        (true, None) => first_line(&reason),
+    }
 }
 
 fn first_line(message: &str) -> String {
@@ -389,7 +476,7 @@ mod tests {
             let err = load_in_jail(&Overrides { file: Some("nope.toml".into()), ..Default::default() })
                 .unwrap_err()
                 .to_string();
-            assert!(err.starts_with("cannot read config file nope.toml"), "{err}");
+            assert_eq!(err, "cannot read config file nope.toml: no such file");
             Ok(())
         });
     }
@@ -418,6 +505,59 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_variable_that_maps_to_no_key_is_named_with_a_guess() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FOUNTAIN_CONFIG", "x.toml");
+            jail.set_env("FOUNTAIN_ROLE", "kms");
+            jail.set_env("FOUNTAIN_TEST_PG_URL", "postgres://x@y/z");
+            assert!(load_in_jail(&Overrides::default()).is_ok(), "fountain's own variables are not keys");
+            jail.set_env("FOUNTAIN_SERVER_HOST", "0.0.0.0");
+            let err = load_in_jail(&Overrides::default()).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "invalid configuration: environment variable FOUNTAIN_SERVER_HOST names no configuration \
+                 key (keys are FOUNTAIN_<SECTION>__<KEY>, with two underscores); did you mean \
+                 FOUNTAIN_SERVER__HOST?"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key_without_a_profile_and_the_file_or_variable() {
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[server]\nworkers = \"x\"\n")?;
+            let err = load_in_jail(&Overrides { file: Some("bad.toml".into()), ..Default::default() })
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("invalid configuration: server.workers (in "), "{err}");
+            assert!(err.ends_with("bad.toml): invalid type: found string \"x\", expected usize"), "{err}");
+            assert!(!err.contains("default."), "{err}");
+
+            jail.create_file("broken.toml", "[server]\nworkers = 3\nhost = \n")?;
+            let err = load_in_jail(&Overrides { file: Some("broken.toml".into()), ..Default::default() })
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("invalid configuration: broken.toml line 3, column 8: "), "{err}");
+
+            jail.set_env("FOUNTAIN_SERVER__WORKERS", "many");
+            let err = load_in_jail(&Overrides::default()).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                "invalid configuration: server.workers (from FOUNTAIN_SERVER__WORKERS): invalid type: \
+                 found string \"many\", expected usize"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn line_and_column_count_from_one() {
+        assert_eq!(line_and_column("ab\ncd", 4), " line 2, column 2");
+        assert_eq!(line_and_column("ab", 0), " line 1, column 1");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! `platform` holds what every role shares; `roles` holds one folder per service.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

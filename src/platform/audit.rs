@@ -48,8 +48,10 @@ pub struct NewEntry<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
     pub id: i64,
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub occurred_at: NaiveDateTime,
+    /// The role that wrote the record (`kms`, `secrets`, `notify`…).
     pub role: String,
     pub actor: String,
     pub action: String,
@@ -60,7 +62,8 @@ pub struct Entry {
     pub details: Option<String>,
 }
 
-/// Which entries to list: newest first, optionally before an id (keyset paging).
+/// Which entries to list: newest first, optionally before an id (keyset paging). `None`
+/// filters nothing: every role's records share the one trail.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
     pub role: Option<String>,

@@ -84,12 +84,23 @@ impl Event for KeyCreated {
     const TOPIC: &'static str = "keys.created";
 }
 
-/// A service's API key was replaced; the previous one verifies until `previous_valid_until`.
+/// A service's API key was replaced; the previous one verifies until `previous_valid_until`
+/// (RFC 3339 UTC with `Z`, as every timestamp of the API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyRotated {
     pub service_name: String,
     pub previous_valid_until: Option<String>,
+}
+
+impl KeyRotated {
+    /// The event for a rotation whose previous key verifies until `previous_valid_until` (UTC).
+    pub fn new(service_name: &str, previous_valid_until: Option<chrono::NaiveDateTime>) -> Self {
+        Self {
+            service_name: service_name.to_string(),
+            previous_valid_until: previous_valid_until.map(crate::platform::time::format),
+        }
+    }
 }
 
 impl Event for KeyRotated {
@@ -139,10 +150,14 @@ impl Event for SigningKeyRotated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretsRotated {
+    #[schema(example = "service_a")]
     pub service_name: String,
+    #[schema(example = 2)]
     pub version: i32,
-    /// RFC 3339, UTC.
-    pub rotation_time: String,
+    /// When the version changed: RFC 3339, UTC, with `Z`.
+    #[serde(with = "crate::platform::time::aware")]
+    #[schema(value_type = String, format = DateTime, example = "2026-11-30T11:36:26.123Z")]
+    pub rotation_time: chrono::DateTime<chrono::Utc>,
     /// Why the version changed (`rotate`, `replace`, `notification`…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -203,6 +218,8 @@ pub struct VerifyResponse {
     pub valid: bool,
     pub code: VerifyCode,
     pub service_name: Option<String>,
+    /// RFC 3339, UTC, with `Z`; null when the key does not expire.
+    #[serde(default, with = "crate::platform::time::utc_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<chrono::NaiveDateTime>,
 }

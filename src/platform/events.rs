@@ -104,6 +104,8 @@ pub struct StoredEvent {
     /// The event's JSON payload, as published.
     pub payload: String,
     pub source: String,
+    /// RFC 3339, UTC, with `Z`.
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: NaiveDateTime,
 }

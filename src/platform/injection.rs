@@ -23,7 +23,8 @@ use super::contracts::{
     ClientCredentialsGrant, Lookup, RegisterRequest, SecretSet, SecretsRotated, TokenResponse,
 };
 use super::crypto::Secret;
-use super::server::Platform;
+use super::middleware::INTERNAL_USER_AGENT;
+use super::server::Host;
 use crate::config::Config;
 
 /// One version of a role's secrets.
@@ -151,6 +152,8 @@ struct Injector {
     own_url: Option<String>,
     client: awc::Client,
     handle: Arc<SecretHandle>,
+    /// Turns true when the host stops: a stream that ends then was closed on purpose.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Injector {
@@ -194,8 +197,9 @@ impl Injector {
             match self.fetch().await {
                 Ok(injected) => {
                     let version = injected.version;
+                    // Debug: the start-up summary says the roles are up; seven "loaded" lines do not help.
                     if self.handle.install(injected) {
-                        log::info!(target: "fountain::secrets", role = self.role, version = version; "secrets loaded");
+                        log::debug!(target: "fountain::secrets", role = self.role, version = version; "secrets loaded");
                     }
                     return Ok(());
                 }
@@ -249,7 +253,12 @@ impl Injector {
         let mut backoff = Duration::from_millis(500);
         loop {
             match self.follow(&mut last_event).await {
-                Ok(()) => backoff = Duration::from_millis(500),
+                Ok(()) => {
+                    log::debug!(target: "fountain::secrets", role = self.role; "rotation stream renewed with a fresh token");
+                    backoff = Duration::from_millis(500);
+                }
+                // notify ends its streams when the process stops: nothing went wrong.
+                Err(_) if self.is_stopping() => return,
                 Err(err) => {
                     log::warn!(target: "fountain::secrets", role = self.role; "rotation stream interrupted: {err}");
                     actix_web::rt::time::sleep(backoff).await;
@@ -319,17 +328,23 @@ impl Injector {
                     log::info!(target: "fountain::secrets", role = self.role, version = version; "rotated secrets applied");
                 }
             }
+            Err(_) if self.is_stopping() => {}
             Err(err) => {
                 log::warn!(target: "fountain::secrets", role = self.role; "could not fetch rotated secrets: {err}")
             }
         }
     }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
 }
 
 /// Loads every role's secrets (failing start-up with one clear line if a role cannot), then
-/// follows rotations in the background. Roles without a credential file are skipped.
-pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle>)]) -> Result<(), String> {
-    let config = &platform.config;
+/// follows rotations and renews registrations in background tasks that end with the host.
+/// Roles without a credential file are skipped.
+pub async fn start(host: &Host) -> Result<(), String> {
+    let config = &host.platform().config;
     for required in ["kms", "secrets", "notify"] {
         if config.peer_url(required).is_none() {
             return Err(format!("peers.{required} must be configured"));
@@ -340,10 +355,10 @@ pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle
         looked_up: super::cache::TtlCache::new(LOOKUP_TTL, 1_000),
     });
     let mut injectors = Vec::new();
-    for (role, handle) in roles {
+    for (role, handle) in host.secret_handles() {
         let path = credential_path(config, role);
         let Ok(text) = std::fs::read_to_string(&path) else {
-            log::warn!(target: "fountain::secrets", role = *role, path = path.display().to_string().as_str();
+            log::warn!(target: "fountain::secrets", role = role, path = path.display().to_string().as_str();
                 "no service credential: this role runs without injected secrets");
             continue;
         };
@@ -352,8 +367,9 @@ pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle
             credential: Secret::new(text.trim().to_string()),
             peers: peers.clone(),
             own_url: config.peer_url(role),
-            client: awc::Client::builder().timeout(Duration::from_secs(10)).finish(),
-            handle: handle.clone(),
+            client: internal_client(),
+            handle,
+            stopping: host.shutdown_signal(),
         });
     }
     let attempts = config.security.secret_fetch_attempts.max(1);
@@ -363,8 +379,17 @@ pub async fn start(platform: &Platform, roles: &[(&'static str, Arc<SecretHandle
     }
     for injector in injectors {
         let injector = std::rc::Rc::new(injector);
-        actix_web::rt::spawn(injector.clone().heartbeat());
-        actix_web::rt::spawn(injector.watch());
+        host.spawn("secrets.registration", injector.clone().heartbeat());
+        host.spawn("secrets.rotation", injector.watch());
     }
     Ok(())
+}
+
+/// The client for calls between roles. It names itself, so that the receiving role logs its
+/// routine calls (token refresh, heartbeat, stream reconnect) at debug.
+fn internal_client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .add_default_header(("user-agent", INTERNAL_USER_AGENT))
+        .finish()
 }

@@ -1,17 +1,21 @@
-//! Logs: one JSON object per line on stdout with `time`, `level`, `target`, `message`,
-//! `request_id` and `role`, plus any structured key-values of the log call.
+//! Logs on stdout: one JSON object per line with `time`, `level`, `target`, `message`,
+//! `request_id` and `role`, plus any structured key-values of the log call — or the same as
+//! one readable text line when a person is watching (`log.format = "auto"` and a terminal).
 //!
 //! The request id and role ride in a task-local set by the request middleware, so every log line
 //! written while serving a request carries them without handlers passing them around.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use chrono::SecondsFormat;
 use log::kv::{self, VisitSource};
 use serde_json::{Map, Value};
 
 use crate::config::LogFormat;
+
+/// Set when the host starts stopping (see [`stopping`]).
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 tokio::task_local! {
     static CONTEXT: RequestContext;
@@ -38,11 +42,43 @@ pub async fn with_context<F: std::future::Future>(context: RequestContext, futur
 pub fn init(filter: &str, format: LogFormat) {
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(filter).target(env_logger::Target::Stdout);
-    match format {
-        LogFormat::Json => builder.format(|buf, record| writeln!(buf, "{}", json_line(record))),
-        LogFormat::Text => builder.format(|buf, record| writeln!(buf, "{}", text_line(record))),
+    match resolve(format, std::io::stdout().is_terminal()) {
+        LogFormat::Text => builder.format(|buf, record| match is_stop_noise(record) {
+            true => Ok(()),
+            false => writeln!(buf, "{}", text_line(record)),
+        }),
+        _ => builder.format(|buf, record| match is_stop_noise(record) {
+            true => Ok(()),
+            false => writeln!(buf, "{}", json_line(record)),
+        }),
     };
     let _ = builder.try_init();
+}
+
+/// Records that the process is stopping on purpose, so that what a deliberate stop causes is
+/// not reported as a failure (see [`is_stop_noise`]).
+pub fn stopping() {
+    STOPPING.store(true, Ordering::Relaxed);
+}
+
+/// actix's accept thread logs "No workers" at error when a connection reaches a listener whose
+/// workers have stopped. While the process runs, that is a real failure (every worker died);
+/// during a deliberate stop it only means a connection arrived as the listener was closing —
+/// a call one of this process's own background tasks had opened just before it was stopped.
+fn is_stop_noise(record: &log::Record<'_>) -> bool {
+    STOPPING.load(Ordering::Relaxed)
+        && record.target() == "actix_server::accept"
+        && record.args().as_str() == Some("No workers")
+}
+
+/// The format `auto` stands for: text for a person at a terminal, JSON for a pipe or a file
+/// (a log collector, systemd's journal, a container runtime).
+pub fn resolve(format: LogFormat, stdout_is_terminal: bool) -> LogFormat {
+    match format {
+        LogFormat::Auto if stdout_is_terminal => LogFormat::Text,
+        LogFormat::Auto => LogFormat::Json,
+        chosen => chosen,
+    }
 }
 
 fn json_line(record: &log::Record<'_>) -> String {
@@ -75,7 +111,7 @@ fn text_line(record: &log::Record<'_>) -> String {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    super::time::now()
 }
 
 struct JsonFields<'a>(&'a mut Map<String, Value>);
@@ -101,6 +137,29 @@ impl<'kvs> VisitSource<'kvs> for JsonFields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_deliberate_stop_silences_actix_losing_its_workers() {
+        let record = |target: &'static str| {
+            log::Record::builder()
+                .args(format_args!("No workers"))
+                .target(target)
+                .level(log::Level::Error)
+                .build()
+        };
+        assert!(!is_stop_noise(&record("actix_server::accept")), "a real failure while running");
+        stopping();
+        assert!(is_stop_noise(&record("actix_server::accept")));
+        assert!(!is_stop_noise(&record("fountain::server")));
+    }
+
+    #[test]
+    fn auto_is_text_on_a_terminal_and_json_otherwise() {
+        assert_eq!(resolve(LogFormat::Auto, true), LogFormat::Text);
+        assert_eq!(resolve(LogFormat::Auto, false), LogFormat::Json);
+        assert_eq!(resolve(LogFormat::Json, true), LogFormat::Json);
+        assert_eq!(resolve(LogFormat::Text, false), LogFormat::Text);
+    }
 
     #[tokio::test]
     async fn json_lines_carry_request_context_and_fields() {

@@ -18,6 +18,20 @@ use super::metrics::RoleMetrics;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The `User-Agent` of fountain's own calls between roles (`platform::injection`).
+pub const INTERNAL_USER_AGENT: &str = concat!("fountain/", env!("CARGO_PKG_VERSION"));
+
+/// The routine calls a role makes to its peers while it runs: service-token refresh, registry
+/// heartbeat, peer lookup, secret fetch and the rotation stream. Answered successfully to
+/// fountain's own client, they are logged at debug: every role repeats them every few seconds.
+const ROUTINE_INTERNAL_CALLS: [(&str, &str); 5] = [
+    ("POST", "/token"),
+    ("POST", "/registry"),
+    ("GET", "/lookup/{service}"),
+    ("GET", "/secrets/{serviceName}"),
+    ("GET", "/events/stream"),
+];
+
 /// Longest client-supplied request id that is kept (longer ones are replaced).
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -65,6 +79,10 @@ impl Observability {
         // the request is gone.
         let method = req.method().clone();
         let uri = req.uri().clone();
+        let from_fountain = req
+            .headers()
+            .get(header::USER_AGENT)
+            .is_some_and(|agent| agent.as_bytes() == INTERNAL_USER_AGENT.as_bytes());
         let context = RequestContext { request_id: request_id.clone(), role: self.role };
 
         with_context(context, async move {
@@ -76,7 +94,9 @@ impl Observability {
                     let status = err.as_response_error().status_code();
                     let elapsed = started.elapsed().as_secs_f64();
                     self.metrics.observe(method.as_str(), "unmatched", status, elapsed);
-                    log_access(method.as_str(), uri.path(), "unmatched", status, elapsed * 1000.0);
+                    let access =
+                        Access { method: method.as_str(), path: uri.path(), route: "unmatched", status };
+                    access.log(false, elapsed * 1000.0);
                     return Err(err);
                 }
             };
@@ -93,7 +113,8 @@ impl Observability {
             };
             let route = label.or(pattern.as_deref()).unwrap_or("unmatched");
             self.metrics.observe(method.as_str(), route, status, elapsed);
-            log_access(method.as_str(), uri.path(), route, status, elapsed * 1000.0);
+            let access = Access { method: method.as_str(), path: uri.path(), route, status };
+            access.log(from_fountain, elapsed * 1000.0);
             Ok(response)
         })
         .await
@@ -139,19 +160,61 @@ fn json_errors_only(response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBo
     ServiceResponse::new(request, replacement)
 }
 
-/// Probes and scrapes arrive every few seconds: they are logged at debug so that the access log
-/// shows traffic, not monitoring.
-fn log_access(method: &str, path: &str, route: &str, status: StatusCode, millis: f64) {
-    let status = status.as_u16();
-    let level = match route {
-        "/health" | "/ready" | "/metrics" => log::Level::Debug,
-        _ if status >= 500 => log::Level::Warn,
-        _ => log::Level::Info,
-    };
-    let millis = (millis * 1000.0).round() / 1000.0;
-    log::log!(
-        target: "fountain::access", level,
-        method = method, path = path, route = route, status = status, duration_ms = millis;
-        "{method} {path} {status}"
-    );
+/// One access-log line.
+struct Access<'a> {
+    method: &'a str,
+    path: &'a str,
+    route: &'a str,
+    status: StatusCode,
+}
+
+impl Access<'_> {
+    fn log(&self, from_fountain: bool, millis: f64) {
+        let Access { method, path, route, .. } = *self;
+        let status = self.status.as_u16();
+        let millis = (millis * 1000.0).round() / 1000.0;
+        log::log!(
+            target: "fountain::access", self.level(from_fountain),
+            method = method, path = path, route = route, status = status, duration_ms = millis;
+            "{method} {path} {status}"
+        );
+    }
+
+    /// Probes and scrapes arrive every few seconds, and so do the roles' routine calls to each
+    /// other: they are logged at debug so that the access log shows traffic, not housekeeping.
+    /// A routine call that fails keeps its level (only fountain's own successful calls are
+    /// quieted, so a client naming itself fountain hides nothing that went wrong).
+    fn level(&self, from_fountain: bool) -> log::Level {
+        let routine = from_fountain
+            && self.status.is_success()
+            && ROUTINE_INTERNAL_CALLS.contains(&(self.method, self.route));
+        match self.route {
+            "/health" | "/ready" | "/metrics" => log::Level::Debug,
+            _ if routine => log::Level::Debug,
+            _ if self.status.is_server_error() => log::Level::Warn,
+            _ => log::Level::Info,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(method: &str, route: &str, status: u16, from_fountain: bool) -> log::Level {
+        let status = StatusCode::from_u16(status).unwrap();
+        Access { method, path: route, route, status }.level(from_fountain)
+    }
+
+    #[test]
+    fn routine_calls_between_roles_log_at_debug_unless_they_fail() {
+        assert_eq!(level("POST", "/registry", 204, true), log::Level::Debug);
+        assert_eq!(level("GET", "/events/stream", 200, true), log::Level::Debug);
+        assert_eq!(level("POST", "/token", 200, true), log::Level::Debug);
+        assert_eq!(level("POST", "/token", 200, false), log::Level::Info, "a person's refresh is traffic");
+        assert_eq!(level("POST", "/token", 401, true), log::Level::Info, "a refused call is not routine");
+        assert_eq!(level("POST", "/registry", 503, true), log::Level::Warn);
+        assert_eq!(level("POST", "/keys", 201, true), log::Level::Info, "only routine routes");
+        assert_eq!(level("GET", "/health", 200, false), log::Level::Debug);
+    }
 }

@@ -80,6 +80,13 @@ pub trait Role: Sync + 'static {
     fn start(&self, _ctx: &RoleContext) -> Result<Mount, String> {
         Ok(Mount::default())
     }
+
+    /// What the operator should do next, if this role is waiting for something only a person
+    /// can do (kms: create the first admin). Printed in the start-up summary as one sentence
+    /// with the exact command. Blocking (it may read the database); runs once every role serves.
+    fn next_step(&self, _platform: &Platform) -> Option<String> {
+        None
+    }
 }
 
 impl std::fmt::Debug for dyn Role {

@@ -80,6 +80,9 @@ pub enum HostError {
     Bind { role: &'static str, addr: String, reason: String },
     #[error("role {role} cannot start: {reason}")]
     Setup { role: &'static str, reason: String },
+    /// Several roles cannot listen: each is named.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Ports(Vec<HostError>),
 }
 
 /// The listeners of the selected roles, bound before anything else happens, and the
@@ -90,19 +93,27 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds every selected role's listener: if any address cannot be bound, nothing is served
-    /// and the error names the role and the address.
+    /// Binds every selected role's listener. Every address is tried, so that one start names
+    /// every port that cannot be bound; if any fails, nothing is served.
     pub fn bind(mut config: Config, roles: &[&'static dyn Role]) -> Result<Listeners, HostError> {
         let mut bound = Vec::with_capacity(roles.len());
+        let mut failures = Vec::new();
         for role in roles {
             let addr =
                 SocketAddr::new(config.server.host, config.role_port(role.name(), role.default_port()));
-            let listener = std::net::TcpListener::bind(addr).map_err(|e| HostError::Bind {
-                role: role.name(),
-                addr: addr.to_string(),
-                reason: io_reason(&e),
-            })?;
-            bound.push((*role, listener));
+            match std::net::TcpListener::bind(addr) {
+                Ok(listener) => bound.push((*role, listener)),
+                Err(e) => failures.push(HostError::Bind {
+                    role: role.name(),
+                    addr: addr.to_string(),
+                    reason: io_reason(&e),
+                }),
+            }
+        }
+        match failures.len() {
+            0 => {}
+            1 => return Err(failures.remove(0)),
+            _ => return Err(HostError::Ports(failures)),
         }
         // Roles in this process reach each other at the addresses actually bound.
         for (role, listener) in &bound {
@@ -122,6 +133,7 @@ impl Listeners {
 }
 
 struct RunningRole {
+    role: &'static dyn Role,
     name: &'static str,
     secrets: Arc<SecretHandle>,
     addr: SocketAddr,
@@ -191,11 +203,13 @@ impl Host {
                 })?
                 .run();
             let handle = server.handle();
+            let url = format!("http://{addr}");
             log::info!(
-                target: "fountain::server", role = role.name(), addr = addr.to_string().as_str();
-                "role {} listening on http://{addr}", role.name()
+                target: "fountain::server", role = role.name(), addr = addr.to_string().as_str(), url = url.as_str();
+                "role {} listening on {url}", role.name()
             );
             running.push(RunningRole {
+                role,
                 name: role.name(),
                 secrets,
                 addr,
@@ -221,6 +235,16 @@ impl Host {
         self.roles.iter().find(|r| r.name == role).map(|r| r.addr)
     }
 
+    /// The roles this host serves, in start order.
+    pub fn roles(&self) -> Vec<&'static dyn Role> {
+        self.roles.iter().map(|r| r.role).collect()
+    }
+
+    /// Each served role and the URL it answers at.
+    pub fn urls(&self) -> Vec<(&'static str, String)> {
+        self.roles.iter().map(|r| (r.name, format!("http://{}", r.addr))).collect()
+    }
+
     /// Runs a platform task (not a role's) until it ends or the host stops.
     pub fn spawn(&self, name: &'static str, task: impl std::future::Future<Output = ()> + 'static) {
         super::role::spawn_until_stopped(&self.tasks, self.shutdown.subscribe(), "platform", name, task);
@@ -241,8 +265,16 @@ impl Host {
 
     /// Stops every role and its background tasks; `graceful` waits for in-flight requests up
     /// to the shutdown timeout.
+    ///
+    /// The order keeps a clean stop quiet: background tasks are told first and listeners stop
+    /// accepting, then the tasks are awaited (a call one of them had just opened to a role of
+    /// this process is served, not handed to a worker that is already gone — actix logs that as
+    /// an error), and only then do the workers drain and stop.
     pub async fn stop(self, graceful: bool) {
+        super::logging::stopping();
         let _ = self.shutdown.send(true);
+        futures_util::future::join_all(self.roles.iter().map(|r| r.handle.pause())).await;
+        self.await_background_tasks().await;
         let stops = self.roles.iter().map(|r| r.handle.stop(graceful));
         futures_util::future::join_all(stops).await;
         for role in self.roles {
@@ -250,6 +282,10 @@ impl Host {
                 log::warn!(target: "fountain::server", role = role.name; "role stopped with an error: {err}");
             }
         }
+    }
+
+    /// Waits for every background task to end, each at most the shutdown timeout.
+    async fn await_background_tasks(&self) {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         let limit = Duration::from_secs(self.platform.config.server.shutdown_timeout_seconds.max(1));
         for task in tasks {

@@ -2,15 +2,21 @@
 //! metrics, the OpenAPI document and Swagger UI.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::openapi::{InfoBuilder, OpenApi as OpenApiDoc};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::guards::TrustedProxies;
 use super::role::Role;
 use super::server::Hosted;
+use super::time;
+
+/// The header a proxy sets when it strips a path prefix before forwarding (the gateway's
+/// `/{prefix}/…` routes).
+const FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -30,6 +36,9 @@ struct StandardApi;
 pub struct HealthStatus {
     #[schema(example = "healthy")]
     pub status: &'static str,
+    /// When the answer was made: RFC 3339 in UTC with a `Z`.
+    #[schema(example = "2026-11-30T11:36:26.123Z")]
+    pub timestamp: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,7 +73,31 @@ pub fn role_openapi(role: &dyn Role) -> OpenApiDoc {
         .version(VERSION)
         .description(Some(role.description()))
         .build();
+    doc.servers = Some(vec![utoipa::openapi::Server::new("/")]);
     doc
+}
+
+/// The path prefix a trusted proxy says it stripped (`X-Forwarded-Prefix: /kms`), when the
+/// request comes from a `server.trusted_proxies` peer and the value is a plain path: one or
+/// more `/segment`s of `[A-Za-z0-9_.-]`, no `.` or `..` segment. Anything else is ignored.
+fn forwarded_prefix(req: &HttpRequest) -> Option<&str> {
+    let trusted = req.app_data::<TrustedProxies>()?;
+    let peer = req.peer_addr()?.ip();
+    if !trusted.0.contains(&peer) {
+        return None;
+    }
+    let prefix = req.headers().get(FORWARDED_PREFIX)?.to_str().ok()?;
+    is_plain_prefix(prefix).then_some(prefix)
+}
+
+fn is_plain_prefix(prefix: &str) -> bool {
+    let Some(rest) = prefix.strip_prefix('/') else { return false };
+    rest.split('/').all(|segment| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    })
 }
 
 /// Registers the standard endpoints on a role's app.
@@ -91,7 +124,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Display landing page
 ///
-/// Shows the service name, version, a short description and links to the docs and health check.
+/// Shows the service name, version, a short description and links to the docs, health, readiness, metrics and OpenAPI document.
 #[utoipa::path(
     get, path = "/", operation_id = "getLandingPage", tag = "Landing",
     responses((status = 200, description = "HTML landing page", content_type = "text/html"))
@@ -109,7 +142,13 @@ code{{background:#f3f3f3;padding:0 .3em}}</style></head>
 <h1>{title}</h1>
 <p>fountain <code>{name}</code> role, version {version}</p>
 <p>{description}</p>
-<p><a href="./docs/">API documentation</a> · <a href="./health">Health status</a> · <a href="./openapi.json">OpenAPI</a></p>
+<ul>
+<li><a href="./docs/">API documentation</a> (Swagger UI)</li>
+<li><a href="./openapi.json">OpenAPI document</a></li>
+<li><a href="./health">Health status</a></li>
+<li><a href="./ready">Readiness</a> (database and dependencies)</li>
+<li><a href="./metrics">Metrics</a> (Prometheus)</li>
+</ul>
 </body>
 </html>"#,
         title = escape_html(role.title()),
@@ -122,13 +161,13 @@ code{{background:#f3f3f3;padding:0 .3em}}</style></head>
 
 /// Retrieve service health status
 ///
-/// Liveness: answers 200 with {"status": "healthy"} while the process serves requests.
+/// Liveness: answers 200 with {"status": "healthy", "timestamp": …} while the process serves requests.
 #[utoipa::path(
     get, path = "/health", operation_id = "getHealthStatus", tag = "Health",
     responses((status = 200, description = "The service is alive", body = HealthStatus))
 )]
 async fn health() -> web::Json<HealthStatus> {
-    web::Json(HealthStatus { status: "healthy" })
+    web::Json(HealthStatus { status: "healthy", timestamp: time::now() })
 }
 
 /// Check readiness to serve
@@ -166,13 +205,25 @@ async fn metrics(hosted: web::Data<Hosted>) -> ApiResult<HttpResponse> {
 
 /// Get the OpenAPI document
 ///
-/// This service's OpenAPI 3.0.3 description, the same one Swagger UI at /docs renders.
+/// This service's OpenAPI 3.0.3 description, the one Swagger UI at /docs renders; behind the gateway its server URL is the route prefix.
 #[utoipa::path(
     get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "Docs",
     responses((status = 200, description = "OpenAPI 3.0.3 document", content_type = "application/json"))
 )]
-async fn openapi_document(hosted: web::Data<Hosted>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(hosted.openapi_json.clone())
+async fn openapi_document(hosted: web::Data<Hosted>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let json = match forwarded_prefix(&req) {
+        None => hosted.openapi_json.clone(),
+        Some(prefix) => web::Bytes::from(with_server_url(&hosted.openapi_json, prefix)?),
+    };
+    Ok(HttpResponse::Ok().content_type("application/json").body(json))
+}
+
+/// The document with `servers: [{"url": url}]`, so that "Try it out" calls go through the
+/// proxy's prefix.
+fn with_server_url(document: &[u8], url: &str) -> ApiResult<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_slice(document).map_err(ApiError::internal)?;
+    value["servers"] = serde_json::json!([{ "url": url }]);
+    serde_json::to_vec(&value).map_err(ApiError::internal)
 }
 
 fn escape_html(text: &str) -> String {
@@ -182,6 +233,18 @@ fn escape_html(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_paths_are_prefixes() {
+        for good in ["/kms", "/service_a", "/a/b-c/d.e", "/A9"] {
+            assert!(is_plain_prefix(good), "{good}");
+        }
+        for bad in
+            ["", "/", "kms", "/kms/", "//kms", "/k ms", "/../x", "/./x", "/kms?x", "https://evil", "/%2e"]
+        {
+            assert!(!is_plain_prefix(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn html_is_escaped() {

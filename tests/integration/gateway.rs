@@ -84,7 +84,11 @@ async fn spawn_with_echo_route(adjust: impl FnOnce(&mut fountain::config::Config
     TestApp::spawn_with(
         Backend::Sqlite,
         |c| {
-            c.set_role_setting("gateway", "routes.echo", "echo");
+            c.set_role_setting(
+                "gateway",
+                "routes.echo",
+                serde_json::json!({"service": "echo", "registered": true}),
+            );
             adjust(c);
         },
         None,
@@ -104,14 +108,18 @@ async fn register_echo(app: &TestApp, admin: &str, url: &str) {
 
 #[actix_web::test]
 async fn the_gateway_routes_authenticates_and_cleans_headers() {
-    let app =
-        spawn_with_echo_route(|c| c.set_role_setting("gateway", "max_body_bytes", 16 * 1024 * 1024)).await;
+    let app = spawn_with_echo_route(|c| {
+        c.set_role_setting("gateway", "max_body_bytes", 16 * 1024 * 1024);
+        // The step-up rules as they apply once twofa issues step-up tokens.
+        c.set_role_setting("gateway", "enforce_mfa", true);
+    })
+    .await;
     let gateway = app.gateway();
     let admin = admin_token(&app).await;
     let (echo, echo_handle) = start_echo();
     register_echo(&app, &admin, &echo).await;
 
-    assert_eq!(gateway.get(ANONYMOUS, "/kms/health").await.ok(), json!({"status": "healthy"}));
+    assert_eq!(gateway.get(ANONYMOUS, "/kms/health").await.ok()["status"], "healthy");
     assert_eq!(gateway.kms().users(ANONYMOUS).await.refusal(), (401, "unauthorized"));
     let users = gateway.kms().users(&admin).await;
     assert_eq!(users.status, 200, "kms receives the caller's token: {}", users.body);

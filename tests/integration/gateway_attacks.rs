@@ -86,7 +86,10 @@ async fn answer(gateway: SocketAddr, admin: &str, method: &str, path: &str) -> (
 
 #[actix_web::test]
 async fn encoded_and_dot_segment_paths_meet_the_rules_of_the_plain_path() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    // The step-up rules as they apply once twofa issues step-up tokens.
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.set_role_setting("gateway", "enforce_mfa", true), None)
+            .await;
     let (admin, key) = admin_and_key(&app).await;
     let (status, created) = app.call("POST", "secrets", "/secrets/svc", Some(&admin), None).await;
     assert_eq!(status, 201, "{created}");

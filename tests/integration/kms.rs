@@ -361,7 +361,7 @@ fn admin_create_user_reads_the_password_from_a_file_or_stdin_never_argv() {
     let file = dir.path().join("pw");
     std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
     let output = crate::support::fountain_command(&data)
-        .args(["admin", "create-user", "--username", "ops", "--role", "admin", "--password-file"])
+        .args(["admin", "create-user", "--init", "--username", "ops", "--role", "admin", "--password-file"])
         .arg(&file)
         .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
         .output()
@@ -399,7 +399,7 @@ fn no_log_line_carries_a_password_key_or_token() {
     let file = dir.path().join("pw");
     std::fs::write(&file, PASSWORD).unwrap();
     let created = crate::support::fountain_command(&data)
-        .args(["admin", "create-user", "--username", "ops", "--role", "admin", "--password-file"])
+        .args(["admin", "create-user", "--init", "--username", "ops", "--role", "admin", "--password-file"])
         .arg(&file)
         .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
         .output()
@@ -433,3 +433,42 @@ fn no_log_line_carries_a_password_key_or_token() {
         assert!(!all.contains(secret), "a secret reached the logs");
     }
 }
+
+/// The audit trail is shared by every role: kms's `GET /audit` lists all of it, each record
+/// naming its role, and filters by exact role name.
+async fn the_audit_lists_every_roles_records_and_filters_by_role(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let kms = app.kms();
+    let admin = app.admin_token().await;
+    app.secrets().create(&admin, "audited", json!({"token": "s3cret-value-123"})).await.ok();
+    kms.create_key(&admin, "audited").await.ok();
+
+    let roles_of = |page: &Value| -> Vec<String> {
+        page["entries"].as_array().unwrap().iter().map(|e| e["role"].as_str().unwrap().to_string()).collect()
+    };
+    let everything = kms.audit(&admin, "limit=500").await;
+    assert_eq!(everything.status, 200, "{}", everything.body);
+    let roles = roles_of(&everything.body);
+    assert!(roles.iter().any(|r| r == "kms") && roles.iter().any(|r| r == "secrets"), "{roles:?}");
+    assert!(!everything.body.to_string().contains("s3cret-value-123"), "no secret in the trail");
+
+    let secrets_only = kms.audit(&admin, "role=secrets").await.body;
+    let roles = roles_of(&secrets_only);
+    assert!(!roles.is_empty() && roles.iter().all(|r| r == "secrets"), "{roles:?}");
+    assert!(secrets_only["entries"].as_array().unwrap().iter().any(|e| e["target"] == "audited"));
+    let kms_only = roles_of(&kms.audit(&admin, "role=kms").await.body);
+    assert!(!kms_only.is_empty() && kms_only.iter().all(|r| r == "kms"), "{kms_only:?}");
+    assert!(roles_of(&kms.audit(&admin, "role=twofa").await.body).is_empty(), "a known role without records");
+
+    // Exact names only: a prefix, another case or an unknown role is a bad request naming the roles.
+    for bad in ["role=secret", "role=KMS", "role=teapot"] {
+        let answer = kms.audit(&admin, bad).await;
+        assert_eq!(answer.refusal(), (400, "bad_request"), "{bad}");
+        assert!(answer.body["message"].as_str().unwrap().contains("kms, secrets"), "{}", answer.body);
+    }
+    kms.register(ANONYMOUS, "auditee", &[]).await.ok();
+    let user = kms.login("auditee").await.access_token;
+    assert_eq!(kms.audit(&user, "role=kms").await.refusal(), (403, "forbidden"));
+    app.stop().await;
+}
+on_both_backends!(the_audit_lists_every_roles_records_and_filters_by_role);

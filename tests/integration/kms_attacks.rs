@@ -196,7 +196,7 @@ async fn key_verification_is_limited_per_client_but_not_the_gateways_own_key_che
     for n in 0..8 {
         let response = app
             .client
-            .get(app.url("gateway", "/kms/openapi.json"))
+            .get(app.url("gateway", "/kms/keys/svc"))
             .insert_header(("x-api-key", format!("fk_spray_{n}")))
             .insert_header(("x-forwarded-for", format!("192.0.2.{n}")))
             .send()
@@ -206,7 +206,7 @@ async fn key_verification_is_limited_per_client_but_not_the_gateways_own_key_che
     }
     let response = app
         .client
-        .get(app.url("gateway", "/kms/openapi.json"))
+        .get(app.url("gateway", "/kms/keys/svc"))
         .insert_header(("x-api-key", key.as_str()))
         .send()
         .await
@@ -367,7 +367,7 @@ fn admin_create_user_refuses_control_characters_in_the_password() {
     let file = dir.path().join("pw");
     std::fs::write(&file, "correct horse\u{0}battery\n").unwrap();
     let output = fountain_command(&data)
-        .args(["admin", "create-user", "--username", "ops", "--role", "admin", "--password-file"])
+        .args(["admin", "create-user", "--init", "--username", "ops", "--role", "admin", "--password-file"])
         .arg(&file)
         .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
         .output()
@@ -378,7 +378,7 @@ fn admin_create_user_refuses_control_characters_in_the_password() {
 
     std::fs::write(&file, "correct horse battery\n").unwrap();
     let output = fountain_command(&data)
-        .args(["admin", "create-user", "--username", "ops", "--role", "admin", "--password-file"])
+        .args(["admin", "create-user", "--init", "--username", "ops", "--role", "admin", "--password-file"])
         .arg(&file)
         .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
         .output()

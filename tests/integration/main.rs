@@ -28,4 +28,3 @@ mod seed_notify;
 mod standard_endpoints;
 mod store;
 mod trust;
-

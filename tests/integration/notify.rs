@@ -224,7 +224,7 @@ async fn a_killed_notify_loses_no_event() {
     let password_file = dir.path().join("pw");
     std::fs::write(&password_file, PASSWORD).unwrap();
     let created = fountain_command(&data)
-        .args(["admin", "create-user", "--username", "root", "--role", "admin", "--password-file"])
+        .args(["admin", "create-user", "--init", "--username", "root", "--role", "admin", "--password-file"])
         .arg(&password_file)
         .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
         .output()
@@ -287,3 +287,136 @@ async fn a_killed_notify_loses_no_event() {
     assert_eq!(second.wait(Duration::from_secs(30)).0, Some(0));
     subscriber.handle.stop(false).await;
 }
+
+/// The API's one timestamp format: RFC 3339 in UTC with a `Z` and milliseconds.
+#[track_caller]
+fn assert_utc_with_z(what: &str, value: &Value) {
+    let text = value.as_str().unwrap_or_else(|| panic!("{what}: not a string: {value}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(text).is_ok() && text.ends_with('Z') && text.len() == 24,
+        "{what}: {text} is not RFC 3339 UTC with Z and milliseconds"
+    );
+}
+
+/// Every timestamp notify writes — replay, the SSE stream, webhooks, subscriptions, deliveries,
+/// and the payloads of the roles' own events — is RFC 3339 UTC with `Z`, and an event payload
+/// keeps its fields' types (a version is a number).
+#[actix_web::test]
+async fn every_timestamp_is_rfc_3339_utc_with_z_in_bodies_streams_webhooks_and_payloads() {
+    let app = TestApp::spawn_with(Backend::Sqlite, fast_notify, None).await;
+    let notify = app.notify();
+    let (admin, service) = tokens(&app).await;
+    let subscriber = Subscriber::start();
+    let subscription =
+        notify.subscribe(&service, &["svc.*", "secrets.rotated"], &subscriber.url, Some(SECRET)).await;
+    assert_utc_with_z("subscription createdAt", &subscription.body["createdAt"]);
+    let mut stream = notify.stream(&admin, "secrets.rotated", None).await;
+
+    app.secrets().create(&admin, "svc", None).await.ok();
+    app.secrets().rotate(&admin, "svc", None).await.ok();
+    notify.publish(&service, "svc.stamp", json!({})).await.ok();
+
+    // The webhook body.
+    let hooks = subscriber.wait_for("secrets.rotated", 1).await;
+    assert_utc_with_z("webhook createdAt", &hooks[0]["createdAt"]);
+    assert_utc_with_z("webhook payload rotationTime", &hooks[0]["payload"]["rotationTime"]);
+    assert_eq!(hooks[0]["payload"]["version"], json!(2), "a version is a number: {}", hooks[0]);
+    assert_utc_with_z("webhook createdAt", &subscriber.wait_for("svc.stamp", 1).await[0]["createdAt"]);
+
+    // The event stream.
+    let text = stream.next_events().await;
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).expect("a data line");
+    let streamed: Value = serde_json::from_str(data).unwrap();
+    assert_utc_with_z("SSE createdAt", &streamed["createdAt"]);
+    assert_utc_with_z("SSE payload rotationTime", &streamed["payload"]["rotationTime"]);
+    assert_eq!(streamed["payload"]["version"], json!(2));
+
+    // Replay, subscriptions and deliveries.
+    let page = notify.replay(&admin, "since=0&limit=1000").await;
+    let events = page.body["events"].as_array().unwrap();
+    assert!(!events.is_empty());
+    for event in events {
+        assert_utc_with_z("replayed createdAt", &event["createdAt"]);
+    }
+    let id = subscription.ok().id;
+    let view = notify.subscription(&service, &id).await;
+    assert_utc_with_z("subscription createdAt", &view.body["createdAt"]);
+    let delivered = eventually("deliveries to be recorded", Duration::from_secs(20), async || {
+        let (_, list) = app.call("GET", "notify", "/deliveries?status=delivered", Some(&admin), None).await;
+        list["deliveries"].as_array().filter(|d| d.len() >= 2).cloned()
+    })
+    .await;
+    for delivery in delivered {
+        for field in ["createdAt", "nextAttemptAt", "deliveredAt"] {
+            assert_utc_with_z(field, &delivery[field]);
+        }
+    }
+    subscriber.handle.stop(false).await;
+    app.stop().await;
+}
+
+/// `GET /subscriptions`: a service lists its own subscriptions, an admin every one, a page at a
+/// time; secrets are never listed.
+async fn subscriptions_are_listed_per_owner_and_paged(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast_notify, None).await;
+    let notify = app.notify();
+    let (admin, service) = tokens(&app).await;
+    let other = app.service_token(&admin, "other").await;
+    let mut own = Vec::new();
+    for n in 0..3 {
+        let hook = format!("http://localhost:9/svc/{n}");
+        own.push(notify.subscribe(&service, &["svc.*"], &hook, None).await.ok().id);
+    }
+    let theirs = notify.subscribe(&other, &["other.*"], "http://localhost:9/other", None).await.ok().id;
+    let by_admin = notify.subscribe(&admin, &["*"], "http://localhost:9/admin", None).await.ok().id;
+    own.sort();
+
+    let listed = |token: String, query: &'static str| {
+        let app = &app;
+        async move {
+            let (status, page) =
+                app.call("GET", "notify", &format!("/subscriptions{query}"), Some(&token), None).await;
+            assert_eq!(status, 200, "{page}");
+            assert!(!page.to_string().contains("\"secret\""), "secrets are never listed: {page}");
+            let ids: Vec<String> = page["subscriptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect();
+            (ids, page["next"].as_str().map(str::to_string))
+        }
+    };
+    assert_eq!(listed(service.clone(), "").await, (own.clone(), None), "a service sees its own");
+    assert_eq!(listed(other.clone(), "").await, (vec![theirs.clone()], None));
+    let mut everyone = own.clone();
+    everyone.extend([theirs, by_admin]);
+    everyone.sort();
+    assert_eq!(listed(admin.clone(), "").await.0, everyone, "an admin sees every subscription");
+
+    // Pages of two, in id order, until `next` is absent.
+    let (first, next) = listed(service.clone(), "?limit=2").await;
+    assert_eq!(first, own[..2]);
+    let next = next.expect("a cursor to the next page");
+    let rest = app
+        .call("GET", "notify", &format!("/subscriptions?limit=2&after={next}"), Some(&service), None)
+        .await;
+    assert_eq!(rest.0, 200);
+    assert_eq!(rest.1["subscriptions"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.1["subscriptions"][0]["id"], own[2].as_str());
+    assert!(rest.1["next"].is_null());
+
+    for bad in ["?limit=0", "?limit=201", "?limit=x"] {
+        let (status, body) =
+            app.call("GET", "notify", &format!("/subscriptions{bad}"), Some(&admin), None).await;
+        assert_eq!((status, assert_error_shape(&body).as_str()), (400, "bad_request"), "{bad}");
+    }
+    assert_eq!(app.call("GET", "notify", "/subscriptions", None, None).await.0, 401);
+    let plain = app.kms().register(ANONYMOUS, "plain", &[]).await.ok();
+    assert_eq!(plain.roles, ["user"]);
+    let session = app.kms().login("plain").await;
+    let (status, _) = app.call("GET", "notify", "/subscriptions", Some(&session.access_token), None).await;
+    assert_eq!(status, 403, "a plain user lists nothing");
+    app.stop().await;
+}
+on_both_backends!(subscriptions_are_listed_per_owner_and_paged);

@@ -97,15 +97,16 @@ fn configuration_problems_are_one_line_with_exit_1() {
 }
 
 #[test]
-fn a_port_in_use_is_one_line_naming_the_role_and_address() {
+fn a_port_in_use_is_one_line_naming_the_role_and_address_and_creates_nothing() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let (output, _dir) = run(&["serve", "--role", "kms"], &[("FOUNTAIN_ROLES__KMS__PORT", port.as_str())]);
+    let (output, dir) = run(&["serve", "--role", "kms"], &[("FOUNTAIN_ROLES__KMS__PORT", port.as_str())]);
     assert_one_line_failure(
         &output,
         1,
         &format!("role kms cannot listen on 127.0.0.1:{port}: address already in use"),
     );
+    assert!(!dir.path().join("data").exists(), "no data dir for a start that failed on its port");
 }
 
 #[test]
@@ -164,7 +165,9 @@ fn serve_logs_json_with_request_ids_and_stops_cleanly_on_sigterm() {
     assert!(head.to_ascii_lowercase().contains("x-request-id: trace-from-test-1"), "{head}");
     assert!(body.contains("Key Management Service"));
     let (status, _, body) = blocking_get(process.addr("gateway"), "/health", &[]);
-    assert_eq!((status, body.as_str()), (200, r#"{"status":"healthy"}"#));
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, &health["status"]), (200, &Value::from("healthy")));
+    assert!(health["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{health}");
 
     process.signal("TERM");
     let (code, lines) = process.wait(Duration::from_secs(30));

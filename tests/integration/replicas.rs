@@ -33,7 +33,7 @@ async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
         ("FOUNTAIN_ROLES__NOTIFY__POLL_INTERVAL_MS", "100"),
     ];
     let created = fountain_command(&data)
-        .args(["admin", "create-user", "--username", "root", "--role", "admin", "--password-file"])
+        .args(["admin", "create-user", "--init", "--username", "root", "--role", "admin", "--password-file"])
         .arg(&password_file)
         .envs(base_env)
         .output()

@@ -20,6 +20,11 @@ async fn tokens(app: &TestApp) -> (String, String, String) {
     (admin, svc, other)
 }
 
+/// The API's one timestamp format: RFC 3339 in UTC with a `Z` and milliseconds.
+fn is_utc_with_z(text: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(text).is_ok() && text.ends_with('Z') && text.len() == 24
+}
+
 /// One value of a secret set.
 fn value<'s>(set: &'s SecretSet, name: &str) -> Option<&'s str> {
     set.secrets.get(name).map(String::as_str)
@@ -60,7 +65,7 @@ async fn secrets_lifecycle(backend: Backend) {
         .unwrap();
     let payload: Value = serde_json::from_str(&events.last().unwrap().payload).unwrap();
     assert_eq!((payload["serviceName"].as_str(), payload["version"].as_i64()), (Some("svc"), Some(2)));
-    assert!(payload["rotationTime"].as_str().is_some());
+    assert!(is_utc_with_z(payload["rotationTime"].as_str().unwrap()), "{payload}");
     assert!(!events.last().unwrap().payload.contains(CUSTOM_VALUE), "events never carry values");
 
     let v1 = secrets.get_version(&svc, "svc", 1).await.ok();
@@ -74,6 +79,11 @@ async fn secrets_lifecycle(backend: Backend) {
     let kept = versions.ok();
     assert_eq!(kept.current_version, 2);
     assert_eq!(kept.versions.len(), 2);
+    assert!(
+        kept.versions.iter().all(|v| is_utc_with_z(v["created_at"].as_str().unwrap())),
+        "{:?}",
+        kept.versions
+    );
     assert!(!versions.body.to_string().contains(CUSTOM_VALUE), "version lists show no values");
 
     // Check-and-set.
@@ -148,7 +158,9 @@ async fn the_factory_and_bad_input() {
         app.call("PUT", "secrets", "/secrets/svc", Some(&admin), Some(json!({"secrets": {}}))).await;
     assert_eq!(status, 422, "expectedVersion is required");
 
-    secrets.announce_rotation(&admin, "svc", "2026-11-23T10:00:00Z", "7").await.ok();
+    let notice = json!({"serviceName": "svc", "rotationTime": "2026-11-23T10:00:00Z", "version": "7"});
+    let (status, answer) = app.call("POST", "secrets", "/notifications", Some(&admin), Some(notice)).await;
+    assert_eq!(status, 200, "{answer}");
     let events = app
         .platform
         .db

@@ -18,7 +18,8 @@ async fn every_role_serves_the_standard_endpoints(backend: Backend) {
         assert!(html.contains("href=\"./docs/\"") && html.contains("href=\"./health\""));
 
         let (status, health) = app.get_json(role.name(), "/health").await;
-        assert_eq!((status, health), (200, serde_json::json!({"status": "healthy"})));
+        assert_eq!((status, &health["status"]), (200, &serde_json::json!("healthy")));
+        assert_health_timestamp(&health);
 
         let (status, ready) = app.get_json(role.name(), "/ready").await;
         assert_eq!(status, 200);
@@ -43,6 +44,82 @@ async fn every_role_serves_the_standard_endpoints(backend: Backend) {
     app.stop().await;
 }
 on_both_backends!(every_role_serves_the_standard_endpoints);
+
+/// `{"status": "healthy", "timestamp": "<RFC 3339 UTC with Z>"}` and nothing else.
+#[track_caller]
+fn assert_health_timestamp(health: &serde_json::Value) {
+    let fields: Vec<&String> = health.as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["status", "timestamp"], "{health}");
+    let timestamp = health["timestamp"].as_str().unwrap();
+    assert!(timestamp.ends_with('Z'), "{timestamp}");
+    let parsed = chrono::DateTime::parse_from_rfc3339(timestamp).expect("RFC 3339");
+    assert_eq!(parsed.offset().local_minus_utc(), 0, "{timestamp}");
+}
+
+/// Swagger UI's "Try it out" calls the spec's server: behind the gateway (which strips the
+/// route prefix and says so in `X-Forwarded-Prefix`) that is the prefix, otherwise `/`.
+#[actix_web::test]
+async fn the_served_spec_names_the_forwarded_prefix_as_its_server_only_from_a_trusted_proxy() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let servers = |prefix: Option<&'static str>, role: &'static str| {
+        let mut request = app.client.get(app.url(role, "/openapi.json"));
+        if let Some(prefix) = prefix {
+            request = request.insert_header(("x-forwarded-prefix", prefix));
+        }
+        async move {
+            let mut response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            let doc: serde_json::Value = response.json().limit(8 << 20).await.unwrap();
+            doc["servers"].clone()
+        }
+    };
+    for role in roles::ALL {
+        assert_eq!(servers(None, role.name()).await, serde_json::json!([{"url": "/"}]), "{}", role.name());
+    }
+    // The test client is on loopback, one of the default trusted proxies.
+    assert_eq!(servers(Some("/kms"), "kms").await, serde_json::json!([{"url": "/kms"}]));
+    assert_eq!(
+        servers(Some("/api/v1.2/service_a"), "sequence").await,
+        serde_json::json!([{"url": "/api/v1.2/service_a"}])
+    );
+    for bad in
+        ["kms", "/", "/kms/", "//evil.example", "https://evil.example/x", "/a/../b", "/k%20s", "/kms?x=1"]
+    {
+        assert_eq!(
+            servers(Some(bad), "kms").await,
+            serde_json::json!([{"url": "/"}]),
+            "{bad} is not a plain path"
+        );
+    }
+    app.stop().await;
+
+    let untrusting = TestApp::spawn_with(Backend::Sqlite, |c| c.server.trusted_proxies = vec![], None).await;
+    let mut response = untrusting
+        .client
+        .get(untrusting.url("kms", "/openapi.json"))
+        .insert_header(("x-forwarded-prefix", "/kms"))
+        .send()
+        .await
+        .unwrap();
+    let doc: serde_json::Value = response.json().limit(8 << 20).await.unwrap();
+    assert_eq!(doc["servers"], serde_json::json!([{"url": "/"}]), "only a trusted proxy is believed");
+    untrusting.stop().await;
+}
+
+/// Swagger UI loads the spec relative to the page, so `/{prefix}/docs/` behind the gateway
+/// loads `/{prefix}/openapi.json`.
+#[actix_web::test]
+async fn swagger_ui_loads_the_spec_relative_to_where_it_is_served() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (status, _, script) = app.get("kms", "/docs/swagger-initializer.js").await;
+    assert_eq!(status, 200);
+    let script = String::from_utf8_lossy(&script);
+    assert!(script.contains(r#""url": "../openapi.json""#), "{script}");
+    assert!(!script.contains(r#""url": "/openapi.json""#), "{script}");
+    let page = url::Url::parse("http://gateway.example/kms/docs/").unwrap();
+    assert_eq!(page.join("../openapi.json").unwrap().path(), "/kms/openapi.json");
+    app.stop().await;
+}
 
 #[actix_web::test]
 async fn metrics_count_requests_by_role_route_template_and_status() {

@@ -25,8 +25,16 @@ pub struct GatewayConfig {
     /// Services that receive the client's `Authorization` header (fountain's roles check
     /// tokens themselves); other upstreams only see `X-Fountain-User` / `X-Fountain-Roles`.
     pub forward_authorization_to: Vec<String>,
-    /// Path prefix -> service name (`/service_a/...` goes to `sequence`).
-    pub routes: BTreeMap<String, String>,
+    /// Services that receive a verified `X-API-KEY` itself (seed-era backends) instead of the
+    /// service token the gateway exchanges it for.
+    pub forward_api_key_to: Vec<String>,
+    /// Path prefix -> service (`/service_a/...` goes to `sequence`): a service name, or a table
+    /// that also says whether the prefix is stripped.
+    pub routes: BTreeMap<String, RouteTarget>,
+    /// A service registered under a name no route mentions is reachable at `/{service}/...`.
+    pub route_registered_services: bool,
+    /// Whether `mfa = true` rules are enforced (they need a step-up issuer: the twofa role).
+    pub enforce_mfa: bool,
     /// Requests per caller (user, API-key service, or client address when anonymous).
     pub rate_limit: RateLimitConfig,
     /// Route prefix -> its own limit instead of `rate_limit`.
@@ -44,6 +52,54 @@ pub struct GatewayConfig {
     pub registry_max_instances_per_service: u32,
     /// Registrations per caller (heartbeats included).
     pub registry_rate_limit: RateLimitConfig,
+}
+
+/// Where a route prefix goes: `kms = "kms"`, `search = { service = "search", strip_prefix = false }`,
+/// or `reports = { service = "reporting", registered = true }` for a service that has no `[peers]`
+/// entry and is found only in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RouteTarget {
+    Service(String),
+    Table(RouteTable),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    pub service: String,
+    /// `false`: `/{prefix}/rest` reaches the service as `/{prefix}/rest` (default: `/rest`).
+    #[serde(default = "strip_by_default")]
+    pub strip_prefix: bool,
+    /// The service has no `[peers]` entry: its instances register themselves. Saying so is what
+    /// tells such a route apart from a misspelt service name.
+    #[serde(default)]
+    pub registered: bool,
+}
+
+fn strip_by_default() -> bool {
+    true
+}
+
+impl RouteTarget {
+    pub fn service(&self) -> &str {
+        match self {
+            RouteTarget::Service(service) => service,
+            RouteTarget::Table(table) => &table.service,
+        }
+    }
+
+    /// Declared as found only through the registry.
+    pub fn registered(&self) -> bool {
+        matches!(self, RouteTarget::Table(table) if table.registered)
+    }
+
+    pub fn strip_prefix(&self) -> bool {
+        match self {
+            RouteTarget::Service(_) => true,
+            RouteTarget::Table(table) => table.strip_prefix,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,6 +17,9 @@ pub struct GatewayMetrics {
     pub rate_limited: IntCounterVec,
     /// 1 when the instance passed its last health probe, by service and instance URL.
     pub upstream_healthy: IntGaugeVec,
+    /// X-API-KEY -> service token exchanges at kms, by outcome (`issued`, `refused`,
+    /// `unavailable`); cached tokens are not counted.
+    pub api_key_exchanges: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -48,7 +51,14 @@ impl GatewayMetrics {
             Opts::new("gateway_upstream_healthy", "1 if the instance passed its last health probe"),
             &["service", "url"],
         )?;
-        for metric in [&upstream_failures, &auth_failures, &rate_limited] {
+        let api_key_exchanges = IntCounterVec::new(
+            Opts::new(
+                "gateway_api_key_exchanges_total",
+                "X-API-KEY exchanges for service tokens at kms, by outcome: issued, refused, unavailable",
+            ),
+            &["outcome"],
+        )?;
+        for metric in [&upstream_failures, &auth_failures, &rate_limited, &api_key_exchanges] {
             registry.register(Box::new(metric.clone()))?;
         }
         registry.register(Box::new(upstream_healthy.clone()))?;
@@ -59,6 +69,7 @@ impl GatewayMetrics {
             auth_failures,
             rate_limited,
             upstream_healthy,
+            api_key_exchanges,
         })
     }
 }

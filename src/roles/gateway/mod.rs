@@ -4,6 +4,7 @@
 //! (`health.rs`). Tokens are checked through the process's one verifier (`platform::trust`).
 
 mod admitted;
+mod api_keys;
 mod config;
 mod health;
 mod limits;
@@ -45,9 +46,15 @@ impl Role for Gateway {
 
     fn check_config(&self, config: &crate::config::Config) -> Result<(), String> {
         let gateway: config::GatewayConfig = config.role_settings("gateway")?;
-        for (prefix, service) in &gateway.routes {
+        for (prefix, target) in &gateway.routes {
+            let service = target.service();
             if crate::platform::names::validate_service_name("service", service).is_err() {
                 return Err(format!("routes.{prefix}: {service:?} is not a service name"));
+            }
+            if !config.peers.contains_key(service) && !target.registered() {
+                return Err(format!(
+                    "routes.{prefix}: no service {service:?} (name a role, give its address in [peers], or write {{ service = {service:?}, registered = true }} for a service found only in the registry)"
+                ));
             }
         }
         // Rules and public routes are compared with canonical paths (see `path.rs`): one that is
@@ -80,6 +87,12 @@ impl Role for Gateway {
         let metrics = metrics::GatewayMetrics::register(ctx.metrics.registry()).map_err(|e| e.to_string())?;
         let gateway: config::GatewayConfig = ctx.config.role_settings(self.name())?;
         let gateway = &gateway;
+        if !gateway.enforce_mfa && gateway.rules.iter().any(|rule| rule.mfa) {
+            log::info!(
+                target: "fountain::gateway",
+                "roles.gateway.enforce_mfa is off: rules with mfa = true are not enforced (turn it on when the twofa role issues step-up tokens)"
+            );
+        }
         let state = GatewayState::new(
             ctx.db.clone(),
             ctx.verifier.clone(),
@@ -98,6 +111,11 @@ impl Role for Gateway {
                 ctx.shutdown.clone(),
             ),
         );
+        // API-key verdicts and service tokens end with any change to a key: at once for changes
+        // this process commits, and as the events table shows those of other processes.
+        let keys = state.api_keys.clone();
+        ctx.db.on_commit(std::sync::Arc::new(move |events| keys.apply(events)));
+        ctx.spawn("gateway.api_keys", state.api_keys.clone().follow(ctx.db.clone(), ctx.shutdown.clone()));
         let janitor = state.clone();
         ctx.spawn("gateway.limits", async move {
             // Idle rate-limit buckets are dropped once a minute.
@@ -129,7 +147,24 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<GatewayState>) {
 #[openapi(
     paths(registry::register, registry::list, registry::lookup),
     components(schemas(registry::RegisterRequest, registry::RegistryEntry, registry::RegistryList, registry::Lookup, ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ApiKeyAuth),
     tags((name = "Discovery", description = "Service registry and lookup"))
 )]
 struct GatewayApi;
+
+/// Declares the `apiKey` scheme (`X-API-KEY` header) the edge accepts beside bearer tokens.
+struct ApiKeyAuth;
+
+impl utoipa::Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let scheme = ApiKey::Header(ApiKeyValue::with_description(
+            "X-API-KEY",
+            "A service's API key from kms; accepted on every proxied route",
+        ));
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("apiKey", SecurityScheme::ApiKey(scheme));
+    }
+}

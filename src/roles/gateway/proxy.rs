@@ -14,13 +14,13 @@ use hyper::header::{HeaderName as UpstreamHeaderName, HeaderValue as UpstreamHea
 use hyper::HeaderMap as UpstreamHeaders;
 
 use super::admitted::{self, AdmittedToken};
+use super::api_keys::{Exchange, ExchangeFailure, KeyDigest};
 use super::limits::Caller;
 use super::path::canonical;
 use super::pool::{Connection, SendFailure, UpstreamClient};
 use super::registry::{GatewayState, Route};
 use super::upstream::{self, UploadError, UploadOutcome, UpstreamBody};
 use crate::platform::auth::{self, SERVICE_ROLE};
-use crate::platform::contracts::{VerifyRequest, VerifyResponse};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::middleware::RequestId;
 use crate::platform::net::{client_ip, push_ip};
@@ -36,6 +36,8 @@ const UPSTREAM_X_FORWARDED_FOR: UpstreamHeaderName = UpstreamHeaderName::from_st
 const UPSTREAM_X_FORWARDED_PROTO: UpstreamHeaderName = UpstreamHeaderName::from_static("x-forwarded-proto");
 const UPSTREAM_X_FORWARDED_HOST: UpstreamHeaderName = UpstreamHeaderName::from_static("x-forwarded-host");
 const UPSTREAM_REQUEST_ID: UpstreamHeaderName = UpstreamHeaderName::from_static("x-request-id");
+const UPSTREAM_X_FORWARDED_PREFIX: UpstreamHeaderName = UpstreamHeaderName::from_static("x-forwarded-prefix");
+const UPSTREAM_API_KEY: UpstreamHeaderName = UpstreamHeaderName::from_static("x-api-key");
 
 /// Headers that describe one hop and never travel further (RFC 9110 §7.6.1), plus the ones
 /// the gateway itself decides.
@@ -56,21 +58,26 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-host",
     "forwarded",
+    "x-forwarded-prefix",
     "x-request-id",
 ];
-
-/// How long an X-API-KEY verification at kms may take.
-const KMS_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Verdicts of X-API-KEY checks at kms (the owning service when valid), by SHA-256 of the key.
-pub type ApiKeyCache = crate::platform::cache::TtlCache<[u8; 32], Option<String>>;
 
 /// Who the request is from, once the edge has checked it.
 enum Identity {
     /// A verified JWT, as this worker admitted it.
     Token(Rc<AdmittedToken>),
-    /// The service an X-API-KEY belongs to.
-    Service(String),
+    /// A valid X-API-KEY: the service it belongs to, and the key's digest.
+    ApiKey { service: String, digest: KeyDigest },
+}
+
+/// What the service receives as the caller's credential, besides what the client sent.
+enum Credential<'a> {
+    /// The client's own headers (`Authorization` where the route takes tokens).
+    AsSent,
+    /// The service token an X-API-KEY was exchanged for, as `Authorization`.
+    ServiceToken(UpstreamHeaderValue),
+    /// The verified X-API-KEY itself (`forward_api_key_to`), and no `Authorization`.
+    ApiKey(&'a str),
 }
 
 impl Identity {
@@ -80,7 +87,7 @@ impl Identity {
         match self {
             Identity::Token(token) if token.service => Caller::Service(&token.claims.sub),
             Identity::Token(token) => Caller::User(&token.claims.sub),
-            Identity::Service(service) => Caller::Service(service),
+            Identity::ApiKey { service, .. } => Caller::Service(service),
         }
     }
 
@@ -88,7 +95,7 @@ impl Identity {
     fn has_role(&self, role: &str) -> bool {
         match self {
             Identity::Token(token) => token.claims.has_role(role),
-            Identity::Service(_) => role == SERVICE_ROLE,
+            Identity::ApiKey { .. } => role == SERVICE_ROLE,
         }
     }
 
@@ -96,7 +103,7 @@ impl Identity {
     fn headers(&self) -> [Option<UpstreamHeaderValue>; 2] {
         match self {
             Identity::Token(token) => [token.user_header.clone(), token.roles_header.clone()],
-            Identity::Service(service) => [
+            Identity::ApiKey { service, .. } => [
                 UpstreamHeaderValue::from_str(service).ok(),
                 Some(UpstreamHeaderValue::from_static(SERVICE_ROLE)),
             ],
@@ -129,7 +136,8 @@ fn check_rules(state: &GatewayState, path: &str, method: &str, identity: &Identi
         count_refusal(state, "role");
         return Err(ApiError::new(ErrorCode::Forbidden, "this route requires another role"));
     }
-    if rule.mfa && !identity.mfa() {
+    // Without a step-up issuer (`enforce_mfa` off) nobody could pass an mfa rule at all.
+    if rule.mfa && state.config.enforce_mfa && !identity.mfa() {
         count_refusal(state, "mfa_required");
         return Err(ApiError::new(
             ErrorCode::MfaRequired,
@@ -140,12 +148,29 @@ fn check_rules(state: &GatewayState, path: &str, method: &str, identity: &Identi
     Ok(())
 }
 
-fn is_public(state: &GatewayState, path: &str, tail: &str) -> bool {
-    tail == "health"
+/// Whether a request passes without credentials: a configured public route, every
+/// `/{prefix}/health`, and a stripped route's pages for people (landing page, Swagger UI and
+/// its assets, the OpenAPI document), read-only.
+fn is_public(
+    state: &GatewayState,
+    path: &str,
+    rest: &str,
+    route: &Route,
+    method: &actix_web::http::Method,
+) -> bool {
+    rest == "/health"
+        || (route.strip_prefix
+            && is_page(rest)
+            && matches!(*method, actix_web::http::Method::GET | actix_web::http::Method::HEAD))
         || state.config.public_routes.iter().any(|rule| match rule.strip_suffix('*') {
             Some(prefix) => path.starts_with(prefix),
             None => path == rule,
         })
+}
+
+/// A role's pages for people, as every role serves them (`platform::standard`).
+fn is_page(rest: &str) -> bool {
+    matches!(rest, "" | "/" | "/docs" | "/openapi.json") || rest.starts_with("/docs/")
 }
 
 /// `authenticate`, unless the address has failed too often: then 429 before any check, so a
@@ -193,9 +218,10 @@ async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequ
         };
         return Ok(Identity::Token(admitted::remember(state.instance, digest, token, generation, &claims)));
     }
-    if let Some(key) = req.headers().get(API_KEY).and_then(|v| v.to_str().ok()) {
-        return match verify_api_key(state, client, key).await {
-            Ok(Some(service)) => Ok(Identity::Service(service)),
+    if let Some(key) = api_key(req) {
+        let digest = state.api_keys.digest(key);
+        return match verify_api_key(state, client, &digest, key).await {
+            Ok(Some(service)) => Ok(Identity::ApiKey { service, digest }),
             Ok(None) => {
                 count_refusal(state, "api_key");
                 Err(auth::invalid_token())
@@ -210,30 +236,69 @@ async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequ
     Err(ApiError::new(ErrorCode::Unauthorized, "a bearer token or an X-API-KEY is required"))
 }
 
+fn api_key(req: &HttpRequest) -> Option<&str> {
+    req.headers().get(API_KEY).and_then(|v| v.to_str().ok())
+}
+
+/// kms's address: always its `[peers]` entry (`GatewayState::resolve`).
+async fn kms_url(state: &GatewayState) -> ApiResult<std::sync::Arc<str>> {
+    let kms = state.resolve("kms").await?;
+    Ok(kms.ok_or_else(|| ApiError::unavailable("kms", "no kms instance is known"))?.url)
+}
+
 /// kms's verdict on an X-API-KEY, over the worker's pooled client (kept-alive connections).
-async fn verify_api_key(state: &GatewayState, client: &awc::Client, key: &str) -> ApiResult<Option<String>> {
-    use sha2::Digest;
-    let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
-    if let Some(service) = state.api_keys.get(&digest) {
-        return Ok(service);
+async fn verify_api_key(
+    state: &GatewayState,
+    client: &awc::Client,
+    digest: &KeyDigest,
+    key: &str,
+) -> ApiResult<Option<String>> {
+    state.api_keys.verify(client, &kms_url(state).await?, digest, key).await
+}
+
+/// What the service receives for the caller's credential. Only an X-API-KEY caller needs
+/// anything: the service token its key is exchanged for where the route takes tokens, or the
+/// key itself where the route asks for it. A key kms will not exchange gets the same 401 as
+/// any bad key, and spends the address's failure budget.
+async fn upstream_credential<'r>(
+    state: &GatewayState,
+    client: &awc::Client,
+    req: &'r HttpRequest,
+    identity: Option<&Identity>,
+    route: &Route,
+    addr: Option<IpAddr>,
+) -> ApiResult<Credential<'r>> {
+    let (Some(Identity::ApiKey { digest, .. }), Some(key)) = (identity, api_key(req)) else {
+        return Ok(Credential::AsSent);
+    };
+    if route.forward_api_key {
+        return Ok(Credential::ApiKey(key));
     }
-    let kms = state
-        .resolve("kms")
-        .await?
-        .ok_or_else(|| ApiError::unavailable("kms", "no kms instance is known"))?;
-    let mut response = client
-        .post(format!("{}/keys/verify", kms.url))
-        .timeout(KMS_TIMEOUT)
-        .send_json(&VerifyRequest { api_key: key.to_string() })
-        .await
-        .map_err(|e| ApiError::unavailable("kms", e))?;
-    if !response.status().is_success() {
-        return Err(ApiError::unavailable("kms", format!("key verification answered {}", response.status())));
+    if !route.forward_authorization {
+        return Ok(Credential::AsSent);
     }
-    let verdict: VerifyResponse = response.json().await.map_err(|e| ApiError::unavailable("kms", e))?;
-    let service = verdict.service_name.filter(|_| verdict.valid);
-    state.api_keys.insert(digest, service.clone());
-    Ok(service)
+    let kms = kms_url(state).await?;
+    let count = |outcome: &str| state.metrics.api_key_exchanges.with_label_values(&[outcome]).inc();
+    match state.api_keys.service_token(client, &kms, digest, key, addr).await {
+        Ok((token, exchange)) => {
+            if exchange == Exchange::Issued {
+                count("issued");
+            }
+            Ok(Credential::ServiceToken(token))
+        }
+        Err(ExchangeFailure::Refused) => {
+            count("refused");
+            count_refusal(state, "api_key");
+            if let Some(addr) = addr {
+                state.limits.record_failure(addr)?;
+            }
+            Err(auth::invalid_token())
+        }
+        Err(ExchangeFailure::Unavailable(err)) => {
+            count("unavailable");
+            Err(err)
+        }
+    }
 }
 
 /// Copies the client's headers minus hop-by-hop and identity headers, then sets the
@@ -245,10 +310,11 @@ fn upstream_headers(
     state: &GatewayState,
     req: &HttpRequest,
     identity: Option<&Identity>,
+    credential: &Credential<'_>,
     route: &Route,
     declared_length: Option<u64>,
 ) -> UpstreamHeaders {
-    let mut headers = UpstreamHeaders::with_capacity(req.headers().len() + 6);
+    let mut headers = UpstreamHeaders::with_capacity(req.headers().len() + 7);
     let connection_listed: Vec<String> = req
         .headers()
         .get_all(header::CONNECTION)
@@ -259,7 +325,8 @@ fn upstream_headers(
         let lower = name.as_str();
         let dropped = DROPPED_REQUEST_HEADERS.contains(&lower)
             || connection_listed.iter().any(|c| c == lower)
-            || (name == header::AUTHORIZATION && !route.forward_authorization);
+            || (name == header::AUTHORIZATION
+                && (!route.forward_authorization || !matches!(credential, Credential::AsSent)));
         if !dropped {
             append_converted(&mut headers, name, value);
         }
@@ -284,6 +351,20 @@ fn upstream_headers(
     };
     if let Some(id) = req.extensions().get::<RequestId>() {
         set(UPSTREAM_REQUEST_ID, &id.0);
+    }
+    if let Some(prefix) = &route.forwarded_prefix {
+        headers.insert(UPSTREAM_X_FORWARDED_PREFIX, prefix.clone());
+    }
+    match credential {
+        Credential::AsSent => {}
+        Credential::ServiceToken(token) => {
+            headers.insert(hyper::header::AUTHORIZATION, token.clone());
+        }
+        Credential::ApiKey(key) => {
+            if let Ok(key) = UpstreamHeaderValue::from_str(key) {
+                headers.insert(UPSTREAM_API_KEY, key);
+            }
+        }
     }
     if let Some(identity) = identity {
         let [user, roles] = identity.headers();
@@ -354,17 +435,26 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     // Checked and forwarded as the service will route it (`path.rs`).
     let path = canonical(req.path())?;
     let (prefix, rest) = split_prefix(&path);
-    let route = state
-        .routes
-        .get(prefix)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no service is routed under this path"))?;
+    // Configured prefixes first (no lock, no allocation); then services registered under
+    // their own name.
+    let registered;
+    let route = match state.routes.get(prefix) {
+        Some(route) => route,
+        None => {
+            registered = state
+                .registered_route(prefix)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no service is routed under this path"))?;
+            &*registered
+        }
+    };
     req.extensions_mut().insert(route.label);
     let service = &*route.service;
     let addr = client_ip(&req, &state.trusted_proxies);
     // kms's token endpoint checks credentials (API keys, refresh tokens) itself: its refusals
     // spend the address's failure budget like refusals at the edge do.
     let credential_grant = route.issuer && rest == "/token" && req.method() == actix_web::http::Method::POST;
-    let identity = if is_public(state, &path, rest.strip_prefix('/').unwrap_or(rest)) {
+    let identity = if is_public(state, &path, rest, route, req.method()) {
         if let (true, Some(addr)) = (credential_grant, addr) {
             state.limits.check_throttled(addr).inspect_err(|_| count_refusal(state, "throttled"))?;
         }
@@ -382,6 +472,7 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
     if let Some(identity) = &identity {
         check_rules(state, &path, req.method().as_str(), identity)?;
     }
+    let credential = upstream_credential(state, client, &req, identity.as_ref(), route, addr).await?;
 
     let limit = state.config.max_body_bytes;
     let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
@@ -398,19 +489,25 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
         .map_err(|_| ApiError::new(ErrorCode::BadRequest, "this method cannot be forwarded"))?;
     let declared = declared.filter(|_| !chunked);
     let has_body = chunked || declared.is_some_and(|len| len > 0);
-    let rest = if rest.is_empty() { "/" } else { rest };
+    // What the service routes: the rest after the prefix, or the whole path.
+    let forwarded = match (route.strip_prefix, rest.is_empty()) {
+        (false, _) => &*path,
+        (true, true) => "/",
+        (true, false) => rest,
+    };
     // The target in origin form (`/rest?query`); the instance's address is the pool's part.
     let request = |body: UpstreamBody| {
         let target = match req.uri().query() {
-            Some(query) => format!("{rest}?{query}"),
-            None => rest.to_string(),
+            Some(query) => format!("{forwarded}?{query}"),
+            None => forwarded.to_string(),
         };
         let mut request = hyper::Request::new(body);
         *request.method_mut() = method.clone();
         *request.uri_mut() = hyper::Uri::try_from(target).map_err(|_| {
             ApiError::new(ErrorCode::BadRequest, "this path cannot be forwarded to the service")
         })?;
-        *request.headers_mut() = upstream_headers(state, &req, identity.as_ref(), route, declared);
+        *request.headers_mut() =
+            upstream_headers(state, &req, identity.as_ref(), &credential, route, declared);
         Ok::<_, ApiError>(request)
     };
     let timeout = Duration::from_secs(state.config.upstream_timeout_seconds.max(1));

@@ -2,16 +2,18 @@
 //! `[peers]`, and `GET /lookup/{service}` answers with one live URL, round-robin.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use rustc_hash::FxHashMap;
+use hyper::header::HeaderValue as UpstreamHeaderValue;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::api_keys::ApiKeys;
 use super::health::{Choice, Health};
 use super::limits::Caller;
 use super::network::{normalise, AddressPolicy, Refused};
@@ -39,17 +41,32 @@ diesel::table! {
 const MIN_TTL: u64 = 5;
 const MAX_TTL: u64 = 3600;
 
-/// One `[gateway.routes]` entry, prepared once so that the proxy's hot path allocates nothing
-/// to find it.
+/// One `[gateway.routes]` entry (or a registered service reached under its own name), prepared
+/// once so that the proxy's hot path allocates nothing to find it.
 pub struct Route {
     pub service: Arc<str>,
     /// The metrics label of requests under this prefix (`/kms/*`).
     pub label: RouteLabel,
-    /// The client's `Authorization` header goes through to this service.
+    /// The service takes tokens: it receives the client's `Authorization` header, and an
+    /// X-API-KEY caller's service token.
     pub forward_authorization: bool,
+    /// The service receives a verified X-API-KEY itself (and no token for it).
+    pub forward_api_key: bool,
     /// The service is kms, the issuer of every credential: its `/token` refusals count as
     /// failed authentications of the client address.
     pub issuer: bool,
+    /// `/{prefix}/rest` reaches the service as `/rest` (else as the whole path).
+    pub strip_prefix: bool,
+    /// `X-Forwarded-Prefix` (`/kms`) for a service whose prefix is stripped.
+    pub forwarded_prefix: Option<UpstreamHeaderValue>,
+}
+
+/// A header value made once and kept for the life of the process: cloning it copies a pointer,
+/// with no allocation and no reference count shared between workers. (The interner is the one
+/// behind route labels; route prefixes are few and fixed by configuration or registration.)
+fn static_header(text: &str) -> Option<UpstreamHeaderValue> {
+    let interned: &'static str = RouteLabel::interned(text).0;
+    UpstreamHeaderValue::from_maybe_shared(web::Bytes::from_static(interned.as_bytes())).ok()
 }
 
 pub struct GatewayState {
@@ -60,7 +77,11 @@ pub struct GatewayState {
     pub verifier: Arc<Verifier>,
     pub config: super::config::GatewayConfig,
     pub routes: FxHashMap<String, Route>,
-    pub api_keys: super::proxy::ApiKeyCache,
+    /// Routes to registered services that no configured prefix names, made on first use.
+    registered_routes: RwLock<FxHashMap<String, Arc<Route>>>,
+    /// The names with live registry entries, as last read.
+    registered_names: TtlCache<(), Arc<FxHashSet<String>>>,
+    pub api_keys: Arc<ApiKeys>,
     pub limits: super::limits::EdgeLimits,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub metrics: super::metrics::GatewayMetrics,
@@ -98,21 +119,13 @@ impl GatewayState {
             static_entries.iter().map(|(_, url)| url.as_str()),
         )?);
         let limits = super::limits::EdgeLimits::new(&config);
-        let api_keys = super::proxy::ApiKeyCache::new(
-            std::time::Duration::from_millis(config.api_key_cache_ttl_ms),
-            10_000,
-        );
+        let api_keys = Arc::new(ApiKeys::new(std::time::Duration::from_millis(config.api_key_cache_ttl_ms)));
         let routes = config
             .routes
             .iter()
-            .map(|(prefix, service)| {
-                let route = Route {
-                    service: Arc::from(service.as_str()),
-                    label: RouteLabel::interned(&format!("/{prefix}/*")),
-                    forward_authorization: fountain_roles.contains(&service.as_str())
-                        || config.forward_authorization_to.contains(service),
-                    issuer: service == TRUSTED_ISSUER_ROLE,
-                };
+            .map(|(prefix, target)| {
+                let route =
+                    make_route(&config, fountain_roles, prefix, target.service(), target.strip_prefix());
                 (prefix.clone(), route)
             })
             .collect();
@@ -124,6 +137,8 @@ impl GatewayState {
             health: Health::new(std::time::Duration::from_millis(config.failure_cool_down_ms)),
             config,
             routes,
+            registered_routes: RwLock::default(),
+            registered_names: TtlCache::new(INSTANCES_TTL, 1),
             limits,
             trusted_proxies,
             metrics,
@@ -175,9 +190,44 @@ impl GatewayState {
         Ok(urls)
     }
 
+    /// The route to a service registered under `prefix` when no configured route names it
+    /// (`route_registered_services`); `None` for a name nobody registered. Never the gateway
+    /// itself: `/gateway/gateway/…` would send one request round the gateway once per segment.
+    pub async fn registered_route(&self, prefix: &str) -> ApiResult<Option<Arc<Route>>> {
+        if !self.config.route_registered_services
+            || prefix == super::ABOUT.name
+            || validate_service_name("service", prefix).is_err()
+        {
+            return Ok(None);
+        }
+        if !self.registered_names().await?.contains(prefix) {
+            return Ok(None);
+        }
+        if let Some(route) = self.registered_routes.read().unwrap_or_else(|e| e.into_inner()).get(prefix) {
+            return Ok(Some(route.clone()));
+        }
+        let route = Arc::new(make_route(&self.config, &self.fountain_roles, prefix, prefix, true));
+        let mut routes = self.registered_routes.write().unwrap_or_else(|e| e.into_inner());
+        Ok(Some(routes.entry(prefix.to_string()).or_insert(route).clone()))
+    }
+
+    /// The services with live registry entries: read at most once per `INSTANCES_TTL` (and
+    /// after each registration), however many unknown prefixes clients ask for.
+    async fn registered_names(&self) -> ApiResult<Arc<FxHashSet<String>>> {
+        if let Some(names) = self.registered_names.get(&()) {
+            return Ok(names);
+        }
+        let rows = self.db.run(|conn| live(conn, None)).await?;
+        let names: Arc<FxHashSet<String>> =
+            Arc::new(rows.into_iter().map(|(service, _, _)| service).collect());
+        self.registered_names.insert((), names.clone());
+        Ok(names)
+    }
+
     /// After a registration: every worker rereads.
     fn forget_instances(&self) {
         self.instances.clear();
+        self.registered_names.clear();
         self.instances_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
@@ -190,6 +240,28 @@ impl GatewayState {
         all.sort();
         all.dedup();
         Ok(all)
+    }
+}
+
+/// The route to `service` under `prefix`. fountain's roles and `forward_authorization_to` take
+/// tokens; `forward_api_key_to` receive a verified X-API-KEY itself instead.
+fn make_route<R: AsRef<str>>(
+    config: &super::config::GatewayConfig,
+    fountain_roles: &[R],
+    prefix: &str,
+    service: &str,
+    strip_prefix: bool,
+) -> Route {
+    let forward_api_key = config.forward_api_key_to.iter().any(|s| s == service);
+    Route {
+        service: Arc::from(service),
+        label: RouteLabel::interned(&format!("/{prefix}/*")),
+        forward_authorization: fountain_roles.iter().any(|r| r.as_ref() == service)
+            || config.forward_authorization_to.iter().any(|s| s == service),
+        forward_api_key,
+        issuer: service == TRUSTED_ISSUER_ROLE,
+        strip_prefix,
+        forwarded_prefix: strip_prefix.then(|| static_header(&format!("/{prefix}"))).flatten(),
     }
 }
 

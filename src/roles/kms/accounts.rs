@@ -86,6 +86,19 @@ pub fn update(
     Ok(user)
 }
 
+/// Replaces a user's password (a bcrypt `hash`). Like a change of roles it raises the token
+/// epoch and ends the user's sessions: whoever held the old password holds nothing after.
+pub fn reset_password(tx: &mut Change<'_>, username: &str, hash: &str) -> Result<User, AccountError> {
+    if !store::set_password_hash(tx.conn(), username, hash)? {
+        return Err(AccountError::NotFound);
+    }
+    store::revoke_user_sessions(tx.conn(), username)?;
+    let user = store::find_user(tx.conn(), username)?.ok_or(AccountError::NotFound)?;
+    tx.publish(&changed(&user, AccountChange::Updated))?;
+    tx.audit("users.password_reset", username, None)?;
+    Ok(user)
+}
+
 /// Deletes a user and ends their sessions; the account's tokens are refused for good, even if
 /// the username is registered again (the new account has a new identity).
 pub fn delete(tx: &mut Change<'_>, username: &str) -> Result<(), AccountError> {

@@ -26,14 +26,22 @@ const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 /// The furthest ahead a key's expiry may be set (10 years).
 const MAX_EXPIRY_MONTHS: u32 = 12 * 10;
 
+/// The shortest and longest key a caller may bring (printable ASCII, no spaces).
+const IMPORTED_KEY_LENGTH: std::ops::RangeInclusive<usize> = 16..=256;
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"service_name": "service_a", "api_key": "new_service_api_key_456"}))]
 pub struct CreateKeyRequest {
-    #[schema(example = "service_a")]
+    /// 1–64 characters of `a-z 0-9 _ -`, starting with a letter or digit.
     pub service_name: String,
-    /// Bring your own key (32–256 printable ASCII characters); generated when absent.
+    /// A key brought from an existing deployment: 16–256 printable ASCII characters, no spaces
+    /// or control characters; marked `imported`. Absent: a new key `fk_` + 256 random bits.
+    #[schema(min_length = 16, max_length = 256, pattern = "^[!-~]{16,256}$")]
     pub api_key: Option<String>,
-    /// When the key stops verifying: in the future, at most 10 years ahead.
+    /// When the key stops verifying: in the future, at most 10 years ahead. RFC 3339; a time
+    /// without a zone is read as UTC.
+    #[serde(default, with = "crate::platform::time::aware_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -42,6 +50,7 @@ pub struct CreateKeyRequest {
 pub struct KeyResponse {
     pub service_name: String,
     pub api_key: String,
+    #[serde(with = "crate::platform::time::utc_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<NaiveDateTime>,
 }
@@ -55,10 +64,15 @@ pub struct KeyMetadata {
     pub state: String,
     /// A disabled key does not verify until it is enabled again.
     pub disabled: bool,
+    /// The key was brought by the caller (from an existing deployment), not generated here.
+    pub imported: bool,
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: NaiveDateTime,
+    #[serde(with = "crate::platform::time::utc_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<NaiveDateTime>,
+    #[serde(with = "crate::platform::time::utc_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub valid_until: Option<NaiveDateTime>,
 }
@@ -70,8 +84,10 @@ pub struct KeyList {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"grace_seconds": 3600}))]
 pub struct RotateKeyRequest {
     /// How long the old key keeps verifying (0–2592000 s; default from config).
+    #[schema(minimum = 0, maximum = 2592000)]
     pub grace_seconds: Option<u64>,
 }
 
@@ -79,6 +95,7 @@ pub struct RotateKeyRequest {
 pub struct RotatedKey {
     pub service_name: String,
     pub api_key: String,
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub previous_valid_until: NaiveDateTime,
 }
@@ -100,12 +117,14 @@ impl Label for VerifyCode {
     }
 }
 
-fn validate_custom_key(key: &str) -> ApiResult<()> {
-    let ok = (32..=256).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
+/// A key brought from an existing deployment (the seed's are as short as 23 characters): long
+/// enough not to be guessed in the verification budget, printable, nothing a header would mangle.
+fn validate_imported_key(key: &str) -> ApiResult<()> {
+    let ok = IMPORTED_KEY_LENGTH.contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
-        Err(ApiError::validation("api_key", "must be 32-256 printable ASCII characters without spaces"))
+        Err(ApiError::validation("api_key", "must be 16-256 printable ASCII characters without spaces"))
     }
 }
 
@@ -143,6 +162,10 @@ fn stored_forms_with(master_key: &crate::platform::crypto::MasterKey, key: &str)
 pub enum KeyError {
     #[error("this service already has an API key")]
     Exists,
+    /// The same value is another service's key, or was revoked: a revoked key never verifies
+    /// again, so it cannot come back.
+    #[error("this API key is in use or was revoked; bring another one")]
+    ValueTaken,
     #[error("this service has no API key")]
     NoKey,
     #[error(transparent)]
@@ -153,31 +176,43 @@ impl From<KeyError> for ApiError {
     fn from(err: KeyError) -> Self {
         match err {
             KeyError::Exists => ApiError::new(ErrorCode::AlreadyExists, err.to_string()),
+            KeyError::ValueTaken => ApiError::new(ErrorCode::Conflict, err.to_string()),
             KeyError::NoKey => ApiError::new(ErrorCode::NotFound, err.to_string()),
             KeyError::Db(db) => db.into(),
         }
     }
 }
 
-/// Stores a new active key for `service` (the sealed value and lookup hash of `key`).
+/// A key to store: its value, whether the caller brought it, and when it expires.
+struct NewKey<'a> {
+    value: &'a str,
+    imported: bool,
+    expires_at: Option<NaiveDateTime>,
+}
+
+/// Stores a new active key for `service` (the sealed value and lookup hash of the key). A
+/// service whose keys were revoked may get a new one; a revoked value never comes back.
 fn insert_active(
     tx: &mut Change<'_>,
     master: &crate::platform::crypto::MasterKey,
     service: &str,
-    key: &str,
-    expires_at: Option<NaiveDateTime>,
+    key: NewKey<'_>,
 ) -> Result<(), KeyError> {
     if store::active_key(tx.conn(), service)?.is_some() {
         return Err(KeyError::Exists);
     }
-    let (hash, sealed, prefix) = stored_forms_with(master, key);
+    let (hash, sealed, prefix) = stored_forms_with(master, key.value);
+    if store::key_by_hash(tx.conn(), &hash)?.is_some() {
+        return Err(KeyError::ValueTaken);
+    }
     let new = store::NewApiKey {
         service_name: service,
         key_hash: &hash,
         sealed_key: &sealed,
         key_prefix: &prefix,
-        expires_at,
+        expires_at: key.expires_at,
         disabled: false,
+        imported: key.imported,
     };
     store::insert_key(tx.conn(), &new).map_err(|err| {
         if store::is_unique_violation(&err) {
@@ -187,7 +222,7 @@ fn insert_active(
         }
     })?;
     tx.publish(&KeyCreated { service_name: service.to_string() })?;
-    tx.audit("keys.create", service, None)?;
+    tx.audit("keys.create", service, Some(serde_json::json!({ "imported": key.imported })))?;
     Ok(())
 }
 
@@ -206,7 +241,7 @@ pub fn ensure_service_key(
             return Ok(String::from_utf8_lossy(&plain).into_owned());
         }
         let key = generate_key();
-        insert_active(tx, &master, service, &key, None)?;
+        insert_active(tx, &master, service, NewKey { value: &key, imported: false, expires_at: None })?;
         Ok(key)
     });
     result.map_err(|e: KeyError| e.to_string())
@@ -220,7 +255,7 @@ pub fn ensure_service_key(
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "Created; the only time a generated key is shown besides GET", body = KeyResponse),
-        (status = 409, description = "The service already has a key", body = ErrorBody),
+        (status = 409, description = "The service already has a key, or the key brought is in use or was revoked", body = ErrorBody),
         (status = 422, description = "Invalid service name, key or expiry", body = ErrorBody)
     ),
     security(("bearer" = []))
@@ -233,16 +268,17 @@ pub async fn create_key(
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     validate_service_name("service_name", &body.service_name)?;
-    if let Some(custom) = &body.api_key {
-        validate_custom_key(custom)?;
+    if let Some(imported) = &body.api_key {
+        validate_imported_key(imported)?;
     }
     let expires_at = body.expires_at.map(validate_expiry).transpose()?;
+    let imported = body.api_key.is_some();
     let key = body.api_key.unwrap_or_else(generate_key);
     let (service, stored, master) = (body.service_name.clone(), key.clone(), state.master_key.clone());
     let created = state
         .db
         .change(Who::new(ROLE_NAME, admin.0.sub, origin), move |tx| {
-            insert_active(tx, &master, &service, &stored, expires_at)
+            insert_active(tx, &master, &service, NewKey { value: &stored, imported, expires_at })
         })
         .await;
     state.key_lookups.clear();
@@ -259,7 +295,7 @@ pub async fn create_key(
 /// Returns the current key in plaintext to an admin or to that service's own token only.
 #[utoipa::path(
     get, path = "/keys/{service_name}", operation_id = "getApiKey", tag = "API keys",
-    params(("service_name" = String, Path, description = "The service")),
+    params(("service_name" = String, Path, description = "The service", example = "service_a")),
     responses(
         (status = 200, description = "The key", body = KeyResponse),
         (status = 403, description = "Neither admin nor the owning service", body = ErrorBody),
@@ -298,6 +334,7 @@ pub async fn list_keys(state: web::Data<KmsState>, _admin: Admin) -> ApiResult<w
             key_prefix: k.key_prefix,
             state: k.state,
             disabled: k.disabled,
+            imported: k.imported,
             created_at: k.created_at,
             expires_at: k.expires_at,
             valid_until: k.valid_until,
@@ -308,6 +345,7 @@ pub async fn list_keys(state: web::Data<KmsState>, _admin: Admin) -> ApiResult<w
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"disabled": false}))]
 pub struct UpdateKeyRequest {
     /// true stops the service's keys from verifying; false lets them verify again.
     pub disabled: bool,
@@ -324,7 +362,7 @@ pub struct UpdatedKey {
 /// Admin only. A reversible stop: disabled keys answer DISABLED on verify until enabled again.
 #[utoipa::path(
     patch, path = "/keys/{service_name}", operation_id = "updateApiKey", tag = "API keys",
-    params(("service_name" = String, Path, description = "The service")),
+    params(("service_name" = String, Path, description = "The service", example = "service_a")),
     request_body = UpdateKeyRequest,
     responses((status = 200, description = "Updated", body = UpdatedKey), (status = 404, description = "The service has no key", body = ErrorBody)),
     security(("bearer" = []))
@@ -361,7 +399,7 @@ pub async fn update_key(
 /// Admin only. The active key and any key still in its grace period stop verifying at once.
 #[utoipa::path(
     delete, path = "/keys/{service_name}", operation_id = "deleteApiKey", tag = "API keys",
-    params(("service_name" = String, Path, description = "The service")),
+    params(("service_name" = String, Path, description = "The service", example = "service_a")),
     responses((status = 204, description = "Revoked"), (status = 404, description = "The service has no key", body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -394,7 +432,7 @@ pub async fn delete_key(
 /// Admin only. Issues a new key; the old one keeps verifying for grace_seconds so callers never fail mid-rotation.
 #[utoipa::path(
     post, path = "/keys/{service_name}/rotate", operation_id = "rotateApiKey", tag = "API keys",
-    params(("service_name" = String, Path, description = "The service")),
+    params(("service_name" = String, Path, description = "The service", example = "service_a")),
     request_body = RotateKeyRequest,
     responses(
         (status = 200, description = "The new key", body = RotatedKey),
@@ -431,6 +469,7 @@ pub async fn rotate_key(
                 key_prefix: &prefix,
                 expires_at: old.expires_at,
                 disabled: old.disabled,
+                imported: false,
             };
             store::insert_key(tx.conn(), &new)?;
             let previous_valid_until =

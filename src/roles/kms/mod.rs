@@ -1,6 +1,7 @@
 //! The Key Management Service role: users, login, EdDSA JWTs with JWKS, and per-service API keys.
 
 pub mod accounts;
+pub mod admin;
 mod config;
 pub mod keys;
 mod schema;
@@ -18,12 +19,11 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use self::state::KmsState;
 use crate::platform::audit::{self, Entry};
-use crate::platform::error::{ApiResult, ErrorBody};
-use crate::platform::guards::{Admin, Origin};
+use crate::platform::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
+use crate::platform::guards::Admin;
 use crate::platform::role::{About, Mount, Provisioning, Role, RoleContext};
 use crate::platform::server::Platform;
 use crate::platform::standard::BearerAuth;
-use crate::platform::unit::Who;
 
 const ROLE_NAME: &str = "kms";
 
@@ -60,6 +60,17 @@ impl Role for Kms {
             provisioning.store_credential(role, &key)?;
         }
         Ok(())
+    }
+
+    /// A fresh installation has no admin: say how to create the first one.
+    fn next_step(&self, platform: &Platform) -> Option<String> {
+        let mut conn = platform.db.conn().ok()?;
+        let admins = store::count_admins(&mut conn).ok()?;
+        (admins == 0).then(|| {
+            "create the first admin: fountain admin create-user --username ops --role admin \
+             (in this folder; the password is prompted, or read from stdin)"
+                .to_string()
+        })
     }
 
     fn start(&self, ctx: &RoleContext) -> Result<Mount, String> {
@@ -122,7 +133,7 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<KmsState>) {
         keys::rotate_key, keys::verify_key, list_audit
     ),
     components(schemas(
-        users::RegisterRequest, users::RegisterResponse, users::LoginRequest, users::UserView,
+        users::RegisterRequest, users::RoleList, users::RegisterResponse, users::LoginRequest, users::UserView,
         users::UserList, users::UpdateUserRequest, session::TokenResponse, session::TokenRequest,
         session::RotatedSigningKey, keys::CreateKeyRequest, keys::KeyResponse, keys::KeyMetadata,
         keys::KeyList, keys::RotateKeyRequest, keys::RotatedKey, keys::VerifyRequest,
@@ -142,9 +153,14 @@ struct KmsApi;
 pub struct AuditParams {
     /// Only entries older than this id (the `next` of a previous page).
     pub before: Option<i64>,
-    /// Only entries by this actor.
+    /// Only entries by this actor (exact).
     pub actor: Option<String>,
+    /// Only entries written by this role (exact name: gateway, kms, secrets, notify, search,
+    /// sequence, twofa); all roles when absent.
+    #[param(example = "kms")]
+    pub role: Option<String>,
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -154,12 +170,28 @@ pub struct AuditPage {
     pub next: Option<i64>,
 }
 
+/// The `role` filter: a role this binary knows, by its exact name.
+fn audit_role(role: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(role) = role else { return Ok(None) };
+    match crate::roles::find(role) {
+        Some(known) => Ok(Some(known.name().to_string())),
+        None => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("role: not a role name (known: {})", crate::roles::names().join(", ")),
+        )),
+    }
+}
+
 /// List audit records
 ///
-/// Admin only. kms audit records, newest first: actor, action, target, outcome, address, request id.
+/// Admin only. Every role's audit records, newest first (filter by role or actor): role, actor, action, target, outcome, address, request id.
 #[utoipa::path(
     get, path = "/audit", operation_id = "listAuditRecords", tag = "Audit", params(AuditParams),
-    responses((status = 200, description = "A page of records", body = AuditPage), (status = 403, description = "Not an admin", body = ErrorBody)),
+    responses(
+        (status = 200, description = "A page of records", body = AuditPage),
+        (status = 400, description = "Unknown role or bad paging", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 async fn list_audit(
@@ -169,7 +201,7 @@ async fn list_audit(
 ) -> ApiResult<web::Json<AuditPage>> {
     let limit = crate::platform::extract::page_limit(params.limit, 100, audit::MAX_PAGE)?;
     let query = audit::Query {
-        role: Some(ROLE_NAME.to_string()),
+        role: audit_role(params.role.as_deref())?,
         actor: params.actor.clone(),
         before_id: params.before,
         limit,
@@ -179,24 +211,12 @@ async fn list_audit(
     Ok(web::Json(AuditPage { entries, next }))
 }
 
-/// `fountain admin create-user`: creates a user directly in the database (the first admin).
+/// Creates a user directly in the database, as the actor `cli` (the first admin; tests).
 pub fn create_user_offline(
     platform: &Platform,
     username: &str,
     password: &str,
     roles: &[String],
 ) -> Result<String, String> {
-    let username = users::validate_username(username).map_err(|e| e.message)?;
-    let roles = users::validate_roles(roles).map_err(|e| e.message)?;
-    users::validate_password(password).map_err(|e| e.message)?;
-    let cost = platform.config.role_settings::<config::KmsConfig>(ROLE_NAME)?.bcrypt_cost;
-    let hash = bcrypt::hash(password, cost).map_err(|e| e.to_string())?;
-    let who = Who::new(ROLE_NAME, "cli", Origin::local("cli"));
-    platform.db.change_blocking(who, |tx| accounts::create(tx, &username, &hash, &roles)).map_err(
-        |e| match e {
-            accounts::AccountError::Taken => format!("user {username} already exists"),
-            other => other.to_string(),
-        },
-    )?;
-    Ok(username)
+    admin::OfflineAdmin::new(platform, "cli").create_user(username, password, roles)
 }

@@ -1,4 +1,5 @@
-//! The kms tables (migration `2026-11-23-000002_kms`).
+//! The kms tables (migration `2026-11-23-000002_kms`, then `2026-11-30-000007_kms_token_epoch`
+//! and `2026-12-01-000008_kms_imported_keys`).
 
 diesel::table! {
     users (id) {
@@ -56,5 +57,6 @@ diesel::table! {
         expires_at -> Nullable<Timestamp>,
         valid_until -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
+        imported -> Bool,
     }
 }

@@ -99,6 +99,19 @@ pub fn update_user(
     Ok(true)
 }
 
+/// Replaces the user's password hash and raises the token epoch (tokens issued under the old
+/// password are refused from now on); returns false when no such user exists.
+pub fn set_password_hash(conn: &mut AnyConnection, username: &str, hash: &str) -> Result<bool, DbError> {
+    let touched = diesel::update(users::table.filter(users::username.eq(username)))
+        .set((
+            users::password_hash.eq(hash),
+            users::updated_at.eq(now()),
+            users::token_epoch.eq(users::token_epoch + 1),
+        ))
+        .execute(conn)?;
+    Ok(touched > 0)
+}
+
 pub fn delete_user(conn: &mut AnyConnection, username: &str) -> Result<bool, DbError> {
     Ok(diesel::delete(users::table.filter(users::username.eq(username))).execute(conn)? > 0)
 }
@@ -230,6 +243,8 @@ pub struct ApiKey {
     pub created_at: NaiveDateTime,
     pub expires_at: Option<NaiveDateTime>,
     pub valid_until: Option<NaiveDateTime>,
+    /// Brought by the caller (from an existing deployment) rather than generated.
+    pub imported: bool,
 }
 
 pub struct NewApiKey<'a> {
@@ -239,6 +254,7 @@ pub struct NewApiKey<'a> {
     pub key_prefix: &'a str,
     pub expires_at: Option<NaiveDateTime>,
     pub disabled: bool,
+    pub imported: bool,
 }
 
 pub fn insert_key(conn: &mut AnyConnection, key: &NewApiKey<'_>) -> Result<(), DbError> {
@@ -252,6 +268,7 @@ pub fn insert_key(conn: &mut AnyConnection, key: &NewApiKey<'_>) -> Result<(), D
             api_keys::disabled.eq(key.disabled),
             api_keys::created_at.eq(now()),
             api_keys::expires_at.eq(key.expires_at),
+            api_keys::imported.eq(key.imported),
         ))
         .execute(conn)?;
     Ok(())

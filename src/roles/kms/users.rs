@@ -18,19 +18,87 @@ use crate::platform::unit::Who;
 const MAX_PASSWORD_BYTES: usize = 72;
 const MIN_PASSWORD_CHARS: usize = 12;
 const DEFAULT_ROLE: &str = "user";
+/// Most roles one user may hold.
+const MAX_ROLES: usize = 16;
 /// Keyed-hash context of the tag that stands for an unknown username in the audit trail.
 const UNKNOWN_USER_CONTEXT: &str = "kms-audit-unknown-username";
 
+/// The roles kms knows by name; any other role is a custom one (for gateway rules), named with
+/// the same characters.
+pub const BUILT_IN_ROLES: [&str; 2] = [crate::platform::auth::ADMIN_ROLE, DEFAULT_ROLE];
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "alice", "password": "correct horse battery staple", "roles": "user"}))]
 pub struct RegisterRequest {
     /// 3–64 characters of `A-Z a-z 0-9 . _ -`; stored lower-case.
-    #[schema(example = "alice")]
+    #[schema(min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9._-]{3,64}$")]
     pub username: String,
-    /// At least 12 characters, at most 72 bytes, no control characters.
+    /// At least 12 characters, at most 72 bytes (bcrypt's limit), no control characters.
+    #[schema(min_length = 12, max_length = 72, format = Password)]
     pub password: String,
-    /// Roles to grant; honoured only for an admin caller (anonymous callers get `user`).
-    pub roles: Option<Vec<String>>,
+    /// Roles to grant, as an array or a comma-separated string (`"admin,user"`); honoured only
+    /// for an admin caller (anonymous callers get `user`).
+    pub roles: Option<RoleList>,
+}
+
+/// Role names as a JSON array (`["admin", "user"]`) or, as the seed's clients send them, one
+/// comma-separated string (`"admin,user"`). Names are trimmed and empty parts dropped; the
+/// names themselves are checked by [`validate_roles`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleList(pub Vec<String>);
+
+impl RoleList {
+    /// Splits a comma-separated list, trimming each name and dropping empty parts.
+    pub fn parse(text: &str) -> Self {
+        Self::from_names(text.split(','))
+    }
+
+    fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        RoleList(names.into_iter().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect())
+    }
+}
+
+impl<'de> Deserialize<'de> for RoleList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RoleList;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of role names or a comma-separated string of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RoleList, E> {
+                Ok(RoleList::parse(text))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RoleList, A::Error> {
+                let mut names: Vec<String> = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(RoleList::from_names(names.iter().map(String::as_str)))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl<'s> ToSchema<'s> for RoleList {
+    fn schema() -> (&'s str, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType};
+        let name = || ObjectBuilder::new().schema_type(SchemaType::String);
+        let comma_separated = name()
+            .description(Some("Comma-separated role names"))
+            .example(Some(serde_json::json!("admin,user")));
+        let array = ArrayBuilder::new().items(name()).max_items(Some(MAX_ROLES));
+        let schema = OneOfBuilder::new()
+            .item(comma_separated)
+            .item(array)
+            .description(Some("Role names, each 1-32 characters of a-z 0-9 _ - (not `service`)"));
+        ("RoleList", schema.into())
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,8 +110,11 @@ pub struct RegisterResponse {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "alice", "password": "correct horse battery staple"}))]
 pub struct LoginRequest {
+    #[schema(min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9._-]{3,64}$")]
     pub username: String,
+    #[schema(max_length = 72, format = Password)]
     pub password: String,
 }
 
@@ -53,8 +124,10 @@ pub struct UserView {
     pub username: String,
     pub roles: Vec<String>,
     pub disabled: bool,
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: chrono::NaiveDateTime,
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: chrono::NaiveDateTime,
 }
@@ -84,13 +157,16 @@ pub struct ListParams {
     /// Opaque cursor from a previous page.
     pub after: Option<String>,
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"roles": ["user"], "disabled": false}))]
 pub struct UpdateUserRequest {
-    pub roles: Option<Vec<String>>,
+    /// The user's new roles (replacing the old ones), as an array or a comma-separated string.
+    pub roles: Option<RoleList>,
     pub disabled: Option<bool>,
 }
 
@@ -127,23 +203,38 @@ fn validate_password_bytes(password: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Role names are short identifiers; duplicates are folded.
+/// Role names are short identifiers; duplicates are folded. `service` is never granted to a
+/// user: it marks service tokens, and a user holding it could pass for the service of the
+/// same name.
 pub fn validate_roles(roles: &[String]) -> ApiResult<Vec<String>> {
-    if roles.len() > 16 {
-        return Err(ApiError::validation("roles", "at most 16 roles"));
+    if roles.len() > MAX_ROLES {
+        return Err(ApiError::validation("roles", format!("at most {MAX_ROLES} roles")));
     }
     let mut clean: Vec<String> = Vec::with_capacity(roles.len());
     for role in roles {
-        let ok = (1..=32).contains(&role.len())
-            && role.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
-        if !ok {
-            return Err(ApiError::validation("roles", "each role must be 1-32 characters of a-z 0-9 _ -"));
-        }
+        validate_role(role).map_err(|reason| ApiError::validation("roles", reason))?;
         if !clean.contains(role) {
             clean.push(role.clone());
         }
     }
     Ok(clean)
+}
+
+/// Why `role` cannot be granted, if it cannot.
+pub fn validate_role(role: &str) -> Result<(), String> {
+    if role == crate::platform::auth::SERVICE_ROLE {
+        return Err(format!("`{role}` is reserved for service tokens"));
+    }
+    let ok = (1..=32).contains(&role.len())
+        && role.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "each role must be one of {} or a custom role of 1-32 characters of a-z 0-9 _ -",
+            BUILT_IN_ROLES.join(", ")
+        ))
+    }
 }
 
 /// Hashes a new password with the configured bcrypt cost on the blocking pool, holding a
@@ -197,7 +288,7 @@ pub async fn register(
     validate_password(&body.password)?;
     let admin = caller.admin();
     let roles = match (admin, &body.roles) {
-        (Some(_), Some(requested)) => validate_roles(requested)?,
+        (Some(_), Some(requested)) => validate_roles(&requested.0)?,
         _ => vec![DEFAULT_ROLE.to_string()],
     };
     // Anonymous registration costs a bcrypt hash: limited per address and for the instance
@@ -311,7 +402,7 @@ pub async fn list_users(
 /// Admin only. One user's roles and state.
 #[utoipa::path(
     get, path = "/users/{username}", operation_id = "getUser", tag = "Users",
-    params(("username" = String, Path, description = "The username")),
+    params(("username" = String, Path, description = "The username", example = "alice")),
     responses((status = 200, description = "The user", body = UserView), (status = 404, description = "No such user", body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -331,7 +422,7 @@ pub async fn get_user(
 /// Admin only. Sets roles and/or disables the user; disabling ends the user's sessions.
 #[utoipa::path(
     patch, path = "/users/{username}", operation_id = "updateUser", tag = "Users",
-    params(("username" = String, Path, description = "The username")),
+    params(("username" = String, Path, description = "The username", example = "alice")),
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "The updated user", body = UserView),
@@ -349,7 +440,7 @@ pub async fn update_user(
 ) -> ApiResult<web::Json<UserView>> {
     let username = path.into_inner().to_ascii_lowercase();
     let body = body.into_inner();
-    let roles = body.roles.as_deref().map(validate_roles).transpose()?;
+    let roles = body.roles.map(|r| validate_roles(&r.0)).transpose()?;
     let disabled = body.disabled;
     let user = state
         .db
@@ -365,7 +456,7 @@ pub async fn update_user(
 /// Admin only. Removes the user and ends their sessions; the last enabled admin cannot be deleted.
 #[utoipa::path(
     delete, path = "/users/{username}", operation_id = "deleteUser", tag = "Users",
-    params(("username" = String, Path, description = "The username")),
+    params(("username" = String, Path, description = "The username", example = "alice")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such user", body = ErrorBody),

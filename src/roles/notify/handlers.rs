@@ -75,11 +75,13 @@ fn visible(found: Option<Subscription>, caller: &Claims) -> Result<Subscription,
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"topic": "service_a.element_moved", "payload": {"elementId": 42, "sequenceNumber": 7}}))]
 pub struct PublishRequest {
-    /// Dot-separated lower-case words, e.g. `secrets.rotated`.
-    #[schema(example = "secrets.rotated")]
+    /// Dot-separated words of a-z 0-9 _ - (at most 128 characters), e.g. `service_a.element_moved`.
+    /// A service publishes under its own name; the roles' own topics are refused.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$")]
     pub topic: String,
-    /// Any JSON value; never put a secret in it.
+    /// Any JSON value of at most 64 KiB; never put a secret in it.
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
 }
@@ -97,6 +99,8 @@ pub struct EventView {
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub source: String,
+    /// RFC 3339, UTC, with `Z`.
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: chrono::NaiveDateTime,
 }
@@ -123,10 +127,13 @@ pub struct EventPage {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ReplayParams {
     /// Only this topic (exact).
+    #[param(example = "service_a.element_moved", max_length = 128)]
     pub topic: Option<String>,
     /// Only events with a larger id (default 0: from the beginning).
+    #[param(minimum = 0, example = 0)]
     pub since: Option<i64>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<i64>,
 }
 
@@ -140,12 +147,21 @@ pub struct StreamParams {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(example = json!({
+    "topics": ["secrets.rotated", "service_a.*"],
+    "callbackUrl": "http://localhost:9000/hooks/fountain",
+    "secret": "change-me-to-a-long-random-secret"
+}))]
 pub struct SubscribeRequest {
-    /// Topics (exact, `prefix.*` or `*`).
+    /// 1–32 topics: exact, `prefix.*` or `*`.
+    #[schema(min_items = 1, max_items = 32)]
     pub topics: Vec<String>,
-    /// http(s) URL that receives a POST per event.
+    /// Absolute http(s) URL without credentials (at most 2048 characters) that receives a POST
+    /// per event.
+    #[schema(min_length = 1, max_length = 2048)]
     pub callback_url: String,
     /// HMAC secret for `X-Fountain-Signature` (16–256 characters); generated when absent.
+    #[schema(min_length = 16, max_length = 256)]
     pub secret: Option<String>,
 }
 
@@ -156,6 +172,8 @@ pub struct SubscriptionView {
     pub topics: Vec<String>,
     pub callback_url: String,
     pub owner: String,
+    /// RFC 3339, UTC, with `Z`.
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: chrono::NaiveDateTime,
     /// Only in the creation response, and only when fountain generated it.
@@ -176,12 +194,32 @@ impl SubscriptionView {
     }
 }
 
+/// A page of subscriptions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionList {
+    pub subscriptions: Vec<SubscriptionView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SubscriptionListParams {
+    /// Opaque cursor from a previous page.
+    pub after: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200, example = 50)]
+    pub limit: Option<i64>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct DeliveryParams {
     /// `pending`, `delivered` or `dead`.
+    #[param(pattern = "^(pending|delivered|dead)$", example = "dead")]
     pub status: Option<String>,
+    /// Only the deliveries of this subscription (its id).
     pub subscription: Option<String>,
     /// 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500, example = 100)]
     pub limit: Option<i64>,
 }
 
@@ -193,11 +231,15 @@ pub struct DeliveryView {
     pub event_id: i64,
     pub status: String,
     pub attempts: i32,
+    /// RFC 3339, UTC, with `Z` (as every time below).
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub next_attempt_at: chrono::NaiveDateTime,
     pub last_error: Option<String>,
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: chrono::NaiveDateTime,
+    #[serde(with = "crate::platform::time::utc_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub delivered_at: Option<chrono::NaiveDateTime>,
 }
@@ -480,6 +522,37 @@ pub async fn get_subscription(
     let found = state.db.run(move |conn| store::find_subscription(conn, &id)).await?;
     let sub = visible(found, &caller.0)?;
     Ok(web::Json(SubscriptionView::of(sub, None)))
+}
+
+/// List subscriptions
+///
+/// Service or admin. A service sees its own subscriptions, an admin every one; in id order, one page at a time. Secrets are never shown.
+#[utoipa::path(
+    get, path = "/subscriptions", operation_id = "listSubscriptions", tag = "Subscriptions",
+    params(SubscriptionListParams),
+    responses(
+        (status = 200, description = "A page of subscriptions", body = SubscriptionList),
+        (status = 400, description = "limit out of range", body = ErrorBody),
+        (status = 403, description = "Neither a service nor an admin", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_subscriptions(
+    state: web::Data<NotifyState>,
+    caller: AdminOrService,
+    params: web::Query<SubscriptionListParams>,
+) -> ApiResult<web::Json<SubscriptionList>> {
+    let limit = page_limit(params.limit, 50, 200)?;
+    let after = params.after.clone();
+    // An admin's listing is not narrowed to an owner.
+    let owner = (!caller.0.is_admin()).then_some(caller.0.sub);
+    let found = state
+        .db
+        .run(move |conn| store::list_subscriptions(conn, owner.as_deref(), after.as_deref(), limit))
+        .await?;
+    let next = (found.len() as i64 == limit).then(|| found.last().map(|s| s.id.clone())).flatten();
+    let subscriptions = found.into_iter().map(|sub| SubscriptionView::of(sub, None)).collect();
+    Ok(web::Json(SubscriptionList { subscriptions, next }))
 }
 
 /// Delete a subscription

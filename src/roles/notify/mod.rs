@@ -53,7 +53,7 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<NotifyState>) {
     cfg.app_data(state);
     cfg.service(web::resource("/events").post(handlers::publish).get(handlers::replay))
         .service(web::resource("/events/stream").get(handlers::stream))
-        .service(web::resource("/subscriptions").post(handlers::subscribe))
+        .service(web::resource("/subscriptions").post(handlers::subscribe).get(handlers::list_subscriptions))
         .service(
             web::resource("/subscriptions/{id}")
                 .get(handlers::get_subscription)
@@ -67,12 +67,13 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<NotifyState>) {
 #[openapi(
     paths(
         handlers::publish, handlers::replay, handlers::stream, handlers::subscribe,
-        handlers::get_subscription, handlers::delete_subscription, handlers::list_deliveries,
+        handlers::list_subscriptions, handlers::get_subscription, handlers::delete_subscription, handlers::list_deliveries,
         handlers::retry_delivery
     ),
     components(schemas(
         handlers::PublishRequest, handlers::Published, handlers::EventView, handlers::EventPage,
-        handlers::SubscribeRequest, handlers::SubscriptionView, handlers::DeliveryView,
+        handlers::SubscribeRequest, handlers::SubscriptionView, handlers::SubscriptionList,
+        handlers::DeliveryView,
         handlers::DeliveryList, ErrorBody
     )),
     modifiers(&BearerAuth),

@@ -73,6 +73,23 @@ pub fn find_subscription(conn: &mut AnyConnection, id: &str) -> Result<Option<Su
         .optional()?)
 }
 
+/// Up to `limit` subscriptions in id order after the id `after`, only `owner`'s when given.
+pub fn list_subscriptions(
+    conn: &mut AnyConnection,
+    owner: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Subscription>, DbError> {
+    let mut query = subscriptions::table.select(Subscription::as_select()).into_boxed();
+    if let Some(owner) = owner {
+        query = query.filter(subscriptions::owner.eq(owner.to_string()));
+    }
+    if let Some(after) = after {
+        query = query.filter(subscriptions::id.gt(after.to_string()));
+    }
+    Ok(query.order(subscriptions::id.asc()).limit(limit).load(conn)?)
+}
+
 /// Removes a subscription and its undelivered deliveries; returns whether it existed.
 pub fn delete_subscription(conn: &mut AnyConnection, id: &str) -> Result<bool, DbError> {
     crate::platform::db::transaction(conn, |conn| {

@@ -186,7 +186,7 @@ pub fn webhook_body(event: &crate::platform::events::StoredEvent) -> String {
         "topic": event.topic,
         "payload": payload,
         "source": event.source,
-        "createdAt": event.created_at.and_utc().to_rfc3339(),
+        "createdAt": crate::platform::time::format(event.created_at),
     })
     .to_string()
 }

@@ -25,12 +25,15 @@ const DEFAULT_ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct VersionParam {
     /// A specific version (default: the current one).
+    #[param(minimum = 1, example = 1)]
     pub version: Option<i32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VersionInfo {
     pub version: i32,
+    /// RFC 3339, UTC, with `Z`.
+    #[serde(with = "crate::platform::time::utc")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: chrono::NaiveDateTime,
     pub created_by: String,
@@ -52,8 +55,10 @@ pub struct VersionList {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
+#[schema(example = json!({"newSecrets": {"API_TOKEN": "new-upstream-token-4f9c2a"}}))]
 pub struct RotateRequest {
     /// Values to set in the new version; JWT_SECRET and DB_PASSWORD are regenerated unless given.
+    /// At most 256 names of 1–128 characters of A-Z a-z 0-9 _ - . ; values at most 64 KiB.
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub newSecrets: Option<SecretMap>,
 }
@@ -61,20 +66,27 @@ pub struct RotateRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
+#[schema(example = json!({"secrets": {"API_TOKEN": "upstream-token-8d1e7b", "DB_PASSWORD": "db-password-5c3f9e"}, "expectedVersion": 1}))]
 pub struct ReplaceRequest {
-    /// The complete set of values of the new version.
+    /// The complete set of values of the new version: at most 256 names of 1–128 characters of
+    /// A-Z a-z 0-9 _ - . ; values at most 64 KiB.
     #[schema(value_type = BTreeMap<String, String>)]
     pub secrets: SecretMap,
     /// The version the caller read; 409 if it is no longer current.
+    #[schema(minimum = 1)]
     pub expectedVersion: i32,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"length": 32, "alphabet": "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"}))]
 pub struct GenerateRequest {
     /// 16–1024 characters (default 32).
+    #[schema(minimum = 16, maximum = 1024, default = 32)]
     pub length: Option<usize>,
-    /// Characters to draw from (at least 2 distinct printable ASCII); default URL-safe base64.
+    /// Characters to draw from: 2–94 distinct printable ASCII characters (no space); default
+    /// the URL-safe base64 alphabet.
+    #[schema(min_length = 2, max_length = 94, pattern = "^[!-~]+$")]
     pub alphabet: Option<String>,
 }
 
@@ -83,36 +95,72 @@ pub struct GenerateResponse {
     pub secret: String,
 }
 
+/// The seed's rotation notice.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(non_snake_case)]
+#[schema(example = json!({"serviceName": "service_a", "rotationTime": "2026-11-30T11:36:26.123Z", "version": "v2"}))]
 pub struct NotificationPayload {
-    #[schema(example = "service_a")]
+    /// The service whose secrets were rotated.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]{1,64}$")]
     pub serviceName: String,
+    /// When the secrets were rotated: RFC 3339; a time without a zone (Python's
+    /// `datetime.utcnow().isoformat()`) is read as UTC.
+    #[serde(with = "crate::platform::time::aware")]
     #[schema(value_type = String, format = DateTime)]
     pub rotationTime: chrono::DateTime<chrono::Utc>,
-    /// The new version: a whole number, as a string.
-    #[schema(example = "7")]
-    pub version: String,
+    /// The new version: a whole number from 1, as a string with an optional `v` (`"7"`,
+    /// `"v2"`, as the seed sends it); a JSON number is accepted too.
+    #[schema(value_type = String, pattern = "^[vV]?[0-9]{1,9}$")]
+    pub version: VersionLabel,
+}
+
+/// A version as rotation notices write it: `7`, `"7"` or `"v7"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum VersionLabel {
+    Number(i64),
+    Text(String),
+}
+
+impl VersionLabel {
+    /// The version number, from 1.
+    fn number(&self) -> ApiResult<i32> {
+        let invalid =
+            || ApiError::validation("version", "must be a whole number from 1, optionally after a v");
+        let number = match self {
+            VersionLabel::Number(n) => i32::try_from(*n).map_err(|_| invalid())?,
+            VersionLabel::Text(text) => {
+                let digits = text.strip_prefix(['v', 'V']).unwrap_or(text);
+                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                    return Err(invalid());
+                }
+                digits.parse().map_err(|_| invalid())?
+            }
+        };
+        if number < 1 {
+            return Err(invalid());
+        }
+        Ok(number)
+    }
 }
 
 impl NotificationPayload {
-    /// The `secrets.rotated` event this notice announces.
+    /// The `secrets.rotated` event this notice announces (its `version` a number).
     fn into_event(self) -> ApiResult<SecretsRotated> {
         validate_service_name("serviceName", &self.serviceName)?;
-        let version: i32 =
-            self.version.parse().map_err(|_| ApiError::validation("version", "must be a whole number"))?;
-        if version < 1 {
-            return Err(ApiError::validation("version", "must be at least 1"));
-        }
         Ok(SecretsRotated {
+            version: self.version.number()?,
             service_name: self.serviceName,
-            version,
-            rotation_time: service::rotation_time(self.rotationTime),
+            rotation_time: self.rotationTime,
             reason: Some("notification".to_string()),
         })
     }
 }
+
+/// What `POST /notifications` answers, in the seed's words.
+pub const NOTIFICATION_RECEIVED: &str =
+    "Notification received; dependent services should update their secrets.";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Message {
@@ -166,8 +214,12 @@ pub fn ensure_secret_set(platform: &crate::platform::server::Platform, service: 
 /// Admin only. Generates JWT_SECRET and DB_PASSWORD, merged with the optional body; 409 if the service has secrets.
 #[utoipa::path(
     post, path = "/secrets/{serviceName}", operation_id = "createSecretsForService", tag = "Secrets",
-    params(("serviceName" = String, Path, description = "Service identifier")),
-    request_body(content = Option<BTreeMap<String, String>>, description = "Optional name/value pairs"),
+    params(("serviceName" = String, Path, description = "Service identifier (1–64 of a-z 0-9 _ -)", example = "service_a", pattern = "^[a-z0-9_-]{1,64}$")),
+    request_body(
+        content = Option<BTreeMap<String, String>>,
+        description = "Optional name/value pairs (at most 256; names 1–128 of A-Z a-z 0-9 _ - . ; values at most 64 KiB)",
+        example = json!({"API_TOKEN": "upstream-token-8d1e7b"})
+    ),
     responses(
         (status = 201, description = "Created at version 1", body = SecretSet),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -201,7 +253,7 @@ pub async fn create(
 /// An admin, or the service itself with its own token. The current version, or ?version=N while it is kept.
 #[utoipa::path(
     get, path = "/secrets/{serviceName}", operation_id = "getSecretsForService", tag = "Secrets",
-    params(("serviceName" = String, Path, description = "Service identifier"), VersionParam),
+    params(("serviceName" = String, Path, description = "Service identifier (1–64 of a-z 0-9 _ -)", example = "service_a", pattern = "^[a-z0-9_-]{1,64}$"), VersionParam),
     responses(
         (status = 200, description = "The secrets", body = SecretSet),
         (status = 400, description = "version is not a positive integer", body = ErrorBody),
@@ -228,7 +280,7 @@ pub async fn get(
 /// An admin, or the service itself. Version numbers, when and by whom they were made; never values.
 #[utoipa::path(
     get, path = "/secrets/{serviceName}/versions", operation_id = "listSecretVersions", tag = "Secrets",
-    params(("serviceName" = String, Path, description = "Service identifier")),
+    params(("serviceName" = String, Path, description = "Service identifier (1–64 of a-z 0-9 _ -)", example = "service_a", pattern = "^[a-z0-9_-]{1,64}$")),
     responses(
         (status = 200, description = "Versions, newest first", body = VersionList),
         (status = 403, description = "Neither an admin nor the service itself", body = ErrorBody),
@@ -266,7 +318,7 @@ async fn revise(
 /// Admin only. New version: JWT_SECRET and DB_PASSWORD regenerated, newSecrets applied, other values kept; publishes secrets.rotated.
 #[utoipa::path(
     post, path = "/secrets/{serviceName}/rotate", operation_id = "rotateSecretsForService", tag = "Secrets",
-    params(("serviceName" = String, Path, description = "Service identifier")),
+    params(("serviceName" = String, Path, description = "Service identifier (1–64 of a-z 0-9 _ -)", example = "service_a", pattern = "^[a-z0-9_-]{1,64}$")),
     request_body(content = Option<RotateRequest>),
     responses(
         (status = 200, description = "The new version", body = SecretSet),
@@ -295,7 +347,7 @@ pub async fn rotate(
 /// Admin only. Writes exactly the given values as a new version if expectedVersion is still current, else 409.
 #[utoipa::path(
     put, path = "/secrets/{serviceName}", operation_id = "replaceSecretsForService", tag = "Secrets",
-    params(("serviceName" = String, Path, description = "Service identifier")),
+    params(("serviceName" = String, Path, description = "Service identifier (1–64 of a-z 0-9 _ -)", example = "service_a", pattern = "^[a-z0-9_-]{1,64}$")),
     request_body = ReplaceRequest,
     responses(
         (status = 200, description = "The new version", body = SecretSet),
@@ -325,7 +377,7 @@ pub async fn replace(
 /// Admin only. Hides the service's secrets; POST /secrets/{serviceName}/restore brings them back.
 #[utoipa::path(
     delete, path = "/secrets/{serviceName}", operation_id = "deleteSecretsForService", tag = "Secrets",
-    params(("serviceName" = String, Path, description = "Service identifier")),
+    params(("serviceName" = String, Path, description = "Service identifier (1–64 of a-z 0-9 _ -)", example = "service_a", pattern = "^[a-z0-9_-]{1,64}$")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -348,7 +400,7 @@ pub async fn delete(
 /// Admin only. Undoes a soft delete; every kept version comes back.
 #[utoipa::path(
     post, path = "/secrets/{serviceName}/restore", operation_id = "restoreSecretsForService", tag = "Secrets",
-    params(("serviceName" = String, Path, description = "Service identifier")),
+    params(("serviceName" = String, Path, description = "Service identifier (1–64 of a-z 0-9 _ -)", example = "service_a", pattern = "^[a-z0-9_-]{1,64}$")),
     responses(
         (status = 204, description = "Restored"),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -371,7 +423,7 @@ pub async fn restore(
 /// Admin only. Irreversibly removes the service's secrets and every version.
 #[utoipa::path(
     post, path = "/secrets/{serviceName}/destroy", operation_id = "destroySecretsForService", tag = "Secrets",
-    params(("serviceName" = String, Path, description = "Service identifier")),
+    params(("serviceName" = String, Path, description = "Service identifier (1–64 of a-z 0-9 _ -)", example = "service_a", pattern = "^[a-z0-9_-]{1,64}$")),
     responses(
         (status = 204, description = "Destroyed"),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -427,12 +479,13 @@ pub async fn generate(
 
 /// Publish secret rotation notification
 ///
-/// Admin only. Forwards a rotation notice to the Notification Service as a durable secrets.rotated event.
+/// Admin only. Receives a rotation notice (the seed's shape) and publishes it as a durable secrets.rotated event with a numeric version; dependent services re-fetch their secrets.
 #[utoipa::path(
     post, path = "/notifications", operation_id = "publishNotification", tag = "Notification",
     request_body = NotificationPayload,
     responses(
-        (status = 202, description = "Forwarded", body = Message),
+        (status = 200, description = "Received and published", body = Message,
+            example = json!({"message": NOTIFICATION_RECEIVED})),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 422, description = "Invalid service name, rotation time or version (not a whole number)", body = ErrorBody)
     ),
@@ -446,7 +499,5 @@ pub async fn notification(
 ) -> ApiResult<HttpResponse> {
     let notice = body.into_inner().into_event()?;
     state.db.change(who(&admin, origin), move |tx| service::announce(tx, &notice)).await?;
-    Ok(HttpResponse::Accepted().json(Message {
-        message: "Notification published; dependent services will re-fetch their secrets.".into(),
-    }))
+    Ok(HttpResponse::Ok().json(Message { message: NOTIFICATION_RECEIVED.into() }))
 }

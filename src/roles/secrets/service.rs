@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use chrono::SecondsFormat;
-
 use super::store::{self, SecretVersion, SetRow};
 use crate::platform::contracts::{SecretSet, SecretsRotated};
 use crate::platform::crypto::{random_token, MasterKey};
@@ -83,11 +81,6 @@ pub fn generated_defaults() -> SecretMap {
         ("JWT_SECRET".to_string(), random_token(32)),
         ("DB_PASSWORD".to_string(), random_token(16)),
     ])
-}
-
-/// A time as events carry it: RFC 3339, UTC, with a trailing `Z` (milliseconds).
-pub fn rotation_time(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn seal_context(service: &str, version: i32) -> String {
@@ -183,7 +176,7 @@ pub fn revise(
     tx.publish(&SecretsRotated {
         service_name: service.to_string(),
         version,
-        rotation_time: rotation_time(chrono::Utc::now()),
+        rotation_time: chrono::Utc::now(),
         reason: Some(reason.to_string()),
     })?;
     tx.audit(action, service, Some(serde_json::json!({ "version": version })))?;

@@ -484,7 +484,7 @@ impl Secrets<'_> {
         self.0.send("POST", "/factory/generate", who.into(), request.into(), 200).await
     }
 
-    /// `POST /notifications` (202): announces that `service`'s secrets are at `version`.
+    /// `POST /notifications` (200): announces that `service`'s secrets are at `version`.
     pub async fn announce_rotation<'t>(
         &self,
         who: impl Into<Caller<'t>>,
@@ -493,7 +493,7 @@ impl Secrets<'_> {
         version: &str,
     ) -> Answer<Value> {
         let body = json!({"serviceName": service, "rotationTime": rotation_time, "version": version});
-        self.0.send("POST", "/notifications", who.into(), Some(body), 202).await
+        self.0.send("POST", "/notifications", who.into(), Some(body), 200).await
     }
 }
 

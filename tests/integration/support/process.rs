@@ -78,6 +78,25 @@ impl ServeProcess {
         self.addrs[role]
     }
 
+    /// Reads log lines (kept in `log_lines`) until one is a JSON record whose `message` starts
+    /// with `prefix`, and returns that record; panics naming `prefix` if the child ends first
+    /// or `limit` passes between lines.
+    pub fn wait_for_message(&mut self, prefix: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            assert!(Instant::now() < deadline, "no log line starting with {prefix:?}: {:?}", self.log_lines);
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line).expect("read stdout") == 0 {
+                panic!("fountain ended before logging {prefix:?}: {:?}", self.log_lines);
+            }
+            self.log_lines.push(line.trim().to_string());
+            let Ok(record) = serde_json::from_str::<Value>(line.trim()) else { continue };
+            if record["message"].as_str().is_some_and(|m| m.starts_with(prefix)) {
+                return record;
+            }
+        }
+    }
+
     /// Sends a signal by name (TERM, INT, KILL) to the child.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
