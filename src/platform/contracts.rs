@@ -90,17 +90,8 @@ impl Event for KeyCreated {
 #[serde(rename_all = "camelCase")]
 pub struct KeyRotated {
     pub service_name: String,
-    pub previous_valid_until: Option<String>,
-}
-
-impl KeyRotated {
-    /// The event for a rotation whose previous key verifies until `previous_valid_until` (UTC).
-    pub fn new(service_name: &str, previous_valid_until: Option<chrono::NaiveDateTime>) -> Self {
-        Self {
-            service_name: service_name.to_string(),
-            previous_valid_until: previous_valid_until.map(crate::platform::time::format),
-        }
-    }
+    #[serde(default, with = "crate::platform::time::utc_option")]
+    pub previous_valid_until: Option<chrono::NaiveDateTime>,
 }
 
 impl Event for KeyRotated {

@@ -472,9 +472,7 @@ pub async fn rotate_key(
                 imported: false,
             };
             store::insert_key(tx.conn(), &new)?;
-            let previous_valid_until =
-                Some(valid_until.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            tx.publish(&KeyRotated { service_name: name.clone(), previous_valid_until })?;
+            tx.publish(&KeyRotated { service_name: name.clone(), previous_valid_until: Some(valid_until) })?;
             tx.audit("keys.rotate", &name, Some(serde_json::json!({ "graceSeconds": grace })))?;
             Ok::<_, KeyError>(())
         })
