@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use fountain::platform::contracts::VerifyCode;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -19,64 +19,52 @@ fn start_echo() -> (String, actix_web::dev::ServerHandle) {
 }
 
 fn start_echo_at(addr: &str) -> (String, actix_web::dev::ServerHandle) {
-    let server = HttpServer::new(|| {
-        App::new()
-            .route(
-                "/health",
-                web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "healthy"})) }),
-            )
-            .route(
-                "/headers",
-                web::route()
-                    .guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
-                    .to(|req: HttpRequest| async move {
-                        let headers: serde_json::Map<String, Value> = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| {
-                                (k.as_str().to_string(), Value::from(v.to_str().unwrap_or_default()))
-                            })
-                            .collect();
-                        HttpResponse::Ok().json(json!({ "headers": headers, "query": req.query_string() }))
-                    }),
-            )
-            .route(
-                "/upload",
-                web::post().to(|req: HttpRequest, mut body: web::Payload| async move {
-                    let mut total = 0usize;
-                    while let Some(chunk) = body.next().await {
-                        total += chunk.map(|c| c.len()).unwrap_or(0);
-                    }
-                    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok());
-                    HttpResponse::Ok().json(json!({ "received": total, "contentLength": declared }))
+    crate::support::upstream::serve(addr, move |cfg: &mut web::ServiceConfig| {
+        cfg.route(
+            "/health",
+            web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "healthy"})) }),
+        )
+        .route(
+            "/headers",
+            web::route()
+                .guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
+                .to(|req: HttpRequest| async move {
+                    let headers: serde_json::Map<String, Value> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_string(), Value::from(v.to_str().unwrap_or_default())))
+                        .collect();
+                    HttpResponse::Ok().json(json!({ "headers": headers, "query": req.query_string() }))
                 }),
-            )
-            .route(
-                "/slow",
-                web::get().to(|| async {
-                    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
-                    HttpResponse::Ok().finish()
-                }),
-            )
-            .route(
-                "/download",
-                web::get().to(|| async {
-                    let chunks = futures_util::stream::iter(
-                        (0..160).map(|_| Ok::<_, actix_web::Error>(web::Bytes::from(vec![7u8; 64 * 1024]))),
-                    );
-                    HttpResponse::Ok().content_type("application/octet-stream").streaming(chunks)
-                }),
-            )
+        )
+        .route(
+            "/upload",
+            web::post().to(|req: HttpRequest, mut body: web::Payload| async move {
+                let mut total = 0usize;
+                while let Some(chunk) = body.next().await {
+                    total += chunk.map(|c| c.len()).unwrap_or(0);
+                }
+                let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok());
+                HttpResponse::Ok().json(json!({ "received": total, "contentLength": declared }))
+            }),
+        )
+        .route(
+            "/slow",
+            web::get().to(|| async {
+                actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+                HttpResponse::Ok().finish()
+            }),
+        )
+        .route(
+            "/download",
+            web::get().to(|| async {
+                let chunks = futures_util::stream::iter(
+                    (0..160).map(|_| Ok::<_, actix_web::Error>(web::Bytes::from(vec![7u8; 64 * 1024]))),
+                );
+                HttpResponse::Ok().content_type("application/octet-stream").streaming(chunks)
+            }),
+        );
     })
-    .workers(1)
-    .disable_signals()
-    .bind(addr)
-    .unwrap();
-    let url = format!("http://{}", server.addrs()[0]);
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
-    (url, handle)
 }
 
 /// Every role, with `/echo/...` routed to the `echo` service (registered by each test).

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::support::{assert_error_shape, Backend, TestApp, PASSWORD};
@@ -167,27 +167,17 @@ async fn encoded_and_dot_segment_paths_meet_the_rules_of_the_plain_path() {
 
 /// A listener an attacker controls: it vouches for every API key and answers every request.
 fn start_impostor() -> (String, actix_web::dev::ServerHandle) {
-    let server = HttpServer::new(|| {
-        App::new()
-            .route(
-                "/keys/verify",
-                web::post().to(|| async {
-                    HttpResponse::Ok().json(json!({"valid": true, "code": "VALID", "service_name": "svc"}))
-                }),
-            )
-            .default_service(web::to(|req: HttpRequest| async move {
-                HttpResponse::Ok().json(json!({"impostor": true, "path": req.path()}))
-            }))
+    crate::support::upstream::serve("127.0.0.1:0", move |cfg: &mut web::ServiceConfig| {
+        cfg.route(
+            "/keys/verify",
+            web::post().to(|| async {
+                HttpResponse::Ok().json(json!({"valid": true, "code": "VALID", "service_name": "svc"}))
+            }),
+        )
+        .default_service(web::to(|req: HttpRequest| async move {
+            HttpResponse::Ok().json(json!({"impostor": true, "path": req.path()}))
+        }));
     })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let url = format!("http://{}", server.addrs()[0]);
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
-    (url, handle)
 }
 
 fn registration(service: &str, url: &str) -> Value {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use fountain::config::Config;
 use fountain::platform::role::Role;
 use serde_json::{json, Value};
@@ -15,8 +15,8 @@ use crate::support::{eventually, Backend, TestApp, ANONYMOUS, PASSWORD};
 /// An upstream named `name` that answers every request with what reached it: method, path,
 /// query, headers and body.
 fn start_recorder(name: &'static str) -> (String, actix_web::dev::ServerHandle) {
-    let server = HttpServer::new(move || {
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| async move {
+    crate::support::upstream::serve("127.0.0.1:0", move |cfg: &mut web::ServiceConfig| {
+        cfg.default_service(web::to(move |req: HttpRequest, body: web::Bytes| async move {
             let headers: serde_json::Map<String, Value> = req
                 .headers()
                 .iter()
@@ -30,17 +30,8 @@ fn start_recorder(name: &'static str) -> (String, actix_web::dev::ServerHandle) 
                 "headers": headers,
                 "body": String::from_utf8_lossy(&body),
             }))
-        }))
+        }));
     })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let url = format!("http://{}", server.addrs()[0]);
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
-    (url, handle)
 }
 
 async fn spawn(adjust: impl FnOnce(&mut Config)) -> TestApp {

@@ -9,6 +9,7 @@ pub mod db;
 pub mod process;
 pub mod subscriber;
 pub mod tokens;
+pub mod upstream;
 pub mod wait;
 
 pub use app::{test_config, TestApp, PASSWORD};
