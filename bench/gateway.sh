@@ -18,8 +18,8 @@ source bench/nginx.sh
 for tool in wrk nginx caddy bc; do
   command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install $tool)" >&2; exit 1; }
 done
-# FOUNTAIN_BIN: measure a binary built elsewhere (e.g. from another commit) instead of this tree.
-if [ -n "${FOUNTAIN_BIN:-}" ]; then bin=$FOUNTAIN_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
+# BENCH_BIN: measure a binary built elsewhere (e.g. from another commit) instead of this tree.
+if [ -n "${BENCH_BIN:-}" ]; then bin=$BENCH_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
 work=$(mktemp -d)
 duration=${BENCH_SECONDS:-10}
 pids=()

@@ -7,12 +7,12 @@
 # healthy subscriber (a Python HTTP server) timestamps each arrival against the publish time in
 # the payload (same clock). Prints p50 / p99 / max for both runs.
 # Usage: bench/notify-fairness.sh
-#        FOUNTAIN_BIN=/path/to/fountain bench/notify-fairness.sh   (another build, e.g. an older one)
+#        BENCH_BIN=/path/to/fountain bench/notify-fairness.sh   (another build, e.g. an older one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
-if [ -n "${FOUNTAIN_BIN:-}" ]; then
-  bin=$FOUNTAIN_BIN
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
 else
   cargo build --release --quiet
   bin=$PWD/target/release/fountain

@@ -4,8 +4,8 @@
 # changes. Prints the time for each role. Usage: bench/rotation.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# FOUNTAIN_BIN: measure a binary built elsewhere (e.g. from another commit) instead of this tree.
-if [ -n "${FOUNTAIN_BIN:-}" ]; then bin=$FOUNTAIN_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
+# BENCH_BIN: measure a binary built elsewhere (e.g. from another commit) instead of this tree.
+if [ -n "${BENCH_BIN:-}" ]; then bin=$BENCH_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
 work=$(mktemp -d)
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }

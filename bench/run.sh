@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 
-# FOUNTAIN_BIN: measure a binary built elsewhere (e.g. from another commit) instead of this tree.
-if [ -n "${FOUNTAIN_BIN:-}" ]; then bin=$FOUNTAIN_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
+# BENCH_BIN: measure a binary built elsewhere (e.g. from another commit) instead of this tree.
+if [ -n "${BENCH_BIN:-}" ]; then bin=$BENCH_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
 work=$(mktemp -d)
 port=${BENCH_PORT:-18003}
 duration=${BENCH_SECONDS:-10}
