@@ -21,7 +21,7 @@ pub struct SearchSetup {
     pub admin: String,
     /// The service token of `sequence`, the seed's caller of `/documents/sync`.
     pub service: String,
-    _typesense: Option<TypesenseServer>,
+    pub typesense: Option<TypesenseServer>,
 }
 
 impl SearchSetup {
@@ -31,7 +31,7 @@ impl SearchSetup {
                 let app = TestApp::spawn(Backend::Sqlite).await;
                 let admin = app.admin_token().await;
                 let service = sequence_token(&app, &admin).await;
-                SearchSetup { app, admin, service, _typesense: None }
+                SearchSetup { app, admin, service, typesense: None }
             }
             Engine::Typesense => {
                 let typesense = TypesenseServer::start();
@@ -52,7 +52,7 @@ impl SearchSetup {
                 })
                 .await;
                 let service = sequence_token(&app, &admin).await;
-                SearchSetup { app, admin, service, _typesense: Some(typesense) }
+                SearchSetup { app, admin, service, typesense: Some(typesense) }
             }
         }
     }
