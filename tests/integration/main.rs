@@ -30,4 +30,3 @@ mod seed_notify;
 mod standard_endpoints;
 mod store;
 mod trust;
-

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::search_conformance::{doc, load_fixtures, Engine, SearchSetup};
-use crate::support::{assert_error_shape, blocking_call, fountain_command, ServeProcess, ANONYMOUS, PASSWORD};
+use crate::support::{
+    assert_error_shape, blocking_call, fountain_command, ServeProcess, ANONYMOUS, PASSWORD,
+};
 
 #[actix_web::test]
 async fn users_search_and_read_while_only_services_and_admins_write() {
@@ -45,10 +47,28 @@ fn bad_syncs() -> Vec<(&'static str, Value, u16, &'static str, &'static str)> {
         json!({"operation": "create", "document": d})
     };
     vec![
-        ("unknown operation", json!({"operation": "upsert", "document": good}), 400, "bad_request", "operation"),
-        ("operation not a string", json!({"operation": 1, "document": good}), 422, "validation_failed", "operation"),
+        (
+            "unknown operation",
+            json!({"operation": "upsert", "document": good}),
+            400,
+            "bad_request",
+            "operation",
+        ),
+        (
+            "operation not a string",
+            json!({"operation": 1, "document": good}),
+            422,
+            "validation_failed",
+            "operation",
+        ),
         ("no document", json!({"operation": "create"}), 422, "validation_failed", ""),
-        ("unknown top-level field", json!({"operation": "create", "document": good, "x": 1}), 422, "validation_failed", ""),
+        (
+            "unknown top-level field",
+            json!({"operation": "create", "document": good, "x": 1}),
+            422,
+            "validation_failed",
+            "",
+        ),
         ("missing id", without("id"), 422, "validation_failed", ""),
         ("missing comment", without("comment"), 422, "validation_failed", ""),
         ("unknown document field", with("color", json!("red")), 422, "validation_failed", ""),
@@ -56,14 +76,62 @@ fn bad_syncs() -> Vec<(&'static str, Value, u16, &'static str, &'static str)> {
         ("empty id", with("id", json!("")), 422, "validation_failed", "document.id"),
         ("id too long", with("id", json!("x".repeat(129))), 422, "validation_failed", "document.id"),
         ("id a number", with("id", json!(5)), 422, "validation_failed", "document.id"),
-        ("element_id a string", with("element_id", json!("5")), 422, "validation_failed", "document.element_id"),
-        ("element_id beyond int32", with("element_id", json!(2147483648i64)), 422, "validation_failed", "document.element_id"),
-        ("sequence_number a float", with("sequence_number", json!(1.5)), 422, "validation_failed", "document.sequence_number"),
-        ("version_number null", with("version_number", Value::Null), 422, "validation_failed", "document.version_number"),
-        ("empty element_type", with("element_type", json!("")), 422, "validation_failed", "document.element_type"),
-        ("element_type too long", with("element_type", json!("a".repeat(65))), 422, "validation_failed", "document.element_type"),
-        ("service_name with a control character", with("service_name", json!("a\u{1}b")), 422, "validation_failed", "document.service_name"),
-        ("comment too long", with("comment", json!("a".repeat(16 * 1024 + 1))), 422, "validation_failed", "document.comment"),
+        (
+            "element_id a string",
+            with("element_id", json!("5")),
+            422,
+            "validation_failed",
+            "document.element_id",
+        ),
+        (
+            "element_id beyond int32",
+            with("element_id", json!(2147483648i64)),
+            422,
+            "validation_failed",
+            "document.element_id",
+        ),
+        (
+            "sequence_number a float",
+            with("sequence_number", json!(1.5)),
+            422,
+            "validation_failed",
+            "document.sequence_number",
+        ),
+        (
+            "version_number null",
+            with("version_number", Value::Null),
+            422,
+            "validation_failed",
+            "document.version_number",
+        ),
+        (
+            "empty element_type",
+            with("element_type", json!("")),
+            422,
+            "validation_failed",
+            "document.element_type",
+        ),
+        (
+            "element_type too long",
+            with("element_type", json!("a".repeat(65))),
+            422,
+            "validation_failed",
+            "document.element_type",
+        ),
+        (
+            "service_name with a control character",
+            with("service_name", json!("a\u{1}b")),
+            422,
+            "validation_failed",
+            "document.service_name",
+        ),
+        (
+            "comment too long",
+            with("comment", json!("a".repeat(16 * 1024 + 1))),
+            422,
+            "validation_failed",
+            "document.comment",
+        ),
         ("comment not a string", with("comment", json!(["a"])), 422, "validation_failed", "document.comment"),
     ]
 }
@@ -88,7 +156,13 @@ fn bad_searches() -> Vec<(&'static str, Value, u16, &'static str, Option<u64>)> 
         ("unknown parameter", s(json!({"per_page": 10})), 422, "", None),
         ("query_by unknown field", s(json!({"query_by": "comment,plot"})), 400, "query_by", Some(8)),
         ("query_by number field", s(json!({"query_by": "element_id"})), 400, "query_by", Some(0)),
-        ("filter unknown field", s(json!({"filter_by": "element_id:1 && plot:x"})), 400, "filter_by", Some(16)),
+        (
+            "filter unknown field",
+            s(json!({"filter_by": "element_id:1 && plot:x"})),
+            400,
+            "filter_by",
+            Some(16),
+        ),
         ("filter wrong type", s(json!({"filter_by": "sequence_number:>ten"})), 400, "filter_by", Some(17)),
         ("filter unclosed parenthesis", s(json!({"filter_by": "(element_id:1"})), 400, "filter_by", Some(13)),
         ("filter dangling operator", s(json!({"filter_by": "element_id:1 ||"})), 400, "filter_by", Some(15)),
@@ -96,9 +170,21 @@ fn bad_searches() -> Vec<(&'static str, Value, u16, &'static str, Option<u64>)> 
         ("filter unclosed list", s(json!({"filter_by": "element_id:[1,2"})), 400, "filter_by", Some(15)),
         ("filter range on a string", s(json!({"filter_by": "comment:[a..b]"})), 400, "filter_by", Some(9)),
         ("filter comparison on a string", s(json!({"filter_by": "comment:>a"})), 400, "filter_by", Some(0)),
-        ("sort four fields", s(json!({"sort_by": "element_id:asc,sequence_number:asc,version_number:asc,_text_match:desc"})), 400, "sort_by", Some(54)),
+        (
+            "sort four fields",
+            s(json!({"sort_by": "element_id:asc,sequence_number:asc,version_number:asc,_text_match:desc"})),
+            400,
+            "sort_by",
+            Some(54),
+        ),
         ("sort unknown field", s(json!({"sort_by": "plot:asc"})), 400, "sort_by", Some(0)),
-        ("sort string field", s(json!({"sort_by": "element_id:asc, comment:desc"})), 400, "sort_by", Some(16)),
+        (
+            "sort string field",
+            s(json!({"sort_by": "element_id:asc, comment:desc"})),
+            400,
+            "sort_by",
+            Some(16),
+        ),
         ("sort bad direction", s(json!({"sort_by": "element_id:up"})), 400, "sort_by", Some(0)),
         ("facet on a non-facet field", s(json!({"facet_by": "comment"})), 400, "facet_by", Some(0)),
     ]
@@ -108,7 +194,8 @@ async fn bad_input_gets_clear_errors(engine: Engine) {
     let setup = SearchSetup::start(engine).await;
     let app = &setup.app;
     for (what, body, status, code, field) in bad_syncs() {
-        let (got, answer) = app.call("POST", "search", "/documents/sync", Some(&setup.service), Some(body)).await;
+        let (got, answer) =
+            app.call("POST", "search", "/documents/sync", Some(&setup.service), Some(body)).await;
         assert_eq!((got, assert_error_shape(&answer).as_str()), (status, code), "{what}: {answer}");
         if !field.is_empty() {
             assert_eq!(answer["details"]["field"], field, "{what}: {answer}");
@@ -135,13 +222,17 @@ async fn bad_input_gets_clear_errors(engine: Engine) {
         }
         if let Some(position) = position {
             assert_eq!(answer["details"]["position"], position, "{what}: {answer}");
-            assert!(answer["message"].as_str().unwrap().contains(&format!("at position {position}")), "{answer}");
+            assert!(
+                answer["message"].as_str().unwrap().contains(&format!("at position {position}")),
+                "{answer}"
+            );
         }
     }
 
     // Import: a result per line, the bad lines named, the good ones applied.
     let good = doc(30, "action", 30, "A lantern swings");
-    let lines = format!("{good}\n{{\"id\": \"x\"}}\nnot json\n\n{}\n", doc(31, "action", 31, "A lantern falls"));
+    let lines =
+        format!("{good}\n{{\"id\": \"x\"}}\nnot json\n\n{}\n", doc(31, "action", 31, "A lantern falls"));
     let (status, results) = app.search().import(&setup.service, &lines).await;
     assert_eq!(status, 200);
     assert_eq!(results.len(), 4, "one result per non-blank line: {results:?}");

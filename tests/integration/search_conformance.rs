@@ -105,9 +105,7 @@ enum Expect {
 fn cases() -> Vec<(&'static str, Value, Expect)> {
     use Expect::*;
     let q = |q: &str, query_by: &str| json!({"q": q, "query_by": query_by, "max_hits": 250});
-    let all = |filter: &str| {
-        json!({"q": "*", "query_by": "comment", "filter_by": filter, "sort_by": "sequence_number:asc", "max_hits": 250})
-    };
+    let all = |filter: &str| json!({"q": "*", "query_by": "comment", "filter_by": filter, "sort_by": "sequence_number:asc", "max_hits": 250});
     vec![
         ("a plain word", q("garden", "comment"), Set(&["d5", "d8"])),
         ("the last word is also a prefix", q("marg", "comment"), Set(&["d2", "d3", "d7", "d11"])),
@@ -125,7 +123,8 @@ fn cases() -> Vec<(&'static str, Value, Expect)> {
             "default order: sequence_number descending",
             q("*", "comment"),
             Ordered(&[
-                "d15", "d6", "d12", "d1", "d8", "d14", "d5", "d10", "d3", "d13", "d9", "d11", "d2", "d7", "d4",
+                "d15", "d6", "d12", "d1", "d8", "d14", "d5", "d10", "d3", "d13", "d9", "d11", "d2", "d7",
+                "d4",
             ]),
         ),
         (
@@ -136,7 +135,11 @@ fn cases() -> Vec<(&'static str, Value, Expect)> {
         ("string equality ignores case", all("element_type:=SPOKENWORD"), Ordered(&["d3", "d8"])),
         ("string contains words", all("comment:door"), Ordered(&["d2", "d3", "d14", "d15"])),
         ("string list", all("element_type:[character, section]"), Ordered(&["d11", "d10", "d5", "d12"])),
-        ("string not equal", all("element_type:!=action && element_type:!=script"), Ordered(&["d11", "d3", "d10", "d5", "d8", "d12"])),
+        (
+            "string not equal",
+            all("element_type:!=action && element_type:!=script"),
+            Ordered(&["d11", "d3", "d10", "d5", "d8", "d12"]),
+        ),
         ("number equal", all("element_id:7"), Ordered(&["d7"])),
         ("number :=", all("element_id:=7"), Ordered(&["d7"])),
         ("number greater", all("sequence_number:>12"), Ordered(&["d12", "d6", "d15"])),
@@ -227,7 +230,10 @@ async fn conformance(engine: Engine) {
     assert_eq!((answer.found, answer.hits.len()), (15, 2));
 
     // Highlights mark the matched words.
-    let answer = search.search(user, json!({"q": "garden", "query_by": "comment", "filter_by": "element_id:5"})).await.ok();
+    let answer = search
+        .search(user, json!({"q": "garden", "query_by": "comment", "filter_by": "element_id:5"}))
+        .await
+        .ok();
     let highlight = &answer.hits[0].highlights[0];
     assert_eq!(highlight.field, "comment");
     assert!(highlight.snippet.contains("<mark>GARDEN</mark>"), "{highlight:?}");
@@ -240,10 +246,11 @@ async fn conformance(engine: Engine) {
         .ok();
     let facets = answer.facet_counts.expect("facet counts");
     let counts: Vec<(String, u64)> = facets[0].counts.iter().map(|c| (c.value.clone(), c.count)).collect();
-    let expected: Vec<(String, u64)> = [("action", 5), ("character", 2), ("script", 1), ("section", 1), ("spokenWord", 1)]
-        .iter()
-        .map(|(v, c)| (v.to_string(), *c))
-        .collect();
+    let expected: Vec<(String, u64)> =
+        [("action", 5), ("character", 2), ("script", 1), ("section", 1), ("spokenWord", 1)]
+            .iter()
+            .map(|(v, c)| (v.to_string(), *c))
+            .collect();
     assert_eq!((facets[0].field_name.as_str(), counts), ("element_type", expected), "{engine:?}");
 
     sync_get_delete_and_count(&setup).await;
@@ -255,7 +262,10 @@ async fn sync_get_delete_and_count(setup: &SearchSetup) {
     let search = setup.app.search();
     let (service, admin) = (&setup.service, &setup.admin);
     let mut document = doc(40, "action", 40, "A lighthouse blinks");
-    assert_eq!(search.sync(service, "create", &document).await.ok().message, "Document synchronized successfully.");
+    assert_eq!(
+        search.sync(service, "create", &document).await.ok().message,
+        "Document synchronized successfully."
+    );
     let found = search.search(admin, json!({"q": "lighthouse", "query_by": "comment"})).await.ok();
     assert_eq!(found.found, 1, "a sync is searchable when it answers");
     document["comment"] = json!("A foghorn sounds");
@@ -266,7 +276,10 @@ async fn sync_get_delete_and_count(setup: &SearchSetup) {
     let info = search.collection(admin, "elements").await.ok();
     assert_eq!(info["num_documents"], 16);
     assert_eq!(info["default_sorting_field"], "sequence_number");
-    assert_eq!(search.sync(service, "delete", &document).await.ok().message, "Document deleted successfully.");
+    assert_eq!(
+        search.sync(service, "delete", &document).await.ok().message,
+        "Document deleted successfully."
+    );
     assert_eq!(search.get(admin, "d40").await.refusal(), (404, "not_found"));
     // Deleting again still succeeds: a retried delete must not fail.
     search.sync(service, "delete", &document).await.ok();

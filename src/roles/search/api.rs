@@ -55,7 +55,10 @@ impl Document {
         let id_ok = (1..=MAX_ID_CHARS).contains(&self.id.chars().count())
             && self.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
         if !id_ok {
-            return Err(ApiError::validation(&field("id"), "must be 1-128 characters of A-Z a-z 0-9 _ - . :"));
+            return Err(ApiError::validation(
+                &field("id"),
+                "must be 1-128 characters of A-Z a-z 0-9 _ - . :",
+            ));
         }
         for (name, value) in [("element_type", &self.element_type), ("service_name", &self.service_name)] {
             let length = value.chars().count();
@@ -108,7 +111,9 @@ impl Operation {
                 crate::platform::error::ErrorCode::BadRequest,
                 "operation: must be one of create, update, delete",
             )
-            .with_details(serde_json::json!({"field": "operation", "reason": "must be one of create, update, delete"}))),
+            .with_details(
+                serde_json::json!({"field": "operation", "reason": "must be one of create, update, delete"}),
+            )),
         }
     }
 }

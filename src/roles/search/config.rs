@@ -38,7 +38,10 @@ impl SearchConfig {
         }
         if self.backend == BackendKind::Typesense {
             let url = url::Url::parse(&self.typesense_url).map_err(|e| format!("typesense_url: {e}"))?;
-            if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
+            if !matches!(url.scheme(), "http" | "https")
+                || !url.username().is_empty()
+                || url.password().is_some()
+            {
                 return Err("typesense_url: must be http(s) without credentials".into());
             }
         }

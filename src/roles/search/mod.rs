@@ -68,13 +68,16 @@ impl Role for Search {
                 Arc::clone(&ctx.secrets),
             )),
         };
-        let state = web::Data::new(SearchState { backend: Arc::clone(&backend), collection: settings.collection });
+        let state =
+            web::Data::new(SearchState { backend: Arc::clone(&backend), collection: settings.collection });
         let limit = handlers::ImportLimit(settings.import_max_bytes);
-        Ok(Mount::routes(move |cfg| routes(cfg, state.clone(), limit))
-            .ready_when("search backend", move || {
+        Ok(Mount::routes(move |cfg| routes(cfg, state.clone(), limit)).ready_when(
+            "search backend",
+            move || {
                 let backend = Arc::clone(&backend);
                 async move { backend.ready().await }
-            }))
+            },
+        ))
     }
 }
 

@@ -60,7 +60,9 @@ pub fn field(name: &str) -> Option<&'static FieldDef> {
 /// `intext`), and everything is lower case.
 pub fn tokenize(text: &str) -> Vec<String> {
     text.split_whitespace()
-        .map(|word| word.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>())
+        .map(|word| {
+            word.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>()
+        })
         .filter(|word| !word.is_empty())
         .collect()
 }
@@ -120,9 +122,18 @@ pub enum Filter {
 pub enum Condition {
     /// A string field: `words` contains every word of one of the values (`f:v`), or equals one of
     /// the values word for word (`f:=v`); `negated` for `!=`.
-    Str { field: &'static str, exact: bool, negated: bool, values: Vec<Vec<String>> },
+    Str {
+        field: &'static str,
+        exact: bool,
+        negated: bool,
+        values: Vec<Vec<String>>,
+    },
     /// A number field: inside one of the inclusive ranges; `negated` for `!=`.
-    Int { field: &'static str, negated: bool, ranges: Vec<(i64, i64)> },
+    Int {
+        field: &'static str,
+        negated: bool,
+        ranges: Vec<(i64, i64)>,
+    },
     And(Box<Condition>, Box<Condition>),
     Or(Box<Condition>, Box<Condition>),
 }
@@ -167,14 +178,7 @@ impl FilterParser {
     }
 
     fn peek_str(&self, s: &str) -> bool {
-        let mut at = self.at;
-        for expected in s.chars() {
-            if self.chars.get(at) != Some(&expected) {
-                return false;
-            }
-            at += 1;
-        }
-        true
+        s.chars().enumerate().all(|(i, expected)| self.chars.get(self.at + i) == Some(&expected))
     }
 
     fn or_expression(&mut self, depth: usize) -> Result<Filter, QueryError> {
@@ -377,7 +381,10 @@ fn string_condition(
         match value {
             Operand::Text { text, .. } => words.push(tokenize(text)),
             Operand::Range { position, .. } => {
-                return Err(filter_error(*position, format!("{:?} is a string field: ranges do not apply", def.name)))
+                return Err(filter_error(
+                    *position,
+                    format!("{:?} is a string field: ranges do not apply", def.name),
+                ))
             }
         }
     }
@@ -391,7 +398,11 @@ fn parse_int(text: &str, position: usize, field: &str) -> Result<i64, QueryError
         .map_err(|_| filter_error(position, format!("{field:?} is an int32 field: expected a whole number")))
 }
 
-fn int_condition(def: &'static FieldDef, comparison: Comparison, values: &[Operand]) -> Result<Condition, QueryError> {
+fn int_condition(
+    def: &'static FieldDef,
+    comparison: Comparison,
+    values: &[Operand],
+) -> Result<Condition, QueryError> {
     let mut ranges = Vec::with_capacity(values.len());
     for value in values {
         match value {
@@ -434,8 +445,12 @@ pub fn typesense_filter(filter: &Filter) -> String {
                 let excluded: Vec<String> = values
                     .iter()
                     .map(|v| match v {
-                        Operand::Range { low, high, .. } => format!("({name}:<{} || {name}:>{})", low.trim(), high.trim()),
-                        Operand::Text { text, .. } => format!("({name}:<{t} || {name}:>{t})", t = text.trim()),
+                        Operand::Range { low, high, .. } => {
+                            format!("({name}:<{} || {name}:>{})", low.trim(), high.trim())
+                        }
+                        Operand::Text { text, .. } => {
+                            format!("({name}:<{t} || {name}:>{t})", t = text.trim())
+                        }
                     })
                     .collect();
                 return format!("({})", excluded.join(" && "));
@@ -495,9 +510,8 @@ pub fn parse_sort(input: &str) -> Result<Vec<SortKey>, QueryError> {
     }
     let mut keys: Vec<SortKey> = Vec::with_capacity(list.len());
     for (position, item) in list {
-        let (name, direction) = item
-            .split_once(':')
-            .ok_or_else(|| error(position, "expected field:asc or field:desc".into()))?;
+        let (name, direction) =
+            item.split_once(':').ok_or_else(|| error(position, "expected field:asc or field:desc".into()))?;
         let (name, direction) = (name.trim(), direction.trim());
         let field = if name == TEXT_MATCH {
             TEXT_MATCH
@@ -530,7 +544,11 @@ pub fn default_sort() -> Vec<SortKey> {
 }
 
 /// Parses a list of string fields (`query_by`, or `facet_by` with `facet` fields only).
-fn string_fields(parameter: &'static str, input: &str, facets: bool) -> Result<Vec<&'static str>, QueryError> {
+fn string_fields(
+    parameter: &'static str,
+    input: &str,
+    facets: bool,
+) -> Result<Vec<&'static str>, QueryError> {
     let error = |position, reason: String| QueryError { parameter, position, reason };
     let mut out: Vec<&'static str> = Vec::new();
     for (position, name) in items(input) {
@@ -572,7 +590,10 @@ mod tests {
 
     #[test]
     fn tokenising_removes_punctuation_inside_words_and_lowercases() {
-        assert_eq!(tokenize("INT./EXT. half-lit Margaret's  KITCHEN"), ["intext", "halflit", "margarets", "kitchen"]);
+        assert_eq!(
+            tokenize("INT./EXT. half-lit Margaret's  KITCHEN"),
+            ["intext", "halflit", "margarets", "kitchen"]
+        );
         assert_eq!(tokenize(" -- ... "), Vec::<String>::new());
         assert_eq!(tokenize("Zoë ÉCLAIR"), ["zoë", "éclair"]);
     }
@@ -582,7 +603,12 @@ mod tests {
         let c = filter_condition("element_type:=Script").unwrap();
         assert_eq!(
             c,
-            Condition::Str { field: "element_type", exact: true, negated: false, values: vec![vec!["script".into()]] }
+            Condition::Str {
+                field: "element_type",
+                exact: true,
+                negated: false,
+                values: vec![vec!["script".into()]]
+            }
         );
         let c = filter_condition("comment: the door").unwrap();
         assert_eq!(
@@ -623,7 +649,12 @@ mod tests {
         let Condition::And(a, b) = c else { panic!() };
         assert_eq!(
             *a,
-            Condition::Str { field: "comment", exact: true, negated: false, values: vec![tokenize("a, b && (c)")] }
+            Condition::Str {
+                field: "comment",
+                exact: true,
+                negated: false,
+                values: vec![tokenize("a, b && (c)")]
+            }
         );
         assert_eq!(
             *b,
@@ -678,7 +709,8 @@ mod tests {
         let keys = parse_sort("_text_match:desc, sequence_number:ASC,element_id:desc").unwrap();
         assert_eq!(keys.len(), 3);
         assert!(!keys[1].descending);
-        let e = parse_sort("element_id:asc,sequence_number:asc,version_number:asc,_text_match:desc").unwrap_err();
+        let e =
+            parse_sort("element_id:asc,sequence_number:asc,version_number:asc,_text_match:desc").unwrap_err();
         assert_eq!(e.position, 54);
         assert_eq!(parse_sort("comment:asc").unwrap_err().reason, "\"comment\" is not sortable");
         assert_eq!(parse_sort("x:asc").unwrap_err().reason, "unknown field \"x\"");
@@ -700,12 +732,14 @@ mod tests {
 
     #[test]
     fn no_input_makes_the_parser_panic() {
-        let alphabet = ["a", ":", "=", "!", ">", "<", "[", "]", "(", ")", ",", ".", "`", "&", "|", " ", "1", "é"];
+        let alphabet =
+            ["a", ":", "=", "!", ">", "<", "[", "]", "(", ")", ",", ".", "`", "&", "|", " ", "1", "é"];
         // Every string of up to 4 symbols from the alphabet: an exhaustive small fuzz.
         let mut inputs = vec![String::new()];
         let mut frontier = vec![String::new()];
         for _ in 0..4 {
-            frontier = frontier.iter().flat_map(|s| alphabet.iter().map(move |a| format!("{s}{a}"))).collect();
+            frontier =
+                frontier.iter().flat_map(|s| alphabet.iter().map(move |a| format!("{s}{a}"))).collect();
             inputs.extend(frontier.iter().cloned());
         }
         for input in inputs {

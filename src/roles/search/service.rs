@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::api::{
-    CollectionInfo, Document, FieldInfo, ImportResult, Message, Operation, SearchRequest, SearchResponse, SyncRequest,
-    MAX_HITS, MAX_PAGE, MAX_QUERY_BYTES,
+    CollectionInfo, Document, FieldInfo, ImportResult, Message, Operation, SearchRequest, SearchResponse,
+    SyncRequest, MAX_HITS, MAX_PAGE, MAX_QUERY_BYTES,
 };
 use super::backend::{Change, Outcome, Query, SearchBackend};
 use super::query::{self, FieldType, QueryError, DEFAULT_SORTING_FIELD, FIELDS};
@@ -54,7 +54,8 @@ fn import_line(line: &str) -> Result<Document, ImportResult> {
 /// `POST /documents/import`: JSON lines, each upserted; one result per non-blank line, in
 /// order. Every accepted line is durable and searchable when the answer comes.
 pub async fn import(state: &SearchState, body: &[u8]) -> ApiResult<Vec<ImportResult>> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::new(ErrorCode::BadRequest, "the body is not UTF-8"))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "the body is not UTF-8"))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
         return Err(ApiError::new(ErrorCode::BadRequest, "the body holds no JSON lines"));
@@ -183,7 +184,17 @@ pub fn check_search(request: SearchRequest) -> ApiResult<Query> {
         None => Vec::new(),
     };
     let words = if request.q.trim() == "*" { Vec::new() } else { query::tokenize(&request.q) };
-    Ok(Query { words, query_by, filter, typesense_filter, sort, per_page: request.max_hits, page, facet_by, request })
+    Ok(Query {
+        words,
+        query_by,
+        filter,
+        typesense_filter,
+        sort,
+        per_page: request.max_hits,
+        page,
+        facet_by,
+        request,
+    })
 }
 
 pub async fn search(state: &SearchState, request: SearchRequest) -> ApiResult<SearchResponse> {

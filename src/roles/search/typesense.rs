@@ -137,7 +137,8 @@ impl Typesense {
     /// (503) is `Unavailable`.
     async fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> BackendResult<(u16, Vec<u8>)> {
         let key = self.api_key()?;
-        let method = awc::http::Method::from_bytes(method.as_bytes()).map_err(|e| BackendError::Internal(e.to_string()))?;
+        let method = awc::http::Method::from_bytes(method.as_bytes())
+            .map_err(|e| BackendError::Internal(e.to_string()))?;
         let url = format!("{}{path}", self.url);
         let request = CLIENT
             .with(|c| c.request(method, url))
@@ -266,12 +267,17 @@ impl Typesense {
             ("page", query.page.to_string()),
             ("max_candidates", MAX_CANDIDATES.to_string()),
         ];
-        for (name, value) in [("filter_by", &query.typesense_filter), ("sort_by", &request.sort_by), ("facet_by", &request.facet_by)] {
+        for (name, value) in [
+            ("filter_by", &query.typesense_filter),
+            ("sort_by", &request.sort_by),
+            ("facet_by", &request.facet_by),
+        ] {
             if let Some(value) = value.as_ref().filter(|v| !v.trim().is_empty()) {
                 params.push((name, value.clone()));
             }
         }
-        let encoded = serde_urlencoded::to_string(&params).map_err(|e| BackendError::Internal(e.to_string()))?;
+        let encoded =
+            serde_urlencoded::to_string(&params).map_err(|e| BackendError::Internal(e.to_string()))?;
         let path = format!("{}/documents/search?{encoded}", self.collection_path());
         let (status, body) = self.send("GET", &path, None).await?;
         if status != 200 {
@@ -308,7 +314,13 @@ impl Typesense {
                 })
                 .collect()
         });
-        Ok(SearchResponse { hits, found: raw.found, page: query.page, search_time_ms: raw.search_time_ms, facet_counts })
+        Ok(SearchResponse {
+            hits,
+            found: raw.found,
+            page: query.page,
+            search_time_ms: raw.search_time_ms,
+            facet_counts,
+        })
     }
 
     /// Forgets that the collection exists when Typesense says it does not (it was dropped, or
@@ -392,8 +404,12 @@ mod tests {
     #[test]
     fn the_schema_is_the_seeds_without_the_implicit_id() {
         let schema = collection_schema("elements");
-        let names: Vec<&str> = schema["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["element_type", "element_id", "sequence_number", "version_number", "comment", "service_name"]);
+        let names: Vec<&str> =
+            schema["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["element_type", "element_id", "sequence_number", "version_number", "comment", "service_name"]
+        );
         assert_eq!(schema["default_sorting_field"], "sequence_number");
     }
 }

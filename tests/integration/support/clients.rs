@@ -740,7 +740,12 @@ pub struct Search<'a>(Endpoint<'a>);
 
 impl Search<'_> {
     /// `POST /documents/sync` (200): `operation` on `document`.
-    pub async fn sync<'t>(&self, who: impl Into<Caller<'t>>, operation: &str, document: &Value) -> Answer<SearchMessage> {
+    pub async fn sync<'t>(
+        &self,
+        who: impl Into<Caller<'t>>,
+        operation: &str,
+        document: &Value,
+    ) -> Answer<SearchMessage> {
         let body = json!({"operation": operation, "document": document});
         self.0.send("POST", "/documents/sync", who.into(), Some(body), 200).await
     }
@@ -775,7 +780,11 @@ impl Search<'_> {
     }
 
     /// `GET /documents/{id}` (200).
-    pub async fn get<'t>(&self, who: impl Into<Caller<'t>>, id: &str) -> Answer<fountain::roles::search::Document> {
+    pub async fn get<'t>(
+        &self,
+        who: impl Into<Caller<'t>>,
+        id: &str,
+    ) -> Answer<fountain::roles::search::Document> {
         self.0.send("GET", &format!("/documents/{id}"), who.into(), None, 200).await
     }
 

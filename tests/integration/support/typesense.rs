@@ -60,7 +60,8 @@ impl TypesenseServer {
 
     fn wait_ready(&self) {
         eventually_blocking("typesense answers /health", Duration::from_secs(60), || {
-            let connected = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok();
+            let connected =
+                std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok();
             if !connected {
                 return None;
             }

@@ -54,7 +54,9 @@ fn schema() -> Schema {
     builder.add_text_field("id", STRING);
     builder.add_text_field("document", STORED);
     let words = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default().set_tokenizer(WORDS_TOKENIZER).set_index_option(IndexRecordOption::Basic),
+        TextFieldIndexing::default()
+            .set_tokenizer(WORDS_TOKENIZER)
+            .set_index_option(IndexRecordOption::Basic),
     );
     for def in FIELDS {
         match def.kind {
@@ -95,7 +97,9 @@ pub fn open(dir: &Path) -> Result<(Index, Fields), String> {
     let directory = MmapDirectory::open(dir).map_err(|e| format!("search index {}: {e}", dir.display()))?;
     let index = Index::open_or_create(directory, schema())
         .map_err(|e| format!("search index {} cannot be opened: {e}", dir.display()))?;
-    index.tokenizers().register(WORDS_TOKENIZER, TextAnalyzer::builder(WhitespaceTokenizer::default()).build());
+    index
+        .tokenizers()
+        .register(WORDS_TOKENIZER, TextAnalyzer::builder(WhitespaceTokenizer::default()).build());
     let fields = fields_of(&index.schema())?;
     Ok((index, fields))
 }
@@ -115,8 +119,11 @@ impl Fields {
         doc.add_text(self.id, &document.id);
         let json = serde_json::to_string(document).unwrap_or_default();
         doc.add_text(self.stored, &json);
-        let strings =
-            [("element_type", &document.element_type), ("comment", &document.comment), ("service_name", &document.service_name)];
+        let strings = [
+            ("element_type", &document.element_type),
+            ("comment", &document.comment),
+            ("service_name", &document.service_name),
+        ];
         for (name, value) in strings {
             let set = self.set(name);
             let words = tokenize(value).join(" ");
@@ -140,7 +147,7 @@ impl Fields {
     }
 
     /// The collection document stored in a tantivy document.
-    pub fn from_tantivy(&self, doc: &TantivyDocument) -> tantivy::Result<Document> {
+    pub fn document_of(&self, doc: &TantivyDocument) -> tantivy::Result<Document> {
         let json = doc.get_first(self.stored).and_then(|v| v.as_str()).unwrap_or_default();
         serde_json::from_str(json).map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))
     }
@@ -151,7 +158,7 @@ pub fn find(searcher: &Searcher, fields: &Fields, id: &str) -> tantivy::Result<O
     let query = TermQuery::new(fields.id_term(id), IndexRecordOption::Basic);
     let top = searcher.search(&query, &TopDocs::with_limit(1))?;
     match top.first() {
-        Some((_, address)) => Ok(Some(fields.from_tantivy(&searcher.doc(*address)?)?)),
+        Some((_, address)) => Ok(Some(fields.document_of(&searcher.doc(*address)?)?)),
         None => Ok(None),
     }
 }

@@ -20,8 +20,8 @@ use std::ops::Bound;
 use std::time::Instant;
 
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, EnableScoring, FuzzyTermQuery, Occur, Query as TantivyQuery, RangeQuery,
-    TermQuery, Weight,
+    AllQuery, BooleanQuery, EmptyQuery, EnableScoring, FuzzyTermQuery, Occur, Query as TantivyQuery,
+    RangeQuery, TermQuery, Weight,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, DocSet, Searcher, SegmentReader, Term, TERMINATED};
@@ -110,12 +110,13 @@ pub fn search(searcher: &Searcher, fields: &Fields, query: &Query) -> tantivy::R
         found
     };
     fill_sort_keys(searcher, query, &mut matches)?;
-    let facet_counts = if query.facet_by.is_empty() { None } else { Some(facets(searcher, query, &matches)?) };
+    let facet_counts =
+        if query.facet_by.is_empty() { None } else { Some(facets(searcher, query, &matches)?) };
     let found = matches.len() as u64;
     let page = page_of(query, &mut matches);
     let mut hits = Vec::with_capacity(page.len());
     for m in page {
-        let document = fields.from_tantivy(&searcher.doc(m.address)?)?;
+        let document = fields.document_of(&searcher.doc(m.address)?)?;
         let highlights = stage.as_ref().map(|s| highlights(&document, query, s)).unwrap_or_default();
         hits.push(Hit { document, highlights });
     }
@@ -166,7 +167,12 @@ fn match_all(searcher: &Searcher, filter: Option<&dyn Weight>) -> tantivy::Resul
 
 /// The queries that find one word, each with its match code: typos × 2, plus 1 when the word
 /// is only a prefix of the document's word. Lower is better.
-fn word_queries(field: tantivy::schema::Field, word: &str, prefix: bool, typos: u8) -> Vec<(u8, Box<dyn TantivyQuery>)> {
+fn word_queries(
+    field: tantivy::schema::Field,
+    word: &str,
+    prefix: bool,
+    typos: u8,
+) -> Vec<(u8, Box<dyn TantivyQuery>)> {
     let term = Term::from_field_text(field, word);
     let mut out: Vec<(u8, Box<dyn TantivyQuery>)> =
         vec![(0, Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic)))];
@@ -186,7 +192,11 @@ fn word_queries(field: tantivy::schema::Field, word: &str, prefix: bool, typos: 
 fn score(words: usize, codes: &[u8], field_index: usize) -> u64 {
     let typos: u64 = codes.iter().map(|c| u64::from(c / 2)).sum();
     let partial: u64 = codes.iter().map(|c| u64::from(c % 2)).sum();
-    ((words as u64) << 48) | ((63 - typos.min(63)) << 40) | ((63 - partial.min(63)) << 32) | ((255 - field_index.min(255) as u64) << 24) | 1
+    ((words as u64) << 48)
+        | ((63 - typos.min(63)) << 40)
+        | ((63 - partial.min(63)) << 32)
+        | ((255 - field_index.min(255) as u64) << 24)
+        | 1
 }
 
 fn match_stage(
@@ -256,7 +266,11 @@ fn match_stage(
             }
         }
         for doc in touched {
-            out.push(Match { address: DocAddress::new(ord as u32, doc), score: best[doc as usize], keys: [0; 3] });
+            out.push(Match {
+                address: DocAddress::new(ord as u32, doc),
+                score: best[doc as usize],
+                keys: [0; 3],
+            });
         }
     }
     Ok(out)
@@ -271,7 +285,8 @@ fn fill_sort_keys(searcher: &Searcher, query: &Query, matches: &mut [Match]) -> 
             }
             continue;
         }
-        let columns = readers.iter().map(|r| r.fast_fields().i64(key.field)).collect::<tantivy::Result<Vec<_>>>()?;
+        let columns =
+            readers.iter().map(|r| r.fast_fields().i64(key.field)).collect::<tantivy::Result<Vec<_>>>()?;
         for m in matches.iter_mut() {
             m.keys[k] = columns[m.address.segment_ord as usize].first(m.address.doc_id).unwrap_or(0);
         }
@@ -310,7 +325,8 @@ fn facets(searcher: &Searcher, query: &Query, matches: &[Match]) -> tantivy::Res
     let mut out = Vec::with_capacity(query.facet_by.len());
     for name in &query.facet_by {
         let column_name = facet_column(name);
-        let columns = readers.iter().map(|r| r.fast_fields().str(&column_name)).collect::<tantivy::Result<Vec<_>>>()?;
+        let columns =
+            readers.iter().map(|r| r.fast_fields().str(&column_name)).collect::<tantivy::Result<Vec<_>>>()?;
         let mut per_segment: Vec<HashMap<u64, u64>> = vec![HashMap::new(); readers.len()];
         for m in matches {
             if let Some(column) = &columns[m.address.segment_ord as usize] {
@@ -328,7 +344,8 @@ fn facets(searcher: &Searcher, query: &Query, matches: &[Match]) -> tantivy::Res
                 *counts.entry(value).or_default() += count;
             }
         }
-        let mut counts: Vec<FacetValue> = counts.into_iter().map(|(value, count)| FacetValue { value, count }).collect();
+        let mut counts: Vec<FacetValue> =
+            counts.into_iter().map(|(value, count)| FacetValue { value, count }).collect();
         counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
         counts.truncate(MAX_FACET_VALUES);
         out.push(FacetCount { field_name: name.to_string(), counts });
@@ -339,8 +356,12 @@ fn facets(searcher: &Searcher, query: &Query, matches: &[Match]) -> tantivy::Res
 /// The filter as a tantivy query.
 fn filter_query(fields: &Fields, condition: &Condition) -> Box<dyn TantivyQuery> {
     match condition {
-        Condition::And(a, b) => Box::new(BooleanQuery::intersection(vec![filter_query(fields, a), filter_query(fields, b)])),
-        Condition::Or(a, b) => Box::new(BooleanQuery::union(vec![filter_query(fields, a), filter_query(fields, b)])),
+        Condition::And(a, b) => {
+            Box::new(BooleanQuery::intersection(vec![filter_query(fields, a), filter_query(fields, b)]))
+        }
+        Condition::Or(a, b) => {
+            Box::new(BooleanQuery::union(vec![filter_query(fields, a), filter_query(fields, b)]))
+        }
         Condition::Str { field, exact, negated, values } => {
             let set = fields.set(field);
             let alternatives: Vec<Box<dyn TantivyQuery>> = values
@@ -350,13 +371,19 @@ fn filter_query(fields: &Fields, condition: &Condition) -> Box<dyn TantivyQuery>
                         Box::new(EmptyQuery)
                     } else if *exact {
                         let field = set.exact.unwrap_or(set.main);
-                        Box::new(TermQuery::new(Term::from_field_text(field, &words.join(" ")), IndexRecordOption::Basic))
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(field, &words.join(" ")),
+                            IndexRecordOption::Basic,
+                        ))
                     } else {
                         Box::new(BooleanQuery::intersection(
                             words
                                 .iter()
                                 .map(|w| -> Box<dyn TantivyQuery> {
-                                    Box::new(TermQuery::new(Term::from_field_text(set.main, w), IndexRecordOption::Basic))
+                                    Box::new(TermQuery::new(
+                                        Term::from_field_text(set.main, w),
+                                        IndexRecordOption::Basic,
+                                    ))
                                 })
                                 .collect(),
                         ))
@@ -398,8 +425,8 @@ fn typo_distance(a: &[char], b: &[char]) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {
@@ -426,8 +453,9 @@ fn word_matches(document_word: &str, query_word: &str, prefix: bool, typos: u8) 
     if typo_distance(&d, &q) <= typos as usize {
         return true;
     }
-    prefix && (q.len().saturating_sub(typos as usize)..=q.len() + typos as usize)
-        .any(|len| len <= d.len() && typo_distance(&d[..len], &q) <= typos as usize)
+    prefix
+        && (q.len().saturating_sub(typos as usize)..=q.len() + typos as usize)
+            .any(|len| len <= d.len() && typo_distance(&d[..len], &q) <= typos as usize)
 }
 
 fn highlights(document: &super::super::api::Document, query: &Query, stage: &Stage) -> Vec<Highlight> {
@@ -443,7 +471,8 @@ fn highlights(document: &super::super::api::Document, query: &Query, stage: &Sta
         let marked: Vec<bool> = words
             .iter()
             .map(|w| {
-                let normal: String = w.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+                let normal: String =
+                    w.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
                 !normal.is_empty()
                     && stage.words.iter().enumerate().any(|(i, q)| {
                         word_matches(&normal, q, stage.prefix_last && i == last, stage.typos[i])
