@@ -61,8 +61,9 @@ import_all() { # $1: url, $2...: headers
   local url=$1; shift
   local t0; t0=$(now_ms)
   for chunk in "$work"/chunk.*; do
-    curl -fs "$url" "$@" --data-binary @"$chunk" | grep -c '"success":false' | grep -qx 0 \
-      || { echo "import into $url refused lines" >&2; exit 1; }
+    local answer; answer=$(curl -fs "$url" "$@" --data-binary @"$chunk") \
+      || { echo "import into $url failed" >&2; exit 1; }
+    if grep -q '"success":false' <<<"$answer"; then echo "import into $url refused lines" >&2; exit 1; fi
   done
   echo $(( $(now_ms) - t0 ))
 }
