@@ -17,7 +17,11 @@ duration=${BENCH_SECONDS:-10}
 work=$(mktemp -d)
 kms_port=18203; search_port=18201; ts_port=18208; ts_peer=18207
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# Servers started inside $( … ) (the restart timings) record their pid in $work/pids.
+cleanup() {
+  for p in "${pids[@]}" $(cat "$work/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true; rm -rf "$work"
+}
 trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
@@ -38,7 +42,7 @@ printf '%s\n' "$password" > "$work/pw"
 wait_ok "http://127.0.0.1:$kms_port/health"
 token=$(curl -fs "http://127.0.0.1:$kms_port/login" -H 'content-type: application/json' \
   -d "{\"username\":\"bench\",\"password\":\"$password\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-start_search() { "$bin" --data-dir "$work/search" serve --role search >> "$work/search.log" 2>&1 & search_pid=$!; pids+=($search_pid); }
+start_search() { "$bin" --data-dir "$work/search" serve --role search >> "$work/search.log" 2>&1 & search_pid=$!; pids+=($search_pid); echo $search_pid >> "$work/pids"; }
 start_search
 wait_ok "http://127.0.0.1:$search_port/health"
 base="http://127.0.0.1:$search_port"
@@ -47,11 +51,11 @@ base="http://127.0.0.1:$search_port"
 key="bench-$RANDOM$RANDOM"
 start_typesense() {
   "$typesense" --data-dir "$work/ts" --api-key "$key" --api-address 127.0.0.1 --api-port $ts_port \
-    --peering-address 127.0.0.1 --peering-port $ts_peer > "$work/ts.log" 2>&1 & ts_pid=$!; pids+=($ts_pid)
+    --peering-address 127.0.0.1 --peering-port $ts_peer > "$work/ts.log" 2>&1 & ts_pid=$!; pids+=($ts_pid); echo $ts_pid >> "$work/pids"
 }
 mkdir -p "$work/ts"; start_typesense
 tsh="X-TYPESENSE-API-KEY: $key"; tsbase="http://127.0.0.1:$ts_port"
-wait_ok "$tsbase/health"
+wait_ok "$tsbase/collections" -H "$tsh"   # /health says ok before the API is ready
 curl -fs "$tsbase/collections" -H "$tsh" -d '{"name":"elements","default_sorting_field":"sequence_number","fields":[
   {"name":"element_type","type":"string","facet":true},{"name":"element_id","type":"int32"},
   {"name":"sequence_number","type":"int32"},{"name":"version_number","type":"int32"},
