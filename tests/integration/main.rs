@@ -22,6 +22,8 @@ mod platform_attacks;
 mod process;
 mod quickstart;
 mod replicas;
+mod search;
+mod search_conformance;
 mod secrets;
 mod seed_kms;
 mod seed_notify;

@@ -130,6 +130,11 @@ impl TestApp {
         Notify(Endpoint { app: self, role: "notify", prefix: "" })
     }
 
+    /// The Typesense Client Microservice.
+    pub fn search(&self) -> Search<'_> {
+        Search(Endpoint { app: self, role: "search", prefix: "" })
+    }
+
     /// The gateway: its registry, and every role behind it.
     pub fn gateway(&self) -> Gateway<'_> {
         Gateway(Endpoint { app: self, role: "gateway", prefix: "" })
@@ -719,5 +724,77 @@ impl<'a> Gateway<'a> {
     /// A JSON `POST` of `body` to `path` through the gateway (200 expected).
     pub async fn post<'t>(&self, who: impl Into<Caller<'t>>, path: &str, body: Value) -> Answer<Value> {
         self.0.send("POST", path, who.into(), Some(body), 200).await
+    }
+}
+
+// ---- search ----
+
+/// `POST /documents/sync` and `DELETE /documents/{id}` answer.
+#[derive(Debug, Deserialize)]
+pub struct SearchMessage {
+    pub message: String,
+}
+
+/// The search role.
+pub struct Search<'a>(Endpoint<'a>);
+
+impl Search<'_> {
+    /// `POST /documents/sync` (200): `operation` on `document`.
+    pub async fn sync<'t>(
+        &self,
+        who: impl Into<Caller<'t>>,
+        operation: &str,
+        document: &Value,
+    ) -> Answer<SearchMessage> {
+        let body = json!({"operation": operation, "document": document});
+        self.0.send("POST", "/documents/sync", who.into(), Some(body), 200).await
+    }
+
+    /// `POST /documents/import` (200): JSON lines in, the status and one result per line out.
+    pub async fn import<'t>(&self, who: impl Into<Caller<'t>>, lines: &str) -> (u16, Vec<Value>) {
+        let mut request = self.0.app.client.post(self.0.app.url(self.0.role, "/documents/import"));
+        if let Some(token) = who.into().0 {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        let mut response = request
+            .insert_header(("content-type", "application/x-ndjson"))
+            .send_body(lines.to_string())
+            .await
+            .expect("request sent");
+        let body = response.body().limit(64 << 20).await.expect("body read");
+        let text = String::from_utf8_lossy(&body);
+        let status = response.status().as_u16();
+        if status != 200 {
+            return (status, vec![serde_json::from_str(&text).expect("JSON error")]);
+        }
+        (status, text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect())
+    }
+
+    /// `POST /search` (200).
+    pub async fn search<'t>(
+        &self,
+        who: impl Into<Caller<'t>>,
+        request: Value,
+    ) -> Answer<fountain::roles::search::SearchResponse> {
+        self.0.send("POST", "/search", who.into(), Some(request), 200).await
+    }
+
+    /// `GET /documents/{id}` (200).
+    pub async fn get<'t>(
+        &self,
+        who: impl Into<Caller<'t>>,
+        id: &str,
+    ) -> Answer<fountain::roles::search::Document> {
+        self.0.send("GET", &format!("/documents/{id}"), who.into(), None, 200).await
+    }
+
+    /// `DELETE /documents/{id}` (200).
+    pub async fn delete<'t>(&self, who: impl Into<Caller<'t>>, id: &str) -> Answer<SearchMessage> {
+        self.0.send("DELETE", &format!("/documents/{id}"), who.into(), None, 200).await
+    }
+
+    /// `GET /collections/{name}` (200).
+    pub async fn collection<'t>(&self, who: impl Into<Caller<'t>>, name: &str) -> Answer<Value> {
+        self.0.send("GET", &format!("/collections/{name}"), who.into(), None, 200).await
     }
 }

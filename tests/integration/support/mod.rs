@@ -9,6 +9,7 @@ pub mod db;
 pub mod process;
 pub mod subscriber;
 pub mod tokens;
+pub mod typesense;
 pub mod upstream;
 pub mod wait;
 
@@ -18,6 +19,7 @@ pub use db::{assert_not_at_rest, pg_admin_url, Backend, TestDatabase};
 pub use process::{blocking_call, blocking_get, fountain_bin, fountain_command, ServeProcess};
 pub use subscriber::Subscriber;
 pub use tokens::forged_tokens;
+pub use typesense::TypesenseServer;
 pub use wait::{eventually, eventually_blocking};
 
 /// Runs an async test body once on SQLite and once on PostgreSQL, as two named tests.

@@ -1,0 +1,204 @@
+//! The embedded engine: a tantivy index under `<data.dir>/search/<collection>`.
+//!
+//! Writes go to one writer thread that owns the index writer. It takes every change waiting
+//! when it wakes, applies them, commits once (tantivy fsyncs the segment files and the meta file
+//! before `commit` returns) and reloads the reader, and only then answers each waiting caller:
+//! concurrent syncs share one commit (group commit), an answered change survives kill -9, and
+//! the next search sees it (read-your-writes). Searches use the last loaded reader and never
+//! wait for the writer. A restart opens the index as it is on disk; nothing is rebuilt.
+//!
+//! tantivy's writer lock allows one writing process per index directory, so one instance serves
+//! an index; more search replicas mean the Typesense backend.
+
+mod index;
+mod matcher;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::LocalBoxFuture;
+use tantivy::{IndexReader, IndexWriter, TantivyDocument};
+use tokio::sync::oneshot;
+
+use self::index::Fields;
+use super::api::{Document, SearchResponse};
+use super::backend::{BackendError, BackendResult, Change, Outcome, Query, SearchBackend};
+
+/// The changes of one caller, and where to send their outcomes.
+struct Pending {
+    changes: Vec<Change>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
+}
+
+/// Most changes folded into one commit; more wait for the next.
+const MAX_CHANGES_PER_COMMIT: usize = 200_000;
+
+pub struct Embedded {
+    reader: IndexReader,
+    fields: Arc<Fields>,
+    writer: Mutex<mpsc::Sender<Pending>>,
+    path: PathBuf,
+}
+
+impl Embedded {
+    /// Opens the index under `dir` (creating it on first start) and starts its writer thread.
+    pub fn open(dir: &Path, writer_memory_bytes: usize) -> Result<Self, String> {
+        let (index, fields) = index::open(dir)?;
+        let writer: IndexWriter<TantivyDocument> =
+            index.writer_with_num_threads(1, writer_memory_bytes.max(15_000_000)).map_err(|e| {
+                format!("search index {} cannot be written (one instance per index): {e}", dir.display())
+            })?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(tantivy::ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| format!("search index {}: {e}", dir.display()))?;
+        let fields = Arc::new(fields);
+        let (sender, receiver) = mpsc::channel();
+        let thread_reader = Clone::clone(&reader);
+        let thread_fields = Arc::clone(&fields);
+        std::thread::Builder::new()
+            .name("search-writer".into())
+            .spawn(move || writer_loop(writer, thread_reader, thread_fields, receiver))
+            .map_err(|e| format!("cannot start the search writer: {e}"))?;
+        Ok(Self { reader, fields, writer: Mutex::new(sender), path: dir.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The writer thread: one batch of waiting changes per commit, until every sender is gone.
+fn writer_loop(
+    mut writer: IndexWriter<TantivyDocument>,
+    reader: IndexReader,
+    fields: Arc<Fields>,
+    receiver: mpsc::Receiver<Pending>,
+) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        let mut size = batch[0].changes.len();
+        while size < MAX_CHANGES_PER_COMMIT {
+            match receiver.try_recv() {
+                Ok(more) => {
+                    size += more.changes.len();
+                    batch.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = apply_batch(&mut writer, &reader, &fields, &batch);
+        if let Err(cause) = &result {
+            log::error!(target: "fountain::search", "search index commit failed: {cause}");
+            let _ = writer.rollback();
+        }
+        let mut outcomes = result.map(|o| o.into_iter());
+        for pending in batch {
+            let answer = match &mut outcomes {
+                Ok(all) => Ok(all.by_ref().take(pending.changes.len()).collect()),
+                Err(cause) => Err(cause.clone()),
+            };
+            let _ = pending.reply.send(answer);
+        }
+    }
+    // Every sender is gone: the role stopped. Dropping the writer waits for merges to finish.
+    drop(writer);
+}
+
+/// Applies every change of the batch in order, commits once and reloads the reader.
+fn apply_batch(
+    writer: &mut IndexWriter<TantivyDocument>,
+    reader: &IndexReader,
+    fields: &Fields,
+    batch: &[Pending],
+) -> Result<Vec<Outcome>, String> {
+    let searcher = reader.searcher();
+    // Whether an id exists, as of the changes applied so far in this batch.
+    let mut present: HashMap<&str, bool> = HashMap::new();
+    let mut outcomes = Vec::new();
+    for change in batch.iter().flat_map(|p| p.changes.iter()) {
+        match change {
+            Change::Upsert(document) => {
+                writer.delete_term(fields.id_term(&document.id));
+                writer.add_document(fields.to_tantivy(document)).map_err(|e| e.to_string())?;
+                present.insert(&document.id, true);
+                outcomes.push(Outcome::Done);
+            }
+            Change::Delete(id) => {
+                let existed = match present.get(id.as_str()) {
+                    Some(known) => *known,
+                    None => index::find(&searcher, fields, id).map_err(|e| e.to_string())?.is_some(),
+                };
+                writer.delete_term(fields.id_term(id));
+                present.insert(id, false);
+                outcomes.push(if existed { Outcome::Done } else { Outcome::Missing });
+            }
+        }
+    }
+    writer.commit().map_err(|e| e.to_string())?;
+    reader.reload().map_err(|e| e.to_string())?;
+    Ok(outcomes)
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(e.to_string())
+}
+
+impl SearchBackend for Embedded {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn write(&self, changes: Vec<Change>) -> LocalBoxFuture<'_, BackendResult<Vec<Outcome>>> {
+        Box::pin(async move {
+            if changes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Pending { changes, reply })
+                .map_err(|_| BackendError::Unavailable("the search writer stopped".into()))?;
+            match answer.await {
+                Ok(Ok(outcomes)) => Ok(outcomes),
+                Ok(Err(cause)) => Err(BackendError::Internal(format!("search index commit failed: {cause}"))),
+                Err(_) => Err(BackendError::Unavailable("the search writer stopped".into())),
+            }
+        })
+    }
+
+    fn get(&self, id: String) -> LocalBoxFuture<'_, BackendResult<Option<Document>>> {
+        let searcher = self.reader.searcher();
+        let fields = Arc::clone(&self.fields);
+        Box::pin(async move {
+            actix_web::web::block(move || index::find(&searcher, &fields, &id))
+                .await
+                .map_err(internal)?
+                .map_err(internal)
+        })
+    }
+
+    fn search(&self, query: Query) -> LocalBoxFuture<'_, BackendResult<SearchResponse>> {
+        let searcher = self.reader.searcher();
+        let fields = Arc::clone(&self.fields);
+        Box::pin(async move {
+            actix_web::web::block(move || matcher::search(&searcher, &fields, &query))
+                .await
+                .map_err(internal)?
+                .map_err(internal)
+        })
+    }
+
+    fn count(&self) -> LocalBoxFuture<'_, BackendResult<u64>> {
+        let count = self.reader.searcher().num_docs();
+        Box::pin(async move { Ok(count) })
+    }
+
+    fn ready(&self) -> LocalBoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
