@@ -179,6 +179,13 @@ async fn prepare(app: &TestApp, admin: &str, example: &Example) {
             let field = |name: &str| body[name].as_str().unwrap_or_default().to_string();
             register(field("username"), field("password")).await;
         }
+        "getDocument" | "deleteDocument" => {
+            let document = json!({
+                "id": param("id"), "element_type": "action", "element_id": 42, "sequence_number": 7,
+                "version_number": 1, "comment": "Margaret opens the door.", "service_name": "sequence"
+            });
+            app.search().sync(admin, "create", &document).await.ok();
+        }
         "issueToken" if body["grant_type"] == "client_credentials" => {
             let key = json!({"service_name": "example-client", "api_key": body["client_secret"]});
             app.call("POST", "kms", "/keys", Some(admin), Some(key)).await;

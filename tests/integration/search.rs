@@ -336,7 +336,7 @@ fn kill_9_mid_sync_loses_no_acknowledged_document_and_the_index_reopens() {
     let password = dir.path().join("password");
     std::fs::write(&password, PASSWORD).unwrap();
     let created = fountain_command(&data)
-        .args(["admin", "create-user", "--username", "ops", "--role", "admin", "--password-file"])
+        .args(["admin", "create-user", "--init", "--username", "ops", "--role", "admin", "--password-file"])
         .arg(&password)
         .output()
         .unwrap();
