@@ -25,7 +25,7 @@ mod replicas;
 mod secrets;
 mod seed_kms;
 mod seed_notify;
+mod sequence;
 mod standard_endpoints;
 mod store;
 mod trust;
-
