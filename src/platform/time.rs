@@ -35,8 +35,7 @@ pub fn parse(text: &str) -> Result<DateTime<Utc>, String> {
             return Ok(at.and_utc());
         }
     }
-    Err("expected an RFC 3339 timestamp such as 2026-11-30T11:36:26Z (a time without a zone is read as UTC)"
-        .into())
+    Err("expected an RFC 3339 timestamp such as 2026-11-30T11:36:26Z (a time without a zone is read as UTC)".into())
 }
 
 /// `#[serde(with = "crate::platform::time::utc")]` for a `NaiveDateTime` holding UTC.

@@ -29,3 +29,4 @@ mod sequence;
 mod standard_endpoints;
 mod store;
 mod trust;
+
