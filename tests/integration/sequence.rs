@@ -521,3 +521,49 @@ async fn resync_sends_every_version_of_every_element_again() {
     assert!(got[3..].iter().all(|s| s.operation == "update"));
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn every_example_in_the_openapi_document_succeeds_when_sent_in_order() {
+    let peer = SearchPeer::start();
+    let app = spawn_with_peer(Backend::Sqlite, &peer).await;
+    let token = user_token(&app).await;
+    let (status, spec) = app.get_json("sequence", "/openapi.json").await;
+    assert_eq!(status, 200);
+    let example = |schema: &str| spec["components"]["schemas"][schema]["example"].clone();
+    // The element the create example makes is the one the other examples name.
+    for (path, schema, expected) in [
+        ("/sequence", "SequenceRequest", 201),
+        ("/sequence/version", "VersionRequest", 201),
+        ("/sequence/reorder", "ReorderRequest", 200),
+    ] {
+        let body = example(schema);
+        assert!(body.is_object(), "{schema} has an example");
+        let (status, answer) = app.call("POST", "sequence", path, Some(&token), Some(body)).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+    }
+    let params =
+        spec["paths"]["/elements/{elementType}/{elementId}"]["get"]["parameters"].as_array().unwrap();
+    let param = |name: &str| params.iter().find(|p| p["name"] == name).unwrap()["example"].clone();
+    let path = format!(
+        "/elements/{}/{}",
+        param("elementType").as_str().unwrap(),
+        param("elementId").as_i64().unwrap()
+    );
+    let (status, answer) = app.call("GET", "sequence", &path, Some(&token), None).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    assert_eq!(answer["versions"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_seeds_client_path_through_the_gateway_creates_an_element_with_a_user_token() {
+    let peer = SearchPeer::start();
+    let app = spawn_with_peer(Backend::Sqlite, &peer).await;
+    let token = user_token(&app).await;
+    let body = json!({"elementType": "script", "elementId": 1, "comment": "Test sequence generation."});
+    let (status, answer) = app.call("POST", "gateway", "/service_a/sequence", Some(&token), Some(body)).await;
+    assert_eq!((status, answer), (201, json!({"sequenceNumber": 1, "comment": "Test sequence generation."})));
+    let got = accepted_at_least(&peer, 1).await;
+    assert_eq!(got[0].document["id"], "script_1_1");
+    app.stop().await;
+}

@@ -152,7 +152,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/elements/{elementType}/{elementId}", operation_id = "getElement", tag = "Elements",
     params(
-        ("elementType" = ElementType, Path, description = "Element type"),
+        ("elementType" = ElementType, Path, description = "Element type", example = "script"),
         ("elementId" = i64, Path, description = "Element id", example = 1)
     ),
     responses(
