@@ -567,3 +567,52 @@ async fn the_seeds_client_path_through_the_gateway_creates_an_element_with_a_use
     assert_eq!(got[0].document["id"], "script_1_1");
     app.stop().await;
 }
+
+/// The UNIQUE constraint, not the numbering lock, is what makes a number unique: a writer that
+/// does not take the lock (here a plain SQL transaction) holds the next number uncommitted; the
+/// create waits on the constraint, is refused when that writer commits, and takes the number
+/// after it.
+#[actix_web::test]
+async fn a_number_taken_by_a_concurrent_writer_is_refused_by_the_constraint_and_the_create_retries() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+    let peer = SearchPeer::start();
+    let app = spawn_with_peer(Backend::Postgres, &peer).await;
+    let token = user_token(&app).await;
+    app.sequence().create(&token, "script", 1, "first").await.ok();
+    let mut other = PgConnection::establish(&app.database.url).unwrap();
+    other
+        .batch_execute(
+            "BEGIN; INSERT INTO sequence_elements (element_type, element_id, sequence_number, \
+             current_version, comment, created_at, updated_at) \
+             VALUES ('script', 99, 2, 1, 'another writer', now(), now())",
+        )
+        .unwrap();
+    let sequence = app.sequence();
+    let create = sequence.create(&token, "script", 2, "waits for the other writer");
+    let commit_when_waited_on = async {
+        #[derive(diesel::QueryableByName)]
+        struct Waiting {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut probe = PgConnection::establish(&app.database.url).unwrap();
+        eventually("the create to wait on the uncommitted number", WAIT, async || {
+            let waiting: Waiting = diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .get_result(&mut probe)
+            .unwrap();
+            (waiting.n > 0).then_some(())
+        })
+        .await;
+        other.batch_execute("COMMIT").unwrap();
+    };
+    let (created, ()) = futures_util::future::join(create, commit_when_waited_on).await;
+    assert_eq!(created.ok().sequenceNumber, 3);
+    let page = app.sequence().list(&token, "elementType=script").await.ok();
+    let held: Vec<(i64, i64)> = page.elements.iter().map(|e| (e.sequenceNumber, e.elementId)).collect();
+    assert_eq!(held, [(1, 1), (2, 99), (3, 2)]);
+    app.stop().await;
+}

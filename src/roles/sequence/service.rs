@@ -114,26 +114,35 @@ pub struct Documents {
 }
 
 impl Documents {
-    fn of(&self, element: &ElementRow, version: i32, comment: &str) -> SearchDocument {
+    fn of(&self, element: Held<'_>, version: i32, comment: &str) -> SearchDocument {
         SearchDocument {
-            id: SearchDocument::id_of(&element.element_type, element.element_id, version),
-            element_type: element.element_type.clone(),
-            element_id: element.element_id,
-            sequence_number: element.sequence_number,
+            id: SearchDocument::id_of(element.kind, element.id, version),
+            element_type: element.kind.to_string(),
+            element_id: element.id,
+            sequence_number: element.sequence,
             version_number: version,
             comment: comment.to_string(),
             service_name: self.service_name.clone(),
         }
     }
 
-    fn sync(&self, element: &ElementRow, operation: &'static str, version: i32, comment: &str) -> NewSync {
+    fn sync(&self, element: Held<'_>, operation: &'static str, version: i32, comment: &str) -> NewSync {
         let document = serde_json::to_string(&self.of(element, version, comment)).unwrap_or_default();
-        NewSync {
-            element_type: element.element_type.clone(),
-            element_id: element.element_id,
-            operation,
-            document,
-        }
+        NewSync { element_type: element.kind.to_string(), element_id: element.id, operation, document }
+    }
+}
+
+/// An element and the sequence number it holds, as its documents carry them.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    kind: &'a str,
+    id: i64,
+    sequence: i64,
+}
+
+impl<'a> From<&'a ElementRow> for Held<'a> {
+    fn from(row: &'a ElementRow) -> Self {
+        Held { kind: &row.element_type, id: row.element_id, sequence: row.sequence_number }
     }
 }
 
@@ -141,9 +150,10 @@ fn target(kind: ElementType, id: i64) -> String {
     format!("{}/{id}", kind.as_str())
 }
 
-/// Creates an element with the next sequence number of its type. Two writers may pick the same
-/// number: the UNIQUE constraint refuses the second, whose insert is undone to a savepoint and
-/// tried again with the number after the one that won.
+/// Creates an element with the next sequence number of its type. The UNIQUE constraint is what
+/// guarantees a number is given once: should two writers pick the same number (another process
+/// writing without the numbering lock, an older replica), it refuses the second, whose insert is
+/// undone to a savepoint and tried again with the number after the one that won.
 pub fn create(
     tx: &mut Change<'_>,
     documents: &Documents,
@@ -152,6 +162,7 @@ pub fn create(
     comment: &str,
 ) -> Result<SequenceResponse, SequenceError> {
     let type_name = kind.as_str();
+    store::serialize_numbering(tx.conn(), type_name)?;
     let mut assigned = None;
     for _ in 0..MAX_NUMBERING_ATTEMPTS {
         if store::find_element(tx.conn(), type_name, id)?.is_some() {
@@ -171,8 +182,8 @@ pub fn create(
         }
     }
     let sequence = assigned.ok_or(SequenceError::Contended)?;
-    let element = store::find_element(tx.conn(), type_name, id)?.ok_or(SequenceError::NotFound)?;
-    store::enqueue(tx.conn(), &[documents.sync(&element, "create", 1, comment)])?;
+    let held = Held { kind: type_name, id, sequence };
+    store::enqueue(tx.conn(), &[documents.sync(held, "create", 1, comment)])?;
     tx.audit("sequence.create", &target(kind, id), Some(serde_json::json!({ "sequenceNumber": sequence })))?;
     Ok(SequenceResponse { sequenceNumber: sequence, comment: comment.to_string() })
 }
@@ -229,10 +240,10 @@ pub fn reorder(
     let mut reordered = Vec::new();
     for (element, number) in &moved {
         store::set_sequence(tx.conn(), &type_name, element.element_id, *number)?;
-        let now_held = ElementRow { sequence_number: *number, ..(*element).clone() };
+        let held = Held { kind: &type_name, id: element.element_id, sequence: *number };
         // Every version of a moved element is a document carrying its sequence number.
         for version in store::versions_of(tx.conn(), &type_name, element.element_id)? {
-            syncs.push(documents.sync(&now_held, "update", version.version_number, &version.comment));
+            syncs.push(documents.sync(held, "update", version.version_number, &version.comment));
         }
         reordered.push(ReorderedElement {
             elementId: element.element_id,
@@ -258,7 +269,7 @@ pub fn add_version(
     let version = element.current_version + 1;
     store::insert_version(tx.conn(), kind.as_str(), id, version, comment, Some(data))?;
     store::set_current_version(tx.conn(), kind.as_str(), id, version)?;
-    store::enqueue(tx.conn(), &[documents.sync(&element, "create", version, comment)])?;
+    store::enqueue(tx.conn(), &[documents.sync((&element).into(), "create", version, comment)])?;
     tx.audit("sequence.version", &target(kind, id), Some(serde_json::json!({ "versionNumber": version })))?;
     Ok(VersionResponse { versionNumber: version, comment: comment.to_string() })
 }
@@ -268,7 +279,7 @@ pub fn resync(tx: &mut Change<'_>, documents: &Documents) -> Result<i64, Sequenc
     let all = store::all_versions(tx.conn())?;
     let syncs: Vec<NewSync> = all
         .iter()
-        .map(|(element, version, comment)| documents.sync(element, "update", *version, comment))
+        .map(|(element, version, comment)| documents.sync(element.into(), "update", *version, comment))
         .collect();
     store::enqueue(tx.conn(), &syncs)?;
     tx.audit("sequence.resync", "*", Some(serde_json::json!({ "queued": syncs.len() })))?;
