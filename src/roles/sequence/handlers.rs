@@ -39,7 +39,7 @@ async fn change<T: Send + 'static>(
     responses(
         (status = 201, description = "Created; queued for search", body = SequenceResponse),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 409, description = "The element exists (already_exists)", body = ErrorBody),
+        (status = 409, description = "The element exists (already_exists), or too many concurrent writers took the next numbers (conflict; retry)", body = ErrorBody),
         (status = 422, description = "Unknown elementType, elementId out of range, comment too long", body = ErrorBody)
     ),
     security(("bearer" = []))
