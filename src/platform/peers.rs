@@ -57,9 +57,25 @@ impl ServiceClient {
         }
     }
 
-    /// Sends `body` (JSON) to `path` of `service`. An answer of any status is `Ok`; a `401`
-    /// makes the next call fetch a new token first.
+    /// Sends `body` (JSON) to `path` of `service`. An answer of any status is `Ok`. A `401` is
+    /// answered once more with a freshly fetched token (the held one may have been revoked or
+    /// have expired early), so a `401` that comes back means this role itself is refused.
     pub async fn call<B: Serialize>(
+        &self,
+        service: &str,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<PeerAnswer, CallError> {
+        let answer = self.call_once(service, method.clone(), path, body).await?;
+        if answer.status != 401 {
+            return Ok(answer);
+        }
+        self.token.borrow_mut().take();
+        self.call_once(service, method, path, body).await
+    }
+
+    async fn call_once<B: Serialize>(
         &self,
         service: &str,
         method: awc::http::Method,
@@ -83,9 +99,6 @@ impl ServiceClient {
             CallError::Unreachable(format!("{service} at {url}: {err}"))
         })?;
         let status = response.status().as_u16();
-        if status == 401 {
-            self.token.borrow_mut().take();
-        }
         let body = response
             .body()
             .limit(1 << 20)

@@ -616,3 +616,21 @@ async fn a_number_taken_by_a_concurrent_writer_is_refused_by_the_constraint_and_
     assert_eq!(held, [(1, 1), (2, 99), (3, 2)]);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_token_search_refuses_is_replaced_and_the_document_still_delivered_at_once() {
+    let peer = SearchPeer::start();
+    let app = spawn_with_peer(Backend::Sqlite, &peer).await;
+    let token = user_token(&app).await;
+    peer.refuse_tokens(1);
+    app.sequence().create(&token, "script", 1, "after a refused token").await.ok();
+    let got = accepted_at_least(&peer, 1).await;
+    assert_eq!(got[0].document["id"], "script_1_1");
+    outbox_drained(&app, &token).await;
+    let status = app.sequence().sync_status(&token).await.ok();
+    assert_eq!(status.failedCount, 0);
+    let metrics = app.metrics("sequence").await;
+    assert!(metrics.contains("sequence_sync_deliveries_total{outcome=\"delivered\"} 1"), "{metrics}");
+    assert!(!metrics.contains("outcome=\"retry\""), "{metrics}");
+    app.stop().await;
+}

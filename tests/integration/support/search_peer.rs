@@ -24,6 +24,8 @@ struct Shared {
     accepted: Arc<Mutex<Vec<Synced>>>,
     /// 0: answer as search does; otherwise answer this status to everything.
     forced: Arc<AtomicU16>,
+    /// Calls still to be refused with 401 (as search refuses a revoked or expired token).
+    refuse_tokens: Arc<AtomicU16>,
 }
 
 pub struct SearchPeer {
@@ -47,6 +49,11 @@ impl SearchPeer {
     /// Answers `status` to every call from now on (0: as search does again).
     pub fn answer(&self, status: u16) {
         self.shared.forced.store(status, Ordering::SeqCst);
+    }
+
+    /// Refuses the next `calls` calls with 401, whatever token they carry.
+    pub fn refuse_tokens(&self, calls: u16) {
+        self.shared.refuse_tokens.store(calls, Ordering::SeqCst);
     }
 
     /// Stops listening: calls fail to connect.
@@ -101,6 +108,10 @@ async fn sync(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let Some(token) = token else { return error(401, "unauthorized", "a bearer token is required") };
+    let refuse = shared.refuse_tokens.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if refuse.is_ok() {
+        return error(401, "unauthorized", "the token is not valid");
+    }
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
         return error(400, "malformed_json", "the request body is not valid JSON");
     };
