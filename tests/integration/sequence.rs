@@ -634,3 +634,26 @@ async fn a_token_search_refuses_is_replaced_and_the_document_still_delivered_at_
     assert!(!metrics.contains("outcome=\"retry\""), "{metrics}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_sync_call_that_hangs_holds_up_only_its_own_element() {
+    let peer = SearchPeer::start();
+    let app = spawn_with_peer_and(Backend::Sqlite, &peer, |config| {
+        config.set_role_setting("sequence", "delivery_timeout_ms", 600_000);
+    })
+    .await;
+    let token = user_token(&app).await;
+    peer.hang_on("script_1_1");
+    app.sequence().create(&token, "script", 1, "hangs at search").await.ok();
+    eventually("the call to hang", WAIT, async || (peer.hanging() == 1).then_some(())).await;
+    app.sequence().version(&token, "script", 1, json!({"a": 1}), "waits behind it").await.ok();
+    app.sequence().create(&token, "character", 1, "goes on").await.ok();
+    app.sequence().create(&token, "action", 1, "goes on").await.ok();
+    let got = accepted_at_least(&peer, 2).await;
+    let ids: BTreeSet<&str> = got.iter().map(|s| s.document["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, BTreeSet::from(["character_1_1", "action_1_1"]));
+    // The element's next change waits for the one in flight: order per element holds.
+    let status = app.sequence().sync_status(&token).await.ok();
+    assert_eq!(status.outboxDepth, 2);
+    app.stop().await;
+}

@@ -310,10 +310,18 @@ pub fn claim(
         .load(conn)?)
 }
 
-/// When the next pending delivery is due, if any is pending.
+/// When the next delivery that could be claimed is due (the oldest pending row of an element,
+/// not in flight), if any.
 pub fn next_due(conn: &mut AnyConnection) -> Result<Option<NaiveDateTime>, DbError> {
+    let at = now();
+    let pending = diesel::alias!(outbox as pending_rows);
+    let heads = pending
+        .filter(pending.field(outbox::status).eq(PENDING))
+        .group_by((pending.field(outbox::element_type), pending.field(outbox::element_id)))
+        .select(diesel::dsl::min(pending.field(outbox::id)));
     Ok(outbox::table
-        .filter(outbox::status.eq(PENDING))
+        .filter(outbox::id.nullable().eq_any(heads))
+        .filter(outbox::lease_until.is_null().or(outbox::lease_until.lt(at)))
         .select(diesel::dsl::min(outbox::next_attempt_at))
         .first::<Option<NaiveDateTime>>(conn)?)
 }

@@ -11,10 +11,12 @@
 //! Document ids are `{element_type}_{element_id}_{version_number}` and search upserts them, so
 //! a document sent again after a crash mid-call changes nothing.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::task::JoinSet;
 
 use super::api::SyncRequest;
 use super::state::SequenceState;
@@ -24,39 +26,65 @@ use crate::platform::peers::{CallError, ServiceClient};
 /// A claimed delivery is reserved for the longest a call may take plus this.
 const LEASE_GRACE_SECONDS: i64 = 10;
 
-/// Runs until the host stops it. Database errors are logged and the loop goes on: an outage
-/// delays deliveries, it never loses them.
+/// Runs until the host stops it. Every call is its own task: as calls finish, their outcomes
+/// are recorded and the freed slots filled, so a call that hangs until its timeout holds one
+/// slot (and its element's later changes), not everybody's deliveries. Database errors are
+/// logged and the loop goes on: an outage delays deliveries, it never loses them.
 pub async fn run(state: Arc<SequenceState>) {
     let config = &state.config;
     let timeout = Duration::from_millis(config.delivery_timeout_ms);
-    let client = ServiceClient::new(super::ROLE_NAME, &state.platform_config, timeout);
+    let client = Rc::new(ServiceClient::new(super::ROLE_NAME, &state.platform_config, timeout));
     let poll = Duration::from_millis(config.poll_interval_ms);
-    let limit = config.max_concurrent_deliveries as i64;
+    let slots = config.max_concurrent_deliveries;
     let lease = chrono::Duration::milliseconds(config.delivery_timeout_ms as i64)
         + chrono::Duration::seconds(LEASE_GRACE_SECONDS);
+    let mut calls: JoinSet<Outcome> = JoinSet::new();
+    let mut finished: Vec<Outcome> = Vec::new();
     loop {
-        let claimed = state.db.run(move |conn| store::claim(conn, limit, store::now() + lease)).await;
-        let rows = match claimed {
-            Ok(rows) => rows,
-            Err(err) => {
-                log::warn!(target: "fountain::sequence", "outbox pass failed: {err}");
-                Vec::new()
-            }
-        };
-        if !rows.is_empty() {
-            let sends = rows.iter().map(|row| deliver(&state, &client, row));
-            let outcomes = futures_util::future::join_all(sends).await;
+        if !finished.is_empty() {
+            let outcomes = std::mem::take(&mut finished);
             let recorded = state.db.run(move |conn| store::record(conn, &outcomes)).await;
             if let Err(err) = recorded {
                 // The leases expire and the rows are sent again: at least once.
                 log::warn!(target: "fountain::sequence", "recording deliveries failed: {err}");
             }
-            let _ = state.status().await;
-            continue;
+        }
+        let free = slots.saturating_sub(calls.len()) as i64;
+        let mut claimed_any = false;
+        if free > 0 {
+            match state.db.run(move |conn| store::claim(conn, free, store::now() + lease)).await {
+                Ok(rows) => {
+                    claimed_any = !rows.is_empty();
+                    for row in rows {
+                        calls.spawn_local(deliver(state.clone(), client.clone(), row));
+                    }
+                }
+                Err(err) => log::warn!(target: "fountain::sequence", "outbox pass failed: {err}"),
+            }
         }
         let _ = state.status().await;
-        let wait = until_next_due(&state, poll).await;
-        let _ = tokio::time::timeout(wait, state.outbox_wake.notified()).await;
+        // Wait for a call to finish, a change to be committed, or the next retry to be due.
+        let wait = if claimed_any && calls.len() < slots {
+            Duration::ZERO
+        } else {
+            until_next_due(&state, poll).await
+        };
+        tokio::select! {
+            Some(done) = calls.join_next(), if !calls.is_empty() => collect(done, &mut finished),
+            _ = tokio::time::timeout(wait, state.outbox_wake.notified()) => {}
+        }
+        while let Some(done) = calls.try_join_next() {
+            collect(done, &mut finished);
+        }
+    }
+}
+
+/// Keeps a finished call's outcome for recording. A call that panicked has none: its lease
+/// expires and it is sent again.
+fn collect(done: Result<Outcome, tokio::task::JoinError>, finished: &mut Vec<Outcome>) {
+    match done {
+        Ok(outcome) => finished.push(outcome),
+        Err(err) => log::warn!(target: "fountain::sequence", "a delivery task failed: {err}"),
     }
 }
 
@@ -71,9 +99,9 @@ async fn until_next_due(state: &SequenceState, poll: Duration) -> Duration {
     }
 }
 
-async fn deliver(state: &SequenceState, client: &ServiceClient, row: &OutboxRow) -> Outcome {
+async fn deliver(state: Arc<SequenceState>, client: Rc<ServiceClient>, row: OutboxRow) -> Outcome {
     let (id, attempts) = (row.id, row.attempts + 1);
-    let sent = send(state, client, row).await;
+    let sent = send(&state, &client, &row).await;
     let failure = match sent {
         Ok(()) => {
             state.metrics.deliveries.with_label_values(&["delivered"]).inc();

@@ -26,6 +26,9 @@ struct Shared {
     forced: Arc<AtomicU16>,
     /// Calls still to be refused with 401 (as search refuses a revoked or expired token).
     refuse_tokens: Arc<AtomicU16>,
+    /// A document id whose calls are never answered, and how many such calls arrived.
+    hang: Arc<Mutex<Option<String>>>,
+    hanging: Arc<AtomicU16>,
 }
 
 pub struct SearchPeer {
@@ -54,6 +57,16 @@ impl SearchPeer {
     /// Refuses the next `calls` calls with 401, whatever token they carry.
     pub fn refuse_tokens(&self, calls: u16) {
         self.shared.refuse_tokens.store(calls, Ordering::SeqCst);
+    }
+
+    /// Never answers calls that carry the document `id` (they hang until the caller gives up).
+    pub fn hang_on(&self, id: &str) {
+        *self.shared.hang.lock().unwrap() = Some(id.to_string());
+    }
+
+    /// How many calls are hanging.
+    pub fn hanging(&self) -> u16 {
+        self.shared.hanging.load(Ordering::SeqCst)
     }
 
     /// Stops listening: calls fail to connect.
@@ -124,6 +137,11 @@ async fn sync(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> 
         ["id", "element_type", "element_id", "sequence_number", "version_number", "comment", "service_name"];
     if fields.iter().any(|f| document.get(f).is_none()) {
         return error(422, "validation_failed", "document is missing a field");
+    }
+    let hang = shared.hang.lock().unwrap().clone();
+    if hang.is_some_and(|id| document["id"] == id.as_str()) {
+        shared.hanging.fetch_add(1, Ordering::SeqCst);
+        actix_web::rt::time::sleep(std::time::Duration::from_secs(3600)).await;
     }
     shared.accepted.lock().unwrap().push(Synced { operation, document, token });
     HttpResponse::Ok().json(json!({"message": "Document synchronized."}))
