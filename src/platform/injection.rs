@@ -100,7 +100,7 @@ impl Peers {
         Self { configured: config.peers.clone(), looked_up: super::cache::TtlCache::new(LOOKUP_TTL, 1_000) }
     }
 
-    pub(crate) fn configured(&self, service: &str) -> String {
+    fn configured(&self, service: &str) -> String {
         self.configured.get(service).map(|u| u.trim_end_matches('/').to_string()).unwrap_or_default()
     }
 
