@@ -90,17 +90,22 @@ const REGISTRY_TTL_SECONDS: u64 = 30;
 /// Where peers are: asked of the gateway's `GET /lookup/{service}` (cached, forgotten when a
 /// call to the peer fails), with `[peers]` as the fallback and for kms itself (a lookup needs a
 /// token, and tokens come from kms).
-struct Peers {
+pub(crate) struct Peers {
     configured: BTreeMap<String, String>,
     looked_up: super::cache::TtlCache<String, String>,
 }
 
 impl Peers {
+    /// The peers of `config`, nothing looked up yet (also used by `platform::peers`).
+    pub(crate) fn new(config: &Config) -> Self {
+        Self { configured: config.peers.clone(), looked_up: super::cache::TtlCache::new(LOOKUP_TTL, 1_000) }
+    }
+
     fn configured(&self, service: &str) -> String {
         self.configured.get(service).map(|u| u.trim_end_matches('/').to_string()).unwrap_or_default()
     }
 
-    async fn resolve(&self, client: &awc::Client, service: &str, token: &str) -> String {
+    pub(crate) async fn resolve(&self, client: &awc::Client, service: &str, token: &str) -> String {
         if let Some(url) = self.looked_up.get(&service.to_string()) {
             return url;
         }
@@ -131,7 +136,7 @@ impl Peers {
         }
     }
 
-    fn forget(&self, service: &str) {
+    pub(crate) fn forget(&self, service: &str) {
         self.looked_up.remove(&service.to_string());
     }
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod names;
 pub mod net;
+pub mod peers;
 pub mod role;
 pub mod server;
 pub mod standard;

@@ -186,6 +186,18 @@ async fn prepare(app: &TestApp, admin: &str, example: &Example) {
             });
             app.search().sync(admin, "create", &document).await.ok();
         }
+        "getElement" => {
+            let id = param("elementId").parse().unwrap_or(1);
+            app.sequence().create(admin, &param("elementType"), id, "an element to read").await.ok();
+        }
+        "reorderElements" | "createVersion" => {
+            let element_type = body["elementType"].as_str().unwrap_or("script");
+            let ids =
+                body["elementIds"].as_array().cloned().unwrap_or_else(|| vec![body["elementId"].clone()]);
+            for id in ids.iter().filter_map(Value::as_i64) {
+                app.sequence().create(admin, element_type, id, "an element to change").await.ok();
+            }
+        }
         "issueToken" if body["grant_type"] == "client_credentials" => {
             let key = json!({"service_name": "example-client", "api_key": body["client_secret"]});
             app.call("POST", "kms", "/keys", Some(admin), Some(key)).await;

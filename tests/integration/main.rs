@@ -27,6 +27,7 @@ mod search_conformance;
 mod secrets;
 mod seed_kms;
 mod seed_notify;
+mod sequence;
 mod standard_endpoints;
 mod store;
 mod trust;

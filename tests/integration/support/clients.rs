@@ -798,3 +798,77 @@ impl Search<'_> {
         self.0.send("GET", &format!("/collections/{name}"), who.into(), None, 200).await
     }
 }
+
+// ---- sequence (Service A) ----
+
+pub use fountain::roles::sequence::api::{
+    ElementDetail, ElementPage, ReorderResponse, ResyncResponse, SequenceResponse, SyncStatus,
+    VersionResponse,
+};
+
+impl TestApp {
+    /// Service A.
+    pub fn sequence(&self) -> Sequence<'_> {
+        Sequence(Endpoint { app: self, role: "sequence", prefix: "" })
+    }
+}
+
+pub struct Sequence<'a>(Endpoint<'a>);
+
+impl Sequence<'_> {
+    /// `POST /sequence` (201): a new element with the next sequence number of its type.
+    pub async fn create<'t>(
+        &self,
+        who: impl Into<Caller<'t>>,
+        element_type: &str,
+        element_id: i64,
+        comment: &str,
+    ) -> Answer<SequenceResponse> {
+        let body = json!({"elementType": element_type, "elementId": element_id, "comment": comment});
+        self.0.send("POST", "/sequence", who.into(), Some(body), 201).await
+    }
+
+    /// `POST /sequence/reorder` (200): `request` is `{elementIds, newOrder, elementType?}`.
+    pub async fn reorder<'t>(&self, who: impl Into<Caller<'t>>, request: Value) -> Answer<ReorderResponse> {
+        self.0.send("POST", "/sequence/reorder", who.into(), Some(request), 200).await
+    }
+
+    /// `POST /sequence/version` (201): the next version of an element with `data`.
+    pub async fn version<'t>(
+        &self,
+        who: impl Into<Caller<'t>>,
+        element_type: &str,
+        element_id: i64,
+        data: Value,
+        comment: &str,
+    ) -> Answer<VersionResponse> {
+        let body = json!({"elementType": element_type, "elementId": element_id,
+                          "newVersionData": data, "comment": comment});
+        self.0.send("POST", "/sequence/version", who.into(), Some(body), 201).await
+    }
+
+    /// `GET /elements?…` (200): `query` is the query string without `?`.
+    pub async fn list<'t>(&self, who: impl Into<Caller<'t>>, query: &str) -> Answer<ElementPage> {
+        self.0.send("GET", &format!("/elements?{query}"), who.into(), None, 200).await
+    }
+
+    /// `GET /elements/{type}/{id}` (200): the element and its versions.
+    pub async fn get<'t>(
+        &self,
+        who: impl Into<Caller<'t>>,
+        element_type: &str,
+        id: i64,
+    ) -> Answer<ElementDetail> {
+        self.0.send("GET", &format!("/elements/{element_type}/{id}"), who.into(), None, 200).await
+    }
+
+    /// `GET /sync/status` (200).
+    pub async fn sync_status<'t>(&self, who: impl Into<Caller<'t>>) -> Answer<SyncStatus> {
+        self.0.send("GET", "/sync/status", who.into(), None, 200).await
+    }
+
+    /// `POST /sync/resync` (202), admin only.
+    pub async fn resync<'t>(&self, who: impl Into<Caller<'t>>) -> Answer<ResyncResponse> {
+        self.0.send("POST", "/sync/resync", who.into(), None, 202).await
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE sequence_outbox;
+DROP TABLE sequence_versions;
+DROP TABLE sequence_elements;
