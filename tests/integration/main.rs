@@ -28,3 +28,4 @@ mod seed_notify;
 mod standard_endpoints;
 mod store;
 mod trust;
+mod twofa;
