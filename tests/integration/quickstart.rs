@@ -100,7 +100,9 @@ fn the_readme_quick_start_creates_an_admin_a_key_and_rotates_a_secret_through_th
     // The activation answered with the recovery codes, and the step-up let the key through.
     let activated: Value = stdout
         .lines()
-        .find_map(|line| serde_json::from_str::<Value>(line).ok().filter(|v| v.get("recoveryCodes").is_some()))
+        .find_map(|line| {
+            serde_json::from_str::<Value>(line).ok().filter(|v| v.get("recoveryCodes").is_some())
+        })
         .expect("the activation's recovery codes were printed");
     assert_eq!(activated["recoveryCodes"].as_array().map(Vec::len), Some(10));
     // The last line is billing's secret set as billing itself reads it with its API key.

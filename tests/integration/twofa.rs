@@ -313,3 +313,100 @@ async fn no_totp_secret_or_recovery_code_is_stored_in_plaintext(backend: Backend
     app.stop().await;
 }
 on_both_backends!(no_totp_secret_or_recovery_code_is_stored_in_plaintext);
+
+/// `fountain admin …` in the data directory of a running server, the password on stdin.
+fn admin_command(data: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = crate::support::fountain_command(data)
+        .arg("admin")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fountain admin");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin written");
+    child.wait_with_output().expect("fountain admin ends")
+}
+
+/// The real binary with every role, logging at debug: the whole flow, then the host's
+/// `fountain admin reset-2fa` for a locked-out admin; no TOTP secret, recovery code or step-up
+/// token appears in any log line or in the SQLite files.
+#[test]
+fn the_host_resets_a_second_factor_and_nothing_secret_reaches_the_logs_or_the_database_files() {
+    use crate::support::{blocking_call, ServeProcess};
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("data");
+    let roles = ["gateway", "kms", "secrets", "notify", "search", "sequence", "twofa"];
+    let mut process = ServeProcess::start(
+        &data,
+        &roles,
+        &[("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"), ("FOUNTAIN_LOG__LEVEL", "debug")],
+    );
+    process.wait_for_message("fountain is up: ", Duration::from_secs(60));
+    let password = crate::support::PASSWORD;
+    let created = admin_command(
+        &data,
+        &["create-user", "--username", "ops", "--role", "admin"],
+        &format!("{password}\n"),
+    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let (kms, twofa) = (process.addr("kms"), process.addr("twofa"));
+    let (status, login) =
+        blocking_call(kms, "POST", "/login", None, Some(json!({"username": "ops", "password": password})));
+    assert_eq!(status, 200, "{login}");
+    let token = login["access_token"].as_str().unwrap().to_string();
+    away_from_a_step_edge();
+
+    let (status, enrollment) = blocking_call(twofa, "POST", "/2fa/enroll", Some(&token), None);
+    assert_eq!(status, 200, "{enrollment}");
+    let secret = enrollment["secret"].as_str().unwrap().to_string();
+    let code = json!({ "code": pyotp_code(&secret, 0) });
+    let (status, activated) = blocking_call(twofa, "POST", "/2fa/activate", Some(&token), Some(code));
+    assert_eq!(status, 200, "{activated}");
+    let codes: Vec<String> = activated["recoveryCodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let recovery = json!({ "recoveryCode": codes[0] });
+    let (status, stepped) = blocking_call(twofa, "POST", "/2fa/verify", Some(&token), Some(recovery));
+    assert_eq!(status, 200, "{stepped}");
+    let step_up = stepped["access_token"].as_str().unwrap().to_string();
+
+    // The admin lost the authenticator: the host removes the factor (audited), once.
+    let reset = admin_command(&data, &["reset-2fa", "--username", "ops"], "");
+    assert!(String::from_utf8_lossy(&reset.stdout).contains("removed the second factor of ops"), "{reset:?}");
+    let again = admin_command(&data, &["reset-2fa", "--username", "ops"], "");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("ops has no second factor"));
+    let (_, status_now) = blocking_call(twofa, "GET", "/2fa/status", Some(&token), None);
+    assert_eq!(status_now["enrolled"], false);
+    let (_, audit) = blocking_call(kms, "GET", "/audit?role=twofa", Some(&step_up), None);
+    let reset_entry =
+        audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "2fa.reset").cloned();
+    assert!(reset_entry.is_some_and(|e| e["actor"].as_str().unwrap().starts_with("cli:")), "{audit}");
+
+    process.signal("TERM");
+    let (_, lines) = process.wait(Duration::from_secs(30));
+    let mut secrets = vec![secret.clone(), step_up.clone()];
+    for code in &codes {
+        secrets.push(code.clone());
+        secrets.push(code.replace('-', ""));
+    }
+    for line in &lines {
+        for value in &secrets {
+            assert!(!line.contains(value.as_str()), "a secret in the log: {line}");
+        }
+    }
+    for file in ["fountain.db", "fountain.db-wal"] {
+        let bytes = std::fs::read(data.join(file)).unwrap_or_default();
+        for value in &secrets {
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{file} holds a secret in plaintext"
+            );
+        }
+    }
+}
