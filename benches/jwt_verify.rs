@@ -28,6 +28,8 @@ fn main() {
         uid: Some(1),
         epoch: Some(0),
         akid: None,
+        amr: None,
+        mfa_pending: None,
     };
     let header = Header { kid: Some("k1".into()), ..Header::new(Algorithm::EdDSA) };
     let token =

@@ -116,6 +116,13 @@ enum AdminAction {
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
+    /// Remove a user's second factor (e.g. a locked-out last admin); they enrol again.
+    #[cfg(feature = "twofa")]
+    #[command(name = "reset-2fa")]
+    Reset2fa {
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +263,16 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
                 admin::read_new_password(password_file.as_deref(), &username).map_err(Failure::runtime)?;
             let user = accounts.reset_password(&username, &password).map_err(Failure::runtime)?;
             format!("set a new password for {}; their sessions and tokens are ended", user.username)
+        }
+        #[cfg(feature = "twofa")]
+        AdminAction::Reset2fa { username } => {
+            let username = username.to_ascii_lowercase();
+            let removed = crate::roles::twofa::reset_offline(&platform, &admin::local_actor(), &username)
+                .map_err(Failure::runtime)?;
+            if !removed {
+                return Err(Failure::runtime(format!("user {username} has no second factor")));
+            }
+            format!("removed the second factor of {username}; they enrol again (POST /twofa/2fa/enroll)")
         }
     };
     println!("{done}");

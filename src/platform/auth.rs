@@ -18,6 +18,11 @@ pub const LEEWAY_SECONDS: u64 = 5;
 pub const ADMIN_ROLE: &str = "admin";
 /// The role carried by service tokens (client credentials).
 pub const SERVICE_ROLE: &str = "service";
+/// The service that issues step-up tokens (through kms): the one place a token that still owes
+/// its second factor may go, besides logging out.
+pub const STEP_UP_SERVICE: &str = "twofa";
+/// Where a client steps up, through the gateway.
+pub const STEP_UP_PATH: &str = "/twofa/2fa/verify";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -44,6 +49,13 @@ pub struct Claims {
     /// Service tokens: the id of the API key they were obtained with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub akid: Option<i64>,
+    /// Step-up tokens: how the holder authenticated (RFC 8176: `["pwd", "otp"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// Set at login for members of `[roles.twofa] required_for_roles`: the token reaches only
+    /// twofa (enrolment and verification) and logout until a step-up token replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_pending: Option<bool>,
 }
 
 impl Claims {
@@ -59,6 +71,19 @@ impl Claims {
     pub fn is_service(&self) -> bool {
         self.has_role(SERVICE_ROLE)
     }
+
+    /// The account's policy requires a second factor this token has not proven: it may only
+    /// step up or log out.
+    pub fn step_up_pending(&self) -> bool {
+        self.mfa_pending == Some(true) && self.mfa != Some(true)
+    }
+}
+
+/// The answer to a caller without the second factor a route requires: 403 `mfa_required`,
+/// naming where to step up.
+pub fn mfa_required(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::MfaRequired, message)
+        .with_details(serde_json::json!({ "mfaRequired": true, "stepUp": STEP_UP_PATH }))
 }
 
 /// Why a token was refused. Clients see one uniform 401; the reason goes to logs and metrics.
@@ -263,6 +288,8 @@ mod tests {
             uid: Some(1),
             epoch: Some(0),
             akid: None,
+            amr: None,
+            mfa_pending: None,
         }
     }
 

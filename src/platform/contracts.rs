@@ -244,3 +244,16 @@ pub struct Lookup {
     /// False when every known instance is failing its health checks.
     pub healthy: bool,
 }
+
+/// kms `POST /step-up` request: twofa, with its own service token, asks for a step-up token
+/// for the user whose current token it forwards (after checking the user's second factor).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StepUpGrant {
+    /// The user's current access token, as the user presented it to twofa.
+    #[schema(min_length = 1, max_length = 8192)]
+    pub token: String,
+    /// Lifetime of the step-up token; kms caps it at its access-token lifetime.
+    #[schema(minimum = 30, maximum = 3600)]
+    pub ttl_seconds: u64,
+}

@@ -8,6 +8,9 @@
 //! - [`AdminOrService`]: either of the two.
 //! - [`AdminOrOwner`]: an admin, or the service named by the path's `{serviceName}` itself.
 //! - [`StepUp`]: a token carrying the twofa step-up claim (`mfa: true`).
+//! - [`StepUpCandidate`]: a user's token, including one that still owes the second factor its
+//!   account's policy requires (twofa's enrolment and verification).
+//! - [`AnyToken`]: any valid token, that one included (logout).
 //! - [`MaybeAuthenticated`]: anonymous, or a valid token (a present token must be valid).
 //!
 //! Beside them: [`Origin`] (client address and request id for the audit trail) and
@@ -37,13 +40,27 @@ fn bearer_required() -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, "a bearer token is required")
 }
 
-/// Verifies the request's bearer token, if it has one.
-fn verify_optional(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Option<Claims>, ApiError>> {
+/// Verifies the request's bearer token, if it has one, whatever its step-up state.
+fn verify_any(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Option<Claims>, ApiError>> {
     let token = auth::bearer_token(req).map(str::to_string);
     let verifier = verifier(req);
     Box::pin(async move {
         let Some(token) = token else { return Ok(None) };
         Ok(Some(verifier?.verify(&token).await?))
+    })
+}
+
+/// Verifies the request's bearer token, if it has one. A token that still owes its account's
+/// second factor is refused here, so that every guard but [`StepUpCandidate`] refuses it.
+fn verify_optional(req: &HttpRequest) -> LocalBoxFuture<'static, Result<Option<Claims>, ApiError>> {
+    let verified = verify_any(req);
+    Box::pin(async move {
+        match verified.await? {
+            Some(claims) if claims.step_up_pending() => Err(auth::mfa_required(
+                "this account needs a second factor first: enrol and step up with twofa",
+            )),
+            other => Ok(other),
+        }
     })
 }
 
@@ -109,8 +126,44 @@ claims_guard!(
     /// A caller who proved a second factor (the twofa step-up claim `mfa: true`).
     StepUp,
     |c| c.mfa == Some(true),
-    ApiError::from_code(ErrorCode::MfaRequired)
+    auth::mfa_required(ErrorCode::MfaRequired.default_message())
 );
+
+/// Any valid token, including one that still owes its second factor: logging out is always
+/// allowed.
+#[derive(Debug)]
+pub struct AnyToken(pub Claims);
+
+impl FromRequest for AnyToken {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verified = verify_any(req);
+        Box::pin(async move { Ok(AnyToken(verified.await?.ok_or_else(bearer_required)?)) })
+    }
+}
+
+/// A user's token (never a service's), including one that still owes the second factor its
+/// account's policy requires: what twofa's enrolment and verification, and logout, take.
+#[derive(Debug)]
+pub struct StepUpCandidate(pub Claims);
+
+impl FromRequest for StepUpCandidate {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verified = verify_any(req);
+        Box::pin(async move {
+            let claims = verified.await?.ok_or_else(bearer_required)?;
+            if claims.is_service() || claims.uid.is_none() {
+                return Err(ApiError::new(ErrorCode::Forbidden, "this requires a user's token"));
+            }
+            Ok(StepUpCandidate(claims))
+        })
+    }
+}
 
 impl Admin {
     pub fn name(&self) -> &str {

@@ -420,6 +420,8 @@ mod tests {
             uid: Some(uid),
             epoch: Some(epoch),
             akid: None,
+            amr: None,
+            mfa_pending: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The gateway as the seed's clients use it: an API key alone reaches fountain's roles, the
 //! pages for people pass without a token under every prefix, `POST /search` on the gateway
 //! itself, services reached under the name they registered, and key creation through the
-//! gateway while no step-up issuer exists.
+//! gateway with a step-up token from twofa.
 
 use std::time::Duration;
 
@@ -353,14 +353,20 @@ async fn registered_services_are_reached_under_their_own_name_unless_a_route_say
 }
 
 #[actix_web::test]
-async fn until_twofa_issues_step_up_tokens_an_admin_creates_keys_and_secrets_through_the_gateway() {
+async fn an_admin_steps_up_with_twofa_then_creates_keys_and_secrets_through_the_gateway() {
     let app = spawn(|_| {}).await;
     app.create_admin();
     let gateway = app.gateway();
     let admin = gateway.kms().login("root").await.access_token;
-    let created = gateway.kms().create_key(&admin, "svc").await.ok();
+    assert_eq!(gateway.kms().create_key(&admin, "svc").await.refusal(), (403, "mfa_required"));
+    let enrollment = gateway.twofa().enroll(&admin, None).await.ok();
+    gateway.twofa().activate(&admin, &crate::twofa::pyotp_code(&enrollment.secret, 0)).await.ok();
+    // The next step's code: the activation used this one.
+    let next = crate::twofa::pyotp_code(&enrollment.secret, 1);
+    let step_up = gateway.twofa().verify(&admin, &next).await.ok().access_token;
+    let created = gateway.kms().create_key(&step_up, "svc").await.ok();
     assert_eq!(app.kms().verify_key(&created.api_key).await.service_name.as_deref(), Some("svc"));
-    assert_eq!(gateway.secrets().create(&admin, "svc", None).await.ok().version, 1);
+    assert_eq!(gateway.secrets().create(&step_up, "svc", None).await.ok().version, 1);
     app.stop().await;
 }
 

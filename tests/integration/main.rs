@@ -31,3 +31,4 @@ mod sequence;
 mod standard_endpoints;
 mod store;
 mod trust;
+mod twofa;

@@ -1,6 +1,7 @@
 //! The README's quick start, run exactly as written: `fountain serve` on its default ports in a
 //! fresh folder, then the quick-start block in bash in that same folder, with only the
-//! `cargo run --release --quiet --` prefix replaced by the binary under test.
+//! `cargo run --release --quiet --` prefix replaced by the binary under test. Its step-up
+//! computes TOTP codes with Python's `pyotp`, as the block says.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -96,6 +97,14 @@ fn the_readme_quick_start_creates_an_admin_a_key_and_rotates_a_secret_through_th
     assert!(output.status.success(), "quick start failed:\n{stdout}\n{stderr}");
     assert!(!stdout.contains(password) && !stderr.contains(password), "the password is never echoed");
 
+    // The activation answered with the recovery codes, and the step-up let the key through.
+    let activated: Value = stdout
+        .lines()
+        .find_map(|line| {
+            serde_json::from_str::<Value>(line).ok().filter(|v| v.get("recoveryCodes").is_some())
+        })
+        .expect("the activation's recovery codes were printed");
+    assert_eq!(activated["recoveryCodes"].as_array().map(Vec::len), Some(10));
     // The last line is billing's secret set as billing itself reads it with its API key.
     let last: Value = serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON");
     assert_eq!(last["service_name"], "billing");

@@ -114,6 +114,8 @@ mod tests {
             uid: Some(1),
             epoch: Some(0),
             akid: None,
+            amr: None,
+            mfa_pending: None,
         }
     }
 

@@ -90,7 +90,7 @@ impl Role for Gateway {
         if !gateway.enforce_mfa && gateway.rules.iter().any(|rule| rule.mfa) {
             log::info!(
                 target: "fountain::gateway",
-                "roles.gateway.enforce_mfa is off: rules with mfa = true are not enforced (turn it on when the twofa role issues step-up tokens)"
+                "roles.gateway.enforce_mfa is off: rules with mfa = true are not enforced (step-up tokens from the twofa role pass them when it is on)"
             );
         }
         let state = GatewayState::new(

@@ -114,6 +114,11 @@ impl Identity {
     fn mfa(&self) -> bool {
         matches!(self, Identity::Token(token) if token.claims.mfa == Some(true))
     }
+
+    /// The account's policy requires a second factor this token has not proven yet.
+    fn step_up_pending(&self) -> bool {
+        matches!(self, Identity::Token(token) if token.claims.step_up_pending())
+    }
 }
 
 /// Why the edge refused a request, as counted in `gateway_auth_failures_total{reason}`.
@@ -139,11 +144,26 @@ fn check_rules(state: &GatewayState, path: &str, method: &str, identity: &Identi
     // Without a step-up issuer (`enforce_mfa` off) nobody could pass an mfa rule at all.
     if rule.mfa && state.config.enforce_mfa && !identity.mfa() {
         count_refusal(state, "mfa_required");
-        return Err(ApiError::new(
-            ErrorCode::MfaRequired,
-            "this route requires a second factor (step up with twofa)",
-        )
-        .with_details(serde_json::json!({ "mfaRequired": true })));
+        return Err(auth::mfa_required("this route requires a second factor: step up with twofa"));
+    }
+    Ok(())
+}
+
+/// A token that still owes its account's second factor reaches only the step-up service and
+/// kms's logout, whatever the route's rules (services behind the gateway that do not check
+/// tokens themselves rely on this).
+fn check_step_up_pending(
+    state: &GatewayState,
+    identity: &Identity,
+    route: &Route,
+    rest: &str,
+) -> ApiResult<()> {
+    let allowed = &*route.service == auth::STEP_UP_SERVICE || (route.issuer && rest == "/logout");
+    if identity.step_up_pending() && !allowed {
+        count_refusal(state, "mfa_required");
+        return Err(auth::mfa_required(
+            "this account needs a second factor first: enrol and step up with twofa",
+        ));
     }
     Ok(())
 }
@@ -470,6 +490,7 @@ pub async fn forward(req: HttpRequest, payload: web::Payload) -> ApiResult<HttpR
         state.metrics.rate_limited.with_label_values(&[prefix]).inc();
     })?;
     if let Some(identity) = &identity {
+        check_step_up_pending(state, identity, route, rest)?;
         check_rules(state, &path, req.method().as_str(), identity)?;
     }
     let credential = upstream_credential(state, client, &req, identity.as_ref(), route, addr).await?;

@@ -102,6 +102,7 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<KmsState>) {
         .service(web::resource("/login").post(users::login))
         .service(web::resource("/token").post(session::token))
         .service(web::resource("/logout").post(session::logout))
+        .service(web::resource("/step-up").post(session::step_up))
         .service(web::resource("/.well-known/jwks.json").get(session::jwks))
         .service(web::resource("/signing-keys/rotate").post(session::rotate_signing_key))
         .service(web::resource("/users").get(users::list_users))
@@ -127,7 +128,7 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<KmsState>) {
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        users::register, users::login, session::token, session::logout, session::jwks,
+        users::register, users::login, session::token, session::logout, session::step_up, session::jwks,
         session::rotate_signing_key, users::list_users, users::get_user, users::update_user,
         users::delete_user, keys::create_key, keys::list_keys, keys::get_key, keys::update_key, keys::delete_key,
         keys::rotate_key, keys::verify_key, list_audit
@@ -135,7 +136,7 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<KmsState>) {
     components(schemas(
         users::RegisterRequest, users::RoleList, users::RegisterResponse, users::LoginRequest, users::UserView,
         users::UserList, users::UpdateUserRequest, session::TokenResponse, session::TokenRequest,
-        session::RotatedSigningKey, keys::CreateKeyRequest, keys::KeyResponse, keys::KeyMetadata,
+        session::RotatedSigningKey, crate::platform::contracts::StepUpGrant, keys::CreateKeyRequest, keys::KeyResponse, keys::KeyMetadata,
         keys::KeyList, keys::RotateKeyRequest, keys::RotatedKey, keys::VerifyRequest,
         keys::VerifyResponse, keys::VerifyCode, keys::UpdateKeyRequest, keys::UpdatedKey, AuditPage, Entry, ErrorBody
     )),

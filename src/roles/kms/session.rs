@@ -12,12 +12,12 @@ use super::{signing, store, ROLE_NAME};
 use crate::platform::audit::Outcome;
 use crate::platform::auth::{Claims, LEEWAY_SECONDS, SERVICE_ROLE};
 pub use crate::platform::contracts::TokenResponse;
-use crate::platform::contracts::{SessionRevoked, SigningKeyRotated, TokenRevoked};
+use crate::platform::contracts::{SessionRevoked, SigningKeyRotated, StepUpGrant, TokenRevoked};
 use crate::platform::crypto::random_token;
 use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{parse_json, read_limited, BodyLimit};
-use crate::platform::guards::{Admin, Authenticated, Origin};
+use crate::platform::guards::{Admin, AnyToken, Origin, Service};
 use crate::platform::unit::Who;
 
 const REFRESH_CONTEXT: &str = "kms-refresh-token";
@@ -48,8 +48,8 @@ enum Subject<'a> {
     Service { name: &'a str, key_id: i64 },
 }
 
-/// Signs an access token for `subject`.
-fn access_token(state: &KmsState, subject: Subject<'_>, ttl: u64, sid: Option<String>) -> ApiResult<String> {
+/// The claims of a new access token for `subject`.
+fn claims_for(state: &KmsState, subject: Subject<'_>, ttl: u64, sid: Option<String>) -> Claims {
     let now = unix_now();
     let (sub, roles, uid, epoch, akid) = match subject {
         Subject::User(user) => {
@@ -59,7 +59,7 @@ fn access_token(state: &KmsState, subject: Subject<'_>, ttl: u64, sid: Option<St
             (name.to_string(), vec![SERVICE_ROLE.to_string()], None, None, Some(key_id))
         }
     };
-    let claims = Claims {
+    Claims {
         sub,
         roles,
         iss: state.issuer.clone(),
@@ -73,7 +73,18 @@ fn access_token(state: &KmsState, subject: Subject<'_>, ttl: u64, sid: Option<St
         uid,
         epoch,
         akid,
-    };
+        amr: None,
+        mfa_pending: None,
+    }
+}
+
+/// Signs an access token for `subject`. A user whose roles require a second factor gets a
+/// token that reaches only twofa and logout (`mfa_pending`) until it steps up.
+fn access_token(state: &KmsState, subject: Subject<'_>, ttl: u64, sid: Option<String>) -> ApiResult<String> {
+    let mut claims = claims_for(state, subject, ttl, sid);
+    if claims.uid.is_some() && state.step_up_required_for.iter().any(|role| claims.has_role(role)) {
+        claims.mfa_pending = Some(true);
+    }
     state.keys.sign(&claims).map_err(ApiError::internal)
 }
 
@@ -283,11 +294,7 @@ async fn client_credentials(
     responses((status = 204, description = "Logged out"), (status = 401, description = "No valid token", body = ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn logout(
-    state: web::Data<KmsState>,
-    origin: Origin,
-    caller: Authenticated,
-) -> ApiResult<HttpResponse> {
+pub async fn logout(state: web::Data<KmsState>, origin: Origin, caller: AnyToken) -> ApiResult<HttpResponse> {
     let claims = caller.0;
     let expires = chrono::DateTime::from_timestamp(claims.exp + LEEWAY_SECONDS as i64, 0)
         .map(|t| t.naive_utc())
@@ -361,4 +368,79 @@ pub async fn rotate_signing_key(
     let reload = state.clone();
     state.db.run(move |conn| reload.keys.reload(conn, &reload.master_key).map_err(|e| e.into_db())).await?;
     Ok(web::Json(RotatedSigningKey { kid }))
+}
+
+/// How a step-up token says its holder authenticated (RFC 8176).
+const STEP_UP_AMR: [&str; 2] = ["pwd", "otp"];
+
+/// twofa's own service token: the only caller kms signs step-up tokens for.
+pub struct StepUpIssuer;
+
+impl actix_web::FromRequest for StepUpIssuer {
+    type Error = ApiError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let service = Service::from_request(req, payload);
+        Box::pin(async move {
+            let Service(claims) = service.await?;
+            let issuer = crate::platform::auth::STEP_UP_SERVICE;
+            if crate::platform::crypto::constant_time_eq(claims.sub.as_bytes(), issuer.as_bytes()) {
+                Ok(StepUpIssuer)
+            } else {
+                Err(ApiError::new(ErrorCode::Forbidden, "only the twofa service may ask for step-up tokens"))
+            }
+        })
+    }
+}
+
+/// Issue a step-up token
+///
+/// twofa's service token only. Signs a short-lived token with mfa and amr ["pwd","otp"] for the user whose current token twofa forwards, in the same session.
+#[utoipa::path(
+    post, path = "/step-up", operation_id = "issueStepUpToken", tag = "Sessions",
+    request_body = StepUpGrant,
+    responses(
+        (status = 200, description = "The step-up token", body = TokenResponse),
+        (status = 401, description = "The forwarded token is not a user's current, valid token", body = ErrorBody),
+        (status = 403, description = "The caller is not the twofa service", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn step_up(
+    state: web::Data<KmsState>,
+    verifier: web::Data<crate::platform::trust::Verifier>,
+    _issuer: StepUpIssuer,
+    origin: Origin,
+    body: crate::platform::extract::Json<StepUpGrant>,
+) -> ApiResult<HttpResponse> {
+    let grant = body.into_inner();
+    // The whole trust path: signature, claims, logout, ended sessions, account changes.
+    let presented = verifier.verify(&grant.token).await?;
+    let (Some(uid), Some(epoch), Some(sid)) = (presented.uid, presented.epoch, presented.sid.clone()) else {
+        return Err(crate::platform::auth::invalid_token());
+    };
+    if presented.is_service() {
+        return Err(crate::platform::auth::invalid_token());
+    }
+    let name = presented.sub.clone();
+    let user = state.db.run(move |conn| store::find_user(conn, &name)).await?;
+    // The account as it is now: the same identity, enabled, and no change since the token.
+    let user = user
+        .filter(|u| u.id == uid && !u.disabled && u.token_epoch == epoch)
+        .ok_or_else(crate::platform::auth::invalid_token)?;
+    let ttl = grant.ttl_seconds.clamp(1, state.config.access_token_ttl_seconds);
+    let mut claims = claims_for(&state, Subject::User(&user), ttl, Some(sid));
+    claims.mfa = Some(true);
+    claims.amr = Some(STEP_UP_AMR.iter().map(|m| m.to_string()).collect());
+    let token = state.keys.sign(&claims).map_err(ApiError::internal)?;
+    let (username, jti) = (user.username.clone(), claims.jti.clone());
+    state
+        .db
+        .change(Who::new(ROLE_NAME, crate::platform::auth::STEP_UP_SERVICE, origin), move |tx| {
+            tx.audit("token.step_up", &username, Some(serde_json::json!({ "jti": jti })))
+        })
+        .await?;
+    state.metrics.tokens_issued.with_label_values(&["step_up"]).inc();
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(bearer(token, ttl, None)))
 }

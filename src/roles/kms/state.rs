@@ -58,6 +58,17 @@ pub struct KmsState {
     /// clears it; another kms replica's change is seen within the TTL. Expiry and grace are
     /// always computed fresh from the row.
     pub key_lookups: crate::platform::cache::TtlCache<String, Option<super::store::ApiKey>>,
+    /// Roles whose members must step up with twofa (`[roles.twofa] required_for_roles`): their
+    /// password tokens carry `mfa_pending` and reach only twofa and logout.
+    pub step_up_required_for: Vec<String>,
+}
+
+/// The part of twofa's settings kms enforces at login. Read from the shared configuration, so
+/// a kms that runs without twofa in its process applies the same policy.
+#[derive(Debug, Default, serde::Deserialize)]
+struct StepUpPolicy {
+    #[serde(default)]
+    required_for_roles: Vec<String>,
 }
 
 impl KmsState {
@@ -166,6 +177,7 @@ pub fn init(ctx: &RoleContext) -> Result<KmsState, String> {
         per_minute(config.verifications_per_address_per_minute, config.verification_burst),
     );
     let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let policy: StepUpPolicy = ctx.config.role_settings(crate::platform::auth::STEP_UP_SERVICE)?;
     let state = KmsState {
         config,
         db: ctx.db.clone(),
@@ -180,6 +192,7 @@ pub fn init(ctx: &RoleContext) -> Result<KmsState, String> {
         decoy_hash,
         metrics,
         key_lookups: crate::platform::cache::TtlCache::new(Duration::from_millis(key_cache_ms), 10_000),
+        step_up_required_for: policy.required_for_roles,
     };
     state.observe_limiters();
     Ok(state)

@@ -154,6 +154,8 @@ mod tests {
             uid: None,
             epoch: None,
             akid: None,
+            amr: None,
+            mfa_pending: None,
         }
     }
 

@@ -135,6 +135,11 @@ impl TestApp {
         Search(Endpoint { app: self, role: "search", prefix: "" })
     }
 
+    /// The 2FA service.
+    pub fn twofa(&self) -> Twofa<'_> {
+        Twofa(Endpoint { app: self, role: "twofa", prefix: "" })
+    }
+
     /// The gateway: its registry, and every role behind it.
     pub fn gateway(&self) -> Gateway<'_> {
         Gateway(Endpoint { app: self, role: "gateway", prefix: "" })
@@ -682,6 +687,11 @@ pub struct Registry {
 pub struct Gateway<'a>(Endpoint<'a>);
 
 impl<'a> Gateway<'a> {
+    /// The 2FA service behind the gateway (`/twofa/...`).
+    pub fn twofa(&self) -> Twofa<'a> {
+        Twofa(Endpoint { app: self.0.app, role: "gateway", prefix: "/twofa" })
+    }
+
     /// kms through the gateway (`/kms/…`): the edge authenticates first.
     pub fn kms(&self) -> Kms<'a> {
         Kms(Endpoint { prefix: "/kms", ..self.0 })
@@ -870,5 +880,75 @@ impl Sequence<'_> {
     /// `POST /sync/resync` (202), admin only.
     pub async fn resync<'t>(&self, who: impl Into<Caller<'t>>) -> Answer<ResyncResponse> {
         self.0.send("POST", "/sync/resync", who.into(), None, 202).await
+    }
+}
+
+// ---- twofa ----
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enrollment {
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub qr_svg: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activated {
+    pub recovery_codes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TwofaStatus {
+    pub enrolled: bool,
+    pub pending: bool,
+    pub recovery_codes_left: i64,
+    pub locked_until: Option<String>,
+}
+
+pub struct Twofa<'a>(Endpoint<'a>);
+
+impl Twofa<'_> {
+    /// `POST /2fa/enroll`, with a current code while a factor is active.
+    pub async fn enroll<'t>(&self, who: impl Into<Caller<'t>>, code: Option<&str>) -> Answer<Enrollment> {
+        let body = code.map(|code| json!({ "code": code }));
+        self.0.send("POST", "/2fa/enroll", who.into(), body, 200).await
+    }
+
+    /// `POST /2fa/activate {code}`.
+    pub async fn activate<'t>(&self, who: impl Into<Caller<'t>>, code: &str) -> Answer<Activated> {
+        self.0.send("POST", "/2fa/activate", who.into(), Some(json!({ "code": code })), 200).await
+    }
+
+    /// `POST /2fa/verify {code}`: a step-up token.
+    pub async fn verify<'t>(&self, who: impl Into<Caller<'t>>, code: &str) -> Answer<TokenResponse> {
+        self.0.send("POST", "/2fa/verify", who.into(), Some(json!({ "code": code })), 200).await
+    }
+
+    /// `POST /2fa/verify {recoveryCode}`.
+    pub async fn verify_recovery<'t>(&self, who: impl Into<Caller<'t>>, code: &str) -> Answer<TokenResponse> {
+        self.0.send("POST", "/2fa/verify", who.into(), Some(json!({ "recoveryCode": code })), 200).await
+    }
+
+    /// `GET /2fa/status`.
+    pub async fn status<'t>(&self, who: impl Into<Caller<'t>>) -> Answer<TwofaStatus> {
+        self.0.send("GET", "/2fa/status", who.into(), None, 200).await
+    }
+
+    /// `GET /2fa/status/{username}` (admin).
+    pub async fn status_of<'t>(&self, who: impl Into<Caller<'t>>, username: &str) -> Answer<TwofaStatus> {
+        self.0.send("GET", &format!("/2fa/status/{username}"), who.into(), None, 200).await
+    }
+
+    /// `DELETE /2fa` with `{code}` or `{recoveryCode}`.
+    pub async fn disable<'t>(&self, who: impl Into<Caller<'t>>, proof: Value) -> Answer<()> {
+        self.0.send("DELETE", "/2fa", who.into(), Some(proof), 204).await
+    }
+
+    /// `POST /2fa/users/{username}/reset` (admin with a step-up token).
+    pub async fn reset<'t>(&self, who: impl Into<Caller<'t>>, username: &str) -> Answer<()> {
+        self.0.send("POST", &format!("/2fa/users/{username}/reset"), who.into(), None, 204).await
     }
 }

@@ -1,0 +1,2 @@
+DROP TABLE twofa_recovery_codes;
+DROP TABLE twofa_factors;
