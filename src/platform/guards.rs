@@ -8,6 +8,8 @@
 //! - [`AdminOrService`]: either of the two.
 //! - [`AdminOrOwner`]: an admin, or the service named by the path's `{serviceName}` itself.
 //! - [`StepUp`]: a token carrying the twofa step-up claim (`mfa: true`).
+//! - [`SteppedUpAdmin`], [`SteppedUpAdminOrOwner`]: an admin who stepped up — privileged changes
+//!   and plaintext reads of keys and secrets need it at the role itself, not only at the gateway.
 //! - [`StepUpCandidate`]: a user's token, including one that still owes the second factor its
 //!   account's policy requires (twofa's enrolment and verification).
 //! - [`AnyToken`]: any valid token, that one included (logout).
@@ -129,6 +131,35 @@ claims_guard!(
     auth::mfa_required(ErrorCode::MfaRequired.default_message())
 );
 
+/// The refusal of an admin's token that has not been stepped up.
+fn step_up_first() -> ApiError {
+    auth::mfa_required("this needs a step-up token: verify a second factor with twofa first")
+}
+
+/// An admin who proved a second factor (`mfa: true`): what a privileged change needs at the role
+/// itself, so that the gateway's `mfa` rule is a second layer and not the only one.
+#[derive(Debug)]
+pub struct SteppedUpAdmin(pub Claims);
+
+impl FromRequest for SteppedUpAdmin {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verified = verify_required(req);
+        Box::pin(async move {
+            let claims = verified.await?;
+            if !claims.is_admin() {
+                return Err(ApiError::new(ErrorCode::Forbidden, "this requires the admin role"));
+            }
+            if claims.mfa != Some(true) {
+                return Err(step_up_first());
+            }
+            Ok(SteppedUpAdmin(claims))
+        })
+    }
+}
+
 /// Any valid token, including one that still owes its second factor: logging out is always
 /// allowed.
 #[derive(Debug)]
@@ -166,6 +197,12 @@ impl FromRequest for StepUpCandidate {
 }
 
 impl Admin {
+    pub fn name(&self) -> &str {
+        &self.0.sub
+    }
+}
+
+impl SteppedUpAdmin {
     pub fn name(&self) -> &str {
         &self.0.sub
     }
@@ -244,20 +281,51 @@ impl FromRequest for AdminOrOwner {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let service = service_name_of(req);
-        let verified = verify_required(req);
-        Box::pin(async move {
-            let claims = verified.await?;
-            let service = service?;
-            let owner =
-                claims.is_service() && constant_time_eq(claims.sub.as_bytes(), service.as_str().as_bytes());
-            if claims.is_admin() || owner {
-                Ok(AdminOrOwner { claims, service })
-            } else {
-                Err(ApiError::new(ErrorCode::Forbidden, "only an admin or the owning service may do this"))
-            }
-        })
+        admin_or_owner(req, false)
     }
+}
+
+/// Like [`AdminOrOwner`], but an admin must have stepped up: reading another service's key or
+/// secret values in plaintext is as privileged as changing them. The owning service needs no
+/// second factor for its own.
+#[derive(Debug)]
+pub struct SteppedUpAdminOrOwner(pub AdminOrOwner);
+
+impl FromRequest for SteppedUpAdminOrOwner {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let checked = admin_or_owner(req, true);
+        Box::pin(async move { checked.await.map(SteppedUpAdminOrOwner) })
+    }
+}
+
+fn admin_or_owner(
+    req: &HttpRequest,
+    admin_needs_step_up: bool,
+) -> LocalBoxFuture<'static, Result<AdminOrOwner, ApiError>> {
+    let service = service_name_of(req);
+    let verified = verify_required(req);
+    Box::pin(async move {
+        let claims = verified.await?;
+        let service = service?;
+        let owner =
+            claims.is_service() && constant_time_eq(claims.sub.as_bytes(), service.as_str().as_bytes());
+        if owner {
+            return Ok(AdminOrOwner { claims, service });
+        }
+        if !claims.is_admin() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only an admin or the owning service may do this",
+            ));
+        }
+        if admin_needs_step_up && claims.mfa != Some(true) {
+            return Err(step_up_first());
+        }
+        Ok(AdminOrOwner { claims, service })
+    })
 }
 
 /// Where a request came from, captured on the request thread so that audit records written on

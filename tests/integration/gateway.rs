@@ -157,7 +157,7 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
     assert_eq!(gateway.kms().verify_key_as(&admin, "fk_x").await.ok().code, VerifyCode::NotFound);
 
     // API keys work at the edge too; a bad one gets the same 401 as a forged token.
-    let api_key = app.kms().create_key(&admin, "svc").await.ok().api_key;
+    let api_key = app.kms().create_key(&app.admin_token().await, "svc").await.ok().api_key;
     let api_key = api_key.as_str();
     let mut response = app
         .client
@@ -522,10 +522,10 @@ async fn revoked_tokens_sessions_and_disabled_users_are_refused_at_the_edge() {
     // A disabled user's still-unexpired token is refused too; re-enabling lets new ones in.
     let token = login_as(&app, "eve").await;
     assert_eq!(through_edge(&app, &token).await, 200);
-    app.kms().set_disabled(&admin, "eve", true).await.ok();
+    app.kms().set_disabled(&app.admin_token().await, "eve", true).await.ok();
     wait_refused(&app, &token).await;
     assert_stays_refused(&app, &token).await;
-    app.kms().set_disabled(&admin, "eve", false).await.ok();
+    app.kms().set_disabled(&app.admin_token().await, "eve", false).await.ok();
     eventually("a re-enabled user to pass the edge again", Duration::from_secs(10), async || {
         let fresh = login_as(&app, "eve").await;
         (through_edge(&app, &fresh).await == 200).then_some(())

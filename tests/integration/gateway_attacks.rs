@@ -69,12 +69,13 @@ async fn login(app: &TestApp, username: &str) -> String {
     session["access_token"].as_str().unwrap().to_string()
 }
 
-/// An admin token (no second factor) and the API key of a new service `svc`.
+/// An admin's password token (no second factor) and the API key of a new service `svc`
+/// (created with the admin's step-up token).
 async fn admin_and_key(app: &TestApp) -> (String, String) {
-    app.create_admin();
-    let admin = login(app, "root").await;
+    let admin = app.admin_password_token().await;
+    let stepped_up = app.admin_token().await;
     let (status, key) =
-        app.call("POST", "kms", "/keys", Some(&admin), Some(json!({"service_name": "svc"}))).await;
+        app.call("POST", "kms", "/keys", Some(&stepped_up), Some(json!({"service_name": "svc"}))).await;
     assert_eq!(status, 201, "{key}");
     (admin, key["api_key"].as_str().unwrap().to_string())
 }
@@ -91,7 +92,8 @@ async fn encoded_and_dot_segment_paths_meet_the_rules_of_the_plain_path() {
         TestApp::spawn_with(Backend::Sqlite, |c| c.set_role_setting("gateway", "enforce_mfa", true), None)
             .await;
     let (admin, key) = admin_and_key(&app).await;
-    let (status, created) = app.call("POST", "secrets", "/secrets/svc", Some(&admin), None).await;
+    let stepped_up = app.admin_token().await;
+    let (status, created) = app.call("POST", "secrets", "/secrets/svc", Some(&stepped_up), None).await;
     assert_eq!(status, 201, "{created}");
     let gateway = app.addr("gateway");
 
@@ -126,9 +128,9 @@ async fn encoded_and_dot_segment_paths_meet_the_rules_of_the_plain_path() {
         assert_eq!(assert_error_shape(&expected.1), "mfa_required", "{plain}");
     }
     // Nothing was changed behind the edge's back.
-    let (_, kept) = app.call("GET", "kms", "/keys/svc", Some(&admin), None).await;
+    let (_, kept) = app.call("GET", "kms", "/keys/svc", Some(&stepped_up), None).await;
     assert_eq!(kept["api_key"].as_str(), Some(key.as_str()), "the key was rotated");
-    let (status, secrets) = app.call("GET", "secrets", "/secrets/svc", Some(&admin), None).await;
+    let (status, secrets) = app.call("GET", "secrets", "/secrets/svc", Some(&stepped_up), None).await;
     assert_eq!((status, secrets["version"].as_i64()), (200, Some(1)), "{secrets}");
 
     // What services and proxies read differently is not routed at all.
@@ -360,16 +362,17 @@ async fn registrations_are_rate_limited_per_caller() {
     assert!((20..=20 + refills).contains(&u64::from(n)), "registration {n} was the first refused");
     assert_eq!(assert_error_shape(&body), "rate_limited");
     // Another caller has its own budget.
-    let svc = service_token(&app, &admin).await;
+    let svc = service_token(&app).await;
     let (status, body) =
         app.call("POST", "gateway", "/registry", Some(&svc), Some(registration("svc", &url(99)))).await;
     assert_eq!(status, 204, "{body}");
     app.stop().await;
 }
 
-/// A service token for `svc` (whose key `admin_and_key` created).
-async fn service_token(app: &TestApp, admin: &str) -> String {
-    let (_, key) = app.call("GET", "kms", "/keys/svc", Some(admin), None).await;
+/// A service token for `svc` (whose key `admin_and_key` created; reading it back in plaintext
+/// takes the admin's step-up).
+async fn service_token(app: &TestApp) -> String {
+    let (_, key) = app.call("GET", "kms", "/keys/svc", Some(&app.admin_token().await), None).await;
     let grant = json!({"grant_type": "client_credentials", "client_secret": key["api_key"]});
     let (status, session) = app.call("POST", "kms", "/token", None, Some(grant)).await;
     assert_eq!(status, 200, "{session}");
@@ -384,8 +387,8 @@ async fn a_user_named_like_a_service_does_not_drain_that_services_rate_bucket() 
         None,
     )
     .await;
-    let (admin, _) = admin_and_key(&app).await;
-    let service = service_token(&app, &admin).await;
+    admin_and_key(&app).await;
+    let service = service_token(&app).await;
     // Anyone may register a user called `svc`.
     let (status, _) = app
         .call("POST", "kms", "/register", None, Some(json!({"username": "svc", "password": PASSWORD})))

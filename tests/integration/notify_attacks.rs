@@ -325,12 +325,7 @@ async fn a_callback_that_became_notify_itself_is_refused_at_delivery() {
     let taken_later = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let start = |config: fountain::config::Config, database: TestDatabase| async move {
         let application = Application::build(config, roles::ALL, None).await.expect("roles start");
-        TestApp {
-            platform: application.platform().clone(),
-            application: Some(application),
-            client: awc::Client::builder().disable_timeout().disable_redirects().finish(),
-            database,
-        }
+        TestApp::from_application(application, database)
     };
 
     let mut config = test_config(&database);

@@ -41,7 +41,7 @@ async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
 
     // The identity process bootstraps credentials for its roles, then two replicas join.
-    let primary = ServeProcess::start(&data, &["kms", "secrets", "notify", "sequence"], &base_env);
+    let primary = ServeProcess::start(&data, &["kms", "secrets", "notify", "twofa", "sequence"], &base_env);
     let kms_url = format!("http://{}", primary.addr("kms"));
     let secrets_url = format!("http://{}", primary.addr("secrets"));
     let mut replica_env = base_env.to_vec();
@@ -64,7 +64,9 @@ async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
         None,
         Some(json!({"username": "root", "password": PASSWORD})),
     );
-    let admin = session["access_token"].as_str().unwrap().to_string();
+    let password_token = session["access_token"].as_str().unwrap().to_string();
+    // Rotating another service's secrets is a privileged change: the admin steps up first.
+    let admin = crate::support::totp::step_up_blocking(primary.addr("twofa"), &password_token).token;
     let subscriber = Subscriber::start();
     let (status, _) = call(
         primary.addr("notify"),

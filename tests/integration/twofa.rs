@@ -223,16 +223,19 @@ async fn login_enroll_activate_verify_then_privileged_calls_pass_the_gateway() {
 #[actix_web::test]
 async fn a_step_up_token_belongs_to_one_session_and_only_twofa_may_ask_kms_for_one() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let admin = app.admin_token().await;
-    let second_session = app.kms().login("root").await.access_token;
-    let dave = user(&app, &admin, "dave").await;
+    // root has stepped up to create ada, a second admin whose own factor this test enrols.
+    let root = app.admin_token().await;
+    app.kms().register(&root, "ada", &["admin"]).await.ok();
+    let admin = app.kms().login("ada").await.access_token;
+    let second_session = app.kms().login("ada").await.access_token;
+    let dave = user(&app, &root, "dave").await;
     away_from_a_step_edge();
-    let (root_factor, _) = activated(&app, &admin, 0).await;
+    let (ada_factor, _) = activated(&app, &admin, 0).await;
     let (dave_factor, _) = activated(&app, &dave, 0).await;
 
     // Another user's code does not step anyone up.
     assert_eq!(
-        app.twofa().verify(&dave, &pyotp_code(&root_factor.secret, 1)).await.refusal(),
+        app.twofa().verify(&dave, &pyotp_code(&ada_factor.secret, 1)).await.refusal(),
         (401, "unauthorized")
     );
     let dave_step_up = app.twofa().verify(&dave, &pyotp_code(&dave_factor.secret, 1)).await.ok().access_token;
@@ -246,7 +249,7 @@ async fn a_step_up_token_belongs_to_one_session_and_only_twofa_may_ask_kms_for_o
     let grant = json!({ "token": admin, "ttlSeconds": 600 });
     let (status, body) = app.call("POST", "kms", "/step-up", Some(&admin), Some(grant.clone())).await;
     assert_eq!((status, body["errorCode"].as_str()), (403, Some("forbidden")), "a user upgrading itself");
-    let billing = app.service_token(&admin, "billing").await;
+    let billing = app.service_token(&root, "billing").await;
     let (status, _) = app.call("POST", "kms", "/step-up", Some(&billing), Some(grant.clone())).await;
     assert_eq!(status, 403, "another service");
     let credential =
@@ -258,7 +261,7 @@ async fn a_step_up_token_belongs_to_one_session_and_only_twofa_may_ask_kms_for_o
     assert_eq!(app.call("POST", "kms", "/step-up", Some(&twofa), Some(forged)).await.0, 401);
 
     // Ending the first session ends its step-up token; the second session is untouched.
-    let step_up = app.twofa().verify(&admin, &pyotp_code(&root_factor.secret, 1)).await.ok().access_token;
+    let step_up = app.twofa().verify(&admin, &pyotp_code(&ada_factor.secret, 1)).await.ok().access_token;
     app.kms().create_key(&step_up, "first").await.ok();
     app.kms().logout(&admin).await.ok();
     assert_eq!(app.kms().create_key(&step_up, "second").await.refusal(), (401, "unauthorized"));
@@ -300,9 +303,10 @@ async fn members_of_required_roles_reach_only_twofa_and_logout_until_they_step_u
 async fn no_totp_secret_or_recovery_code_is_stored_in_plaintext(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
+    let fay = user(&app, &admin, "fay").await;
     away_from_a_step_edge();
-    let (enrollment, codes) = activated(&app, &admin, 0).await;
-    app.twofa().verify_recovery(&admin, &codes[0]).await.ok();
+    let (enrollment, codes) = activated(&app, &fay, 0).await;
+    app.twofa().verify_recovery(&fay, &codes[0]).await.ok();
     let mut secrets = vec![enrollment.secret.clone(), enrollment.secret.to_lowercase()];
     for code in &codes {
         secrets.push(code.clone());
@@ -409,4 +413,65 @@ fn the_host_resets_a_second_factor_and_nothing_secret_reaches_the_logs_or_the_da
             );
         }
     }
+}
+
+/// The step-up is checked by the roles themselves, not only by the gateway's rules: a stolen
+/// admin password token reaches none of the privileged changes or plaintext reads on the roles'
+/// own ports, cannot create admins through the public `/register`, and cannot read the step-up
+/// service's key to mint step-ups of its own.
+#[actix_web::test]
+async fn privileged_changes_need_a_step_up_at_the_roles_themselves() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let stepped_up = app.admin_token().await;
+    let password = app.admin_password_token().await;
+    app.kms().create_key(&stepped_up, "svc").await.ok();
+    app.secrets().create(&stepped_up, "svc", None).await.ok();
+
+    let step_up_first = (403, "mfa_required");
+    assert_eq!(app.kms().create_key(&password, "other").await.refusal(), step_up_first);
+    assert_eq!(app.call("GET", "kms", "/keys/svc", Some(&password), None).await.0, 403);
+    assert_eq!(app.secrets().create(&password, "other", None).await.refusal(), step_up_first);
+    assert_eq!(app.secrets().get(&password, "svc").await.refusal(), step_up_first);
+    let grant_admin = json!({"username": "mallory", "password": crate::support::PASSWORD, "roles": "admin"});
+    let (status, body) =
+        app.call("POST", "kms", "/register", Some(&password), Some(grant_admin.clone())).await;
+    assert_eq!((status, body["errorCode"].as_str()), (403, Some("mfa_required")), "{body}");
+    // Reads of metadata stay open to a password token; the stepped-up admin does the rest.
+    assert_eq!(app.kms().keys(&password).await.status, 200);
+    let (status, _) = app.call("POST", "kms", "/register", Some(&stepped_up), Some(grant_admin)).await;
+    assert_eq!(status, 201);
+
+    // twofa's key is twofa's alone: with it anyone could have kms sign step-up tokens.
+    let (status, body) = app.call("GET", "kms", "/keys/twofa", Some(&stepped_up), None).await;
+    assert_eq!((status, body["errorCode"].as_str()), (403, Some("forbidden")), "{body}");
+    assert!(!body.to_string().contains("fk_"), "{body}");
+    app.stop().await;
+}
+
+/// A step-up token cannot be stepped up again (no renewal of a second factor without the
+/// password session), and a session whose refresh tokens were revoked gets no step-up.
+#[actix_web::test]
+async fn step_ups_come_only_from_live_password_sessions() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.admin_token().await;
+    app.kms().register(&admin, "gus", &[]).await.ok();
+    let session = app.kms().login("gus").await;
+    away_from_a_step_edge();
+    let (enrollment, codes) = activated(&app, &session.access_token, -1).await;
+    let step_up = app.twofa().verify(&session.access_token, &pyotp_code(&enrollment.secret, 0)).await.ok();
+    assert_eq!(
+        app.twofa().verify_recovery(&step_up.access_token, &codes[0]).await.refusal(),
+        (401, "unauthorized"),
+        "a step-up token renewing itself"
+    );
+    // Reusing a spent refresh token revokes the whole session: no step-up for it any more.
+    let refresh = session.refresh_token.clone().expect("a refresh token");
+    app.kms().refresh(&refresh).await.ok();
+    assert_eq!(app.kms().refresh(&refresh).await.status, 401);
+    assert_eq!(
+        app.twofa().verify_recovery(&session.access_token, &codes[1]).await.refusal(),
+        (401, "unauthorized"),
+        "a revoked session"
+    );
+    app.stop().await;
 }

@@ -14,7 +14,9 @@ use crate::platform::crypto::{constant_time_eq, random_token};
 use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{Json, OptionalJson};
-use crate::platform::guards::{Admin, AdminOrOwner, Origin, ServiceName, TrustedProxies};
+use crate::platform::guards::{
+    Admin, Origin, ServiceName, SteppedUpAdmin, SteppedUpAdminOrOwner, TrustedProxies,
+};
 use crate::platform::names::validate_service_name;
 use crate::platform::unit::{Change, Who};
 
@@ -262,7 +264,7 @@ pub fn ensure_service_key(
 )]
 pub async fn create_key(
     state: web::Data<KmsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     body: Json<CreateKeyRequest>,
 ) -> ApiResult<HttpResponse> {
@@ -303,7 +305,16 @@ pub async fn create_key(
     ),
     security(("bearer" = []))
 )]
-pub async fn get_key(state: web::Data<KmsState>, caller: AdminOrOwner) -> ApiResult<HttpResponse> {
+pub async fn get_key(state: web::Data<KmsState>, caller: SteppedUpAdminOrOwner) -> ApiResult<HttpResponse> {
+    let caller = caller.0;
+    // The step-up issuer's key lets its holder have kms sign `mfa` tokens: only twofa itself may
+    // read it (an admin who needs a new one rotates it or issues a credential on the host).
+    if caller.service.as_str() == crate::platform::auth::STEP_UP_SERVICE && !caller.claims.is_service() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the step-up service's key is readable by that service only; rotate it to replace it",
+        ));
+    }
     let service = caller.service.into_inner();
     let lookup = service.clone();
     let key = state.db.run(move |conn| store::active_key(conn, &lookup)).await?;
@@ -369,7 +380,7 @@ pub struct UpdatedKey {
 )]
 pub async fn update_key(
     state: web::Data<KmsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     service: ServiceName,
     body: Json<UpdateKeyRequest>,
@@ -405,7 +416,7 @@ pub async fn update_key(
 )]
 pub async fn delete_key(
     state: web::Data<KmsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     service: ServiceName,
 ) -> ApiResult<HttpResponse> {
@@ -443,7 +454,7 @@ pub async fn delete_key(
 )]
 pub async fn rotate_key(
     state: web::Data<KmsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     service: ServiceName,
     body: OptionalJson<RotateKeyRequest>,

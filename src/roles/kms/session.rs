@@ -17,7 +17,7 @@ use crate::platform::crypto::random_token;
 use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{parse_json, read_limited, BodyLimit};
-use crate::platform::guards::{Admin, AnyToken, Origin, Service};
+use crate::platform::guards::{AnyToken, Origin, Service, SteppedUpAdmin};
 use crate::platform::unit::Who;
 
 const REFRESH_CONTEXT: &str = "kms-refresh-token";
@@ -350,7 +350,7 @@ pub struct RotatedSigningKey {
 pub async fn rotate_signing_key(
     state: web::Data<KmsState>,
     origin: Origin,
-    admin: Admin,
+    admin: SteppedUpAdmin,
 ) -> ApiResult<web::Json<RotatedSigningKey>> {
     let longest = state.config.access_token_ttl_seconds.max(state.config.service_token_ttl_seconds);
     let publish_for = chrono::Duration::seconds((longest + 2 * LEEWAY_SECONDS) as i64);
@@ -420,11 +420,22 @@ pub async fn step_up(
     let (Some(uid), Some(epoch), Some(sid)) = (presented.uid, presented.epoch, presented.sid.clone()) else {
         return Err(crate::platform::auth::invalid_token());
     };
-    if presented.is_service() {
+    // A step-up token cannot be stepped up again: that would renew a second factor without the
+    // password session behind it. Only a password token of a live session can.
+    if presented.is_service() || presented.mfa == Some(true) {
         return Err(crate::platform::auth::invalid_token());
     }
     let name = presented.sub.clone();
-    let user = state.db.run(move |conn| store::find_user(conn, &name)).await?;
+    let family = sid.clone();
+    let (user, live) = state
+        .db
+        .run(move |conn| {
+            Ok::<_, DbError>((store::find_user(conn, &name)?, store::session_is_live(conn, &family)?))
+        })
+        .await?;
+    if !live {
+        return Err(crate::platform::auth::invalid_token());
+    }
     // The account as it is now: the same identity, enabled, and no change since the token.
     let user = user
         .filter(|u| u.id == uid && !u.disabled && u.token_epoch == epoch)

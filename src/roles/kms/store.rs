@@ -181,6 +181,19 @@ pub fn claim_refresh(conn: &mut AnyConnection, hash: &str) -> Result<bool, DbErr
     Ok(updated == 1)
 }
 
+/// Whether a session (refresh family) can still be continued: it holds a refresh token that is
+/// neither used, revoked nor expired.
+pub fn session_is_live(conn: &mut AnyConnection, family: &str) -> Result<bool, DbError> {
+    let live: i64 = refresh_tokens::table
+        .filter(refresh_tokens::family_id.eq(family))
+        .filter(refresh_tokens::used_at.is_null())
+        .filter(refresh_tokens::revoked_at.is_null())
+        .filter(refresh_tokens::expires_at.gt(now()))
+        .count()
+        .get_result(conn)?;
+    Ok(live > 0)
+}
+
 pub fn revoke_family(conn: &mut AnyConnection, family: &str) -> Result<usize, DbError> {
     Ok(diesel::update(
         refresh_tokens::table

@@ -11,7 +11,7 @@ use super::{store, ROLE_NAME};
 use crate::platform::audit::Outcome;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::Json;
-use crate::platform::guards::{Admin, MaybeAuthenticated, Origin};
+use crate::platform::guards::{Admin, MaybeAuthenticated, Origin, SteppedUpAdmin};
 use crate::platform::unit::Who;
 
 /// bcrypt reads at most 72 bytes; longer passwords would be silently truncated.
@@ -291,6 +291,14 @@ pub async fn register(
         (Some(_), Some(requested)) => validate_roles(&requested.0)?,
         _ => vec![DEFAULT_ROLE.to_string()],
     };
+    // Granting more than the default role is a privileged change like PATCH /users: the admin
+    // must have stepped up (the gateway cannot tell, since /register is public there).
+    let grants_more = roles.iter().any(|role| role != DEFAULT_ROLE);
+    if grants_more && admin.is_some_and(|claims| claims.mfa != Some(true)) {
+        return Err(crate::platform::auth::mfa_required(
+            "granting roles needs a step-up token: verify a second factor with twofa first",
+        ));
+    }
     // Anonymous registration costs a bcrypt hash: limited per address and for the instance
     // before any hashing. An admin's registrations are not counted.
     if admin.is_none() {
@@ -433,7 +441,7 @@ pub async fn get_user(
 )]
 pub async fn update_user(
     state: web::Data<KmsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     path: web::Path<String>,
     body: Json<UpdateUserRequest>,
@@ -466,7 +474,7 @@ pub async fn update_user(
 )]
 pub async fn delete_user(
     state: web::Data<KmsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {

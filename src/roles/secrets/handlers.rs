@@ -14,7 +14,9 @@ use super::{SecretsState, ROLE_NAME};
 use crate::platform::contracts::{SecretSet, SecretsRotated};
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{Json, OptionalJson};
-use crate::platform::guards::{Admin, AdminOrOwner, AdminOrService, Origin, ServiceName};
+use crate::platform::guards::{
+    Admin, AdminOrOwner, AdminOrService, Origin, ServiceName, SteppedUpAdmin, SteppedUpAdminOrOwner,
+};
 use crate::platform::names::validate_service_name;
 use crate::platform::unit::Who;
 
@@ -168,8 +170,8 @@ pub struct Message {
 }
 
 /// Who makes a change: the admin, from where the request came.
-fn who(admin: &Admin, origin: Origin) -> Who {
-    Who::new(ROLE_NAME, admin.name(), origin)
+fn who(admin: &str, origin: Origin) -> Who {
+    Who::new(ROLE_NAME, admin, origin)
 }
 
 /// Secret values are never cached by a client or a proxy.
@@ -230,7 +232,7 @@ pub fn ensure_secret_set(platform: &crate::platform::server::Platform, service: 
 )]
 pub async fn create(
     state: web::Data<SecretsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     name: ServiceName,
     body: OptionalJson<SecretMap>,
@@ -243,7 +245,7 @@ pub async fn create(
     let master = state.master_key.clone();
     let set = state
         .db
-        .change(who(&admin, origin), move |tx| service::create(tx, &master, name.as_str(), values))
+        .change(who(admin.name(), origin), move |tx| service::create(tx, &master, name.as_str(), values))
         .await?;
     Ok(no_store(HttpResponse::Created(), &set))
 }
@@ -264,14 +266,14 @@ pub async fn create(
 )]
 pub async fn get(
     state: web::Data<SecretsState>,
-    caller: AdminOrOwner,
+    caller: SteppedUpAdminOrOwner,
     params: web::Query<VersionParam>,
 ) -> ApiResult<HttpResponse> {
     if params.version.is_some_and(|v| v < 1) {
         return Err(ApiError::new(ErrorCode::BadRequest, "version must be a positive integer"));
     }
     let set =
-        service::read(&state.db, &state.master_key, caller.service.into_inner(), params.version).await?;
+        service::read(&state.db, &state.master_key, caller.0.service.into_inner(), params.version).await?;
     Ok(no_store(HttpResponse::Ok(), &set))
 }
 
@@ -301,7 +303,7 @@ pub async fn versions(
 /// Writes the next version of `name`'s secrets as one unit of work.
 async fn revise(
     state: &SecretsState,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     name: ServiceName,
     revision: Revision,
@@ -309,7 +311,9 @@ async fn revise(
     let (master, keep) = (state.master_key.clone(), state.max_versions);
     state
         .db
-        .change(who(&admin, origin), move |tx| service::revise(tx, &master, keep, name.as_str(), revision))
+        .change(who(admin.name(), origin), move |tx| {
+            service::revise(tx, &master, keep, name.as_str(), revision)
+        })
         .await
 }
 
@@ -331,7 +335,7 @@ async fn revise(
 )]
 pub async fn rotate(
     state: web::Data<SecretsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     name: ServiceName,
     body: OptionalJson<RotateRequest>,
@@ -360,7 +364,7 @@ pub async fn rotate(
 )]
 pub async fn replace(
     state: web::Data<SecretsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     name: ServiceName,
     body: Json<ReplaceRequest>,
@@ -387,11 +391,11 @@ pub async fn replace(
 )]
 pub async fn delete(
     state: web::Data<SecretsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     name: ServiceName,
 ) -> ApiResult<HttpResponse> {
-    state.db.change(who(&admin, origin), move |tx| service::delete(tx, name.as_str())).await?;
+    state.db.change(who(admin.name(), origin), move |tx| service::delete(tx, name.as_str())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -410,11 +414,11 @@ pub async fn delete(
 )]
 pub async fn restore(
     state: web::Data<SecretsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     name: ServiceName,
 ) -> ApiResult<HttpResponse> {
-    state.db.change(who(&admin, origin), move |tx| service::restore(tx, name.as_str())).await?;
+    state.db.change(who(admin.name(), origin), move |tx| service::restore(tx, name.as_str())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -433,11 +437,11 @@ pub async fn restore(
 )]
 pub async fn destroy(
     state: web::Data<SecretsState>,
-    admin: Admin,
+    admin: SteppedUpAdmin,
     origin: Origin,
     name: ServiceName,
 ) -> ApiResult<HttpResponse> {
-    state.db.change(who(&admin, origin), move |tx| service::destroy(tx, name.as_str())).await?;
+    state.db.change(who(admin.name(), origin), move |tx| service::destroy(tx, name.as_str())).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -498,6 +502,6 @@ pub async fn notification(
     body: Json<NotificationPayload>,
 ) -> ApiResult<HttpResponse> {
     let notice = body.into_inner().into_event()?;
-    state.db.change(who(&admin, origin), move |tx| service::announce(tx, &notice)).await?;
+    state.db.change(who(admin.name(), origin), move |tx| service::announce(tx, &notice)).await?;
     Ok(HttpResponse::Ok().json(Message { message: NOTIFICATION_RECEIVED.into() }))
 }

@@ -42,6 +42,8 @@ pub struct TestApp {
     pub platform: Platform,
     pub client: awc::Client,
     pub database: TestDatabase,
+    /// `root`'s step-up token, made once: a TOTP code is accepted once per step.
+    stepped_up_admin: tokio::sync::OnceCell<String>,
 }
 
 impl TestApp {
@@ -69,11 +71,17 @@ impl TestApp {
         let mut config = test_config(&database);
         adjust(&mut config);
         let application = Application::build(config, selected, extra).await.expect("roles start");
+        TestApp::from_application(application, database)
+    }
+
+    /// The test app around a started `application` over `database`.
+    pub fn from_application(application: Application, database: TestDatabase) -> TestApp {
         TestApp {
             platform: application.platform().clone(),
             application: Some(application),
             client: awc::Client::builder().disable_timeout().disable_redirects().finish(),
             database,
+            stepped_up_admin: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -159,15 +167,45 @@ impl TestApp {
     }
 
     /// Creates the admin `root` (as `fountain admin create-user` does), once per app.
+    /// Creates the admin `root`, once: later calls find it there.
     pub fn create_admin(&self) {
-        fountain::roles::kms::create_user_offline(&self.platform, "root", PASSWORD, &["admin".to_string()])
-            .expect("admin created");
+        match fountain::roles::kms::create_user_offline(
+            &self.platform,
+            "root",
+            PASSWORD,
+            &["admin".to_string()],
+        ) {
+            Ok(_) => {}
+            Err(e) if e.contains("already exists") => {}
+            Err(e) => panic!("admin not created: {e}"),
+        }
     }
 
-    /// Creates `root` and returns its access token from kms.
-    pub async fn admin_token(&self) -> String {
+    /// Creates `root` and returns its password token from kms: enough for reads, refused for
+    /// privileged changes (they need a step-up).
+    pub async fn admin_password_token(&self) -> String {
         self.create_admin();
         self.kms().login("root").await.access_token
+    }
+
+    /// `root`'s step-up token: `root` enrols a TOTP factor with twofa, activates it and steps
+    /// up, as an operator does before privileged changes. Made once per app.
+    pub async fn admin_token(&self) -> String {
+        self.stepped_up_admin.get_or_init(|| self.step_up_admin()).await.clone()
+    }
+
+    async fn step_up_admin(&self) -> String {
+        let password_token = self.admin_password_token().await;
+        super::totp::away_from_a_step_edge();
+        let enrollment = self.twofa().enroll(&password_token, None).await.ok();
+        // Activation takes the previous step's code (within the ±1 step of skew), so that the
+        // current step's code is still unused for the step-up itself.
+        self.twofa().activate(&password_token, &super::totp::code(&enrollment.secret, -1)).await.ok();
+        self.twofa()
+            .verify(&password_token, &super::totp::code(&enrollment.secret, 0))
+            .await
+            .ok()
+            .access_token
     }
 
     /// Creates an API key for `service` and exchanges it for a service token.

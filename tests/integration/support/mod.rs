@@ -10,6 +10,7 @@ pub mod process;
 pub mod search_peer;
 pub mod subscriber;
 pub mod tokens;
+pub mod totp;
 pub mod typesense;
 pub mod upstream;
 pub mod wait;
