@@ -31,6 +31,8 @@ pub struct SearchConfig {
     pub merge_threads: usize,
     /// Decompressed document-store blocks (16 KiB each) the embedded engine keeps per segment.
     pub doc_store_cache_blocks: usize,
+    /// Searches the embedded engine runs at once (0: one per core); more wait their turn.
+    pub search_threads: usize,
 }
 
 impl SearchConfig {
@@ -55,6 +57,9 @@ impl SearchConfig {
         }
         if self.writer_memory_bytes < 15_000_000 {
             return Err("writer_memory_bytes must be at least 15000000".into());
+        }
+        if self.search_threads > 256 {
+            return Err("search_threads must be 0-256".into());
         }
         if !(1..=8).contains(&self.merge_threads) {
             return Err("merge_threads must be 1-8".into());

@@ -65,6 +65,9 @@ impl CommitMetrics {
 
 pub struct Embedded {
     reader: IndexReader,
+    /// Searches running at once: each thread that runs one keeps its own allocator arena and
+    /// scratch memory, and more searches than cores only share the same CPUs.
+    searching: tokio::sync::Semaphore,
     fields: Arc<Fields>,
     writer: Mutex<mpsc::Sender<Pending>>,
     path: PathBuf,
@@ -96,7 +99,17 @@ impl Embedded {
             .name("search-writer".into())
             .spawn(move || writer_loop(writer, thread_reader, thread_fields, receiver, metrics))
             .map_err(|e| format!("cannot start the search writer: {e}"))?;
-        Ok(Self { reader, fields, writer: Mutex::new(sender), path: dir.to_path_buf() })
+        let searches = match settings.search_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Ok(Self {
+            reader,
+            searching: tokio::sync::Semaphore::new(searches),
+            fields,
+            writer: Mutex::new(sender),
+            path: dir.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -225,6 +238,7 @@ impl SearchBackend for Embedded {
         let searcher = self.reader.searcher();
         let fields = Arc::clone(&self.fields);
         Box::pin(async move {
+            let _turn = self.searching.acquire().await.map_err(internal)?;
             actix_web::web::block(move || index::find(&searcher, &fields, &id))
                 .await
                 .map_err(internal)?
@@ -236,6 +250,7 @@ impl SearchBackend for Embedded {
         let searcher = self.reader.searcher();
         let fields = Arc::clone(&self.fields);
         Box::pin(async move {
+            let _turn = self.searching.acquire().await.map_err(internal)?;
             actix_web::web::block(move || matcher::search(&searcher, &fields, &query))
                 .await
                 .map_err(internal)?
