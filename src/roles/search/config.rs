@@ -24,8 +24,15 @@ pub struct SearchConfig {
     pub typesense_timeout_ms: u64,
     /// Largest `POST /documents/import` body.
     pub import_max_bytes: usize,
-    /// Indexing memory of the embedded engine's writer (at least 15 MB).
+    /// Indexing memory of the embedded engine's writer (at least 15 MB): a bigger arena writes
+    /// fewer, larger segments for imports beyond it, and stays in the process's memory.
     pub writer_memory_bytes: usize,
+    /// Background merges of the embedded engine that may run at once (each holds its own buffers).
+    pub merge_threads: usize,
+    /// Decompressed document-store blocks (16 KiB each) the embedded engine keeps per segment.
+    pub doc_store_cache_blocks: usize,
+    /// Searches the embedded engine runs at once (0: one per core); more wait their turn.
+    pub search_threads: usize,
 }
 
 impl SearchConfig {
@@ -50,6 +57,12 @@ impl SearchConfig {
         }
         if self.writer_memory_bytes < 15_000_000 {
             return Err("writer_memory_bytes must be at least 15000000".into());
+        }
+        if self.search_threads > 256 {
+            return Err("search_threads must be 0-256".into());
+        }
+        if !(1..=8).contains(&self.merge_threads) {
+            return Err("merge_threads must be 1-8".into());
         }
         Ok(())
     }

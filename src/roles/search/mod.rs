@@ -56,8 +56,9 @@ impl Role for Search {
         settings.validate()?;
         let backend: Arc<dyn SearchBackend> = match settings.backend {
             BackendKind::Embedded => {
+                let metrics = embedded::CommitMetrics::register(ctx.metrics.registry())?;
                 let dir = ctx.config.data.dir.join("search").join(&settings.collection);
-                let engine = embedded::Embedded::open(&dir, settings.writer_memory_bytes)?;
+                let engine = embedded::Embedded::open(&dir, &settings, metrics)?;
                 log::info!(target: "fountain::search", path = engine.path().display().to_string().as_str(); "search index open");
                 Arc::new(engine)
             }

@@ -12,6 +12,7 @@ use super::{blocking_get, eventually_blocking};
 pub struct TypesenseServer {
     child: Child,
     pub addr: SocketAddr,
+    peering_port: u16,
     pub api_key: String,
     _dir: tempfile::TempDir,
 }
@@ -33,6 +34,18 @@ pub fn typesense_bin() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
+fn spawn(dir: &std::path::Path, api_key: &str, api_port: u16, peering_port: u16) -> Child {
+    Command::new(typesense_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--api-key", api_key, "--api-address", "127.0.0.1", "--api-port", &api_port.to_string()])
+        .args(["--peering-address", "127.0.0.1", "--peering-port", &peering_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("typesense-server starts")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -43,19 +56,23 @@ impl TypesenseServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let (api_port, peering_port) = (free_port(), free_port());
         let api_key = format!("ts-{}", uuid::Uuid::new_v4().simple());
-        let child = Command::new(typesense_bin())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--api-key", &api_key, "--api-address", "127.0.0.1", "--api-port", &api_port.to_string()])
-            .args(["--peering-address", "127.0.0.1", "--peering-port", &peering_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("typesense-server starts");
         let addr: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
-        let server = TypesenseServer { child, addr, api_key, _dir: dir };
+        let child = spawn(dir.path(), &api_key, api_port, peering_port);
+        let server = TypesenseServer { child, addr, peering_port, api_key, _dir: dir };
         server.wait_ready();
         server
+    }
+
+    /// Kills the server (as an outage would); its data directory stays.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data directory, API key and ports.
+    pub fn restart(&mut self) {
+        self.child = spawn(self._dir.path(), &self.api_key, self.addr.port(), self.peering_port);
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -77,7 +94,6 @@ impl TypesenseServer {
 
 impl Drop for TypesenseServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

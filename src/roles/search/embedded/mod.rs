@@ -19,12 +19,15 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::LocalBoxFuture;
+use prometheus::IntCounter;
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::{IndexReader, IndexWriter, TantivyDocument};
 use tokio::sync::oneshot;
 
 use self::index::Fields;
 use super::api::{Document, SearchResponse};
 use super::backend::{BackendError, BackendResult, Change, Outcome, Query, SearchBackend};
+use super::config::SearchConfig;
 
 /// The changes of one caller, and where to send their outcomes.
 struct Pending {
@@ -35,8 +38,36 @@ struct Pending {
 /// Most changes folded into one commit; more wait for the next.
 const MAX_CHANGES_PER_COMMIT: usize = 200_000;
 
+/// What the writer thread counts: changes per commit is how much group commit shares.
+#[derive(Clone)]
+pub struct CommitMetrics {
+    /// Commits of the index (each one fsync and reader reload).
+    pub commits: IntCounter,
+    /// Changes (upserts and deletes) made durable and searchable by those commits.
+    pub changes: IntCounter,
+}
+
+impl CommitMetrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<Self, String> {
+        let commits = IntCounter::new("search_commits_total", "Commits of the embedded search index")
+            .map_err(|e| e.to_string())?;
+        let changes = IntCounter::new(
+            "search_synced_changes_total",
+            "Document changes made durable and searchable by embedded index commits",
+        )
+        .map_err(|e| e.to_string())?;
+        for counter in [&commits, &changes] {
+            registry.register(Box::new(counter.clone())).map_err(|e| e.to_string())?;
+        }
+        Ok(Self { commits, changes })
+    }
+}
+
 pub struct Embedded {
     reader: IndexReader,
+    /// Searches running at once: each thread that runs one keeps its own allocator arena and
+    /// scratch memory, and more searches than cores only share the same CPUs.
+    searching: tokio::sync::Semaphore,
     fields: Arc<Fields>,
     writer: Mutex<mpsc::Sender<Pending>>,
     path: PathBuf,
@@ -44,15 +75,20 @@ pub struct Embedded {
 
 impl Embedded {
     /// Opens the index under `dir` (creating it on first start) and starts its writer thread.
-    pub fn open(dir: &Path, writer_memory_bytes: usize) -> Result<Self, String> {
+    pub fn open(dir: &Path, settings: &SearchConfig, metrics: CommitMetrics) -> Result<Self, String> {
         let (index, fields) = index::open(dir)?;
-        let writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, writer_memory_bytes.max(15_000_000)).map_err(|e| {
-                format!("search index {} cannot be written (one instance per index): {e}", dir.display())
-            })?;
+        let options = IndexWriterOptions::builder()
+            .memory_budget_per_thread(settings.writer_memory_bytes.max(15_000_000))
+            .num_worker_threads(1)
+            .num_merge_threads(settings.merge_threads.max(1))
+            .build();
+        let writer: IndexWriter<TantivyDocument> = index.writer_with_options(options).map_err(|e| {
+            format!("search index {} cannot be written (one instance per index): {e}", dir.display())
+        })?;
         let reader = index
             .reader_builder()
             .reload_policy(tantivy::ReloadPolicy::Manual)
+            .doc_store_cache_num_blocks(settings.doc_store_cache_blocks)
             .try_into()
             .map_err(|e| format!("search index {}: {e}", dir.display()))?;
         let fields = Arc::new(fields);
@@ -61,9 +97,19 @@ impl Embedded {
         let thread_fields = Arc::clone(&fields);
         std::thread::Builder::new()
             .name("search-writer".into())
-            .spawn(move || writer_loop(writer, thread_reader, thread_fields, receiver))
+            .spawn(move || writer_loop(writer, thread_reader, thread_fields, receiver, metrics))
             .map_err(|e| format!("cannot start the search writer: {e}"))?;
-        Ok(Self { reader, fields, writer: Mutex::new(sender), path: dir.to_path_buf() })
+        let searches = match settings.search_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Ok(Self {
+            reader,
+            searching: tokio::sync::Semaphore::new(searches),
+            fields,
+            writer: Mutex::new(sender),
+            path: dir.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -77,6 +123,7 @@ fn writer_loop(
     reader: IndexReader,
     fields: Arc<Fields>,
     receiver: mpsc::Receiver<Pending>,
+    metrics: CommitMetrics,
 ) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
@@ -91,9 +138,15 @@ fn writer_loop(
             }
         }
         let result = apply_batch(&mut writer, &reader, &fields, &batch);
-        if let Err(cause) = &result {
-            log::error!(target: "fountain::search", "search index commit failed: {cause}");
-            let _ = writer.rollback();
+        match &result {
+            Ok(outcomes) => {
+                metrics.commits.inc();
+                metrics.changes.inc_by(outcomes.len() as u64);
+            }
+            Err(cause) => {
+                log::error!(target: "fountain::search", "search index commit failed: {cause}");
+                let _ = writer.rollback();
+            }
         }
         let mut outcomes = result.map(|o| o.into_iter());
         for pending in batch {
@@ -122,7 +175,17 @@ fn apply_batch(
     for change in batch.iter().flat_map(|p| p.changes.iter()) {
         match change {
             Change::Upsert(document) => {
-                writer.delete_term(fields.id_term(&document.id));
+                // A delete kept in tantivy's queue costs ~350 bytes until the commit applies it:
+                // only an id the index or this batch may hold is deleted first, so that an import
+                // of new documents queues none.
+                let term = fields.id_term(&document.id);
+                let may_exist = match present.get(document.id.as_str()) {
+                    Some(in_batch) => *in_batch,
+                    None => searcher.doc_freq(&term).map_err(|e| e.to_string())? > 0,
+                };
+                if may_exist {
+                    writer.delete_term(term);
+                }
                 writer.add_document(fields.to_tantivy(document)).map_err(|e| e.to_string())?;
                 present.insert(&document.id, true);
                 outcomes.push(Outcome::Done);
@@ -175,6 +238,7 @@ impl SearchBackend for Embedded {
         let searcher = self.reader.searcher();
         let fields = Arc::clone(&self.fields);
         Box::pin(async move {
+            let _turn = self.searching.acquire().await.map_err(internal)?;
             actix_web::web::block(move || index::find(&searcher, &fields, &id))
                 .await
                 .map_err(internal)?
@@ -186,6 +250,7 @@ impl SearchBackend for Embedded {
         let searcher = self.reader.searcher();
         let fields = Arc::clone(&self.fields);
         Box::pin(async move {
+            let _turn = self.searching.acquire().await.map_err(internal)?;
             actix_web::web::block(move || matcher::search(&searcher, &fields, &query))
                 .await
                 .map_err(internal)?
