@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 
-if [ -n "${FOUNTAIN_BIN:-}" ]; then bin=$FOUNTAIN_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
+if [ -n "${BENCH_BIN:-}" ]; then bin=$BENCH_BIN; else cargo build --release --quiet; bin=$PWD/target/release/fountain; fi
 work=$(mktemp -d)
 duration=${BENCH_SECONDS:-10}
 base_port=${BENCH_PORT:-18100}

@@ -28,6 +28,7 @@ mod secrets;
 mod seed_kms;
 mod seed_notify;
 mod sequence;
+mod sequence_search;
 mod standard_endpoints;
 mod store;
 mod trust;

@@ -702,6 +702,21 @@ impl<'a> Gateway<'a> {
         Secrets(Endpoint { prefix: "/secrets", ..self.0 })
     }
 
+    /// Service A through the gateway (`/service_a/…`), the seed's client path.
+    pub fn service_a(&self) -> Sequence<'a> {
+        Sequence(Endpoint { prefix: "/service_a", ..self.0 })
+    }
+
+    /// The search service through the gateway (`/typesense_client/…`).
+    pub fn typesense_client(&self) -> Search<'a> {
+        Search(Endpoint { prefix: "/typesense_client", ..self.0 })
+    }
+
+    /// The seed's `POST /search` on the gateway itself, which reaches search's `/search`.
+    pub fn seed_search(&self) -> Search<'a> {
+        Search(Endpoint { prefix: "", ..self.0 })
+    }
+
     /// `POST /registry` (204): an instance of `service` at `url`, living `ttl_seconds` without
     /// a heartbeat. A service token registers only its own service.
     pub async fn register_instance<'t>(

@@ -1,0 +1,269 @@
+//! Service A and the search service together, end to end: an element written through the
+//! gateway as the seed's client does (`POST /service_a/sequence` with a user token) is found by
+//! `POST /typesense_client/search` and by the seed's `POST /search` on the gateway, and so are
+//! its versions and reorders; and with search in a process of its own that is stopped while 500
+//! elements are written, every element is found once search is back, none twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::on_both_backends;
+use crate::support::{
+    blocking_call as call, eventually, eventually_blocking, Backend, ServeProcess, TestApp, TestDatabase,
+    ANONYMOUS, PASSWORD,
+};
+
+/// Generous: the outbox retries with backoff while the whole suite loads two cores.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The seed's search body (§7, "Perform a Search").
+fn seed_search_body() -> Value {
+    json!({"q": "script", "query_by": "element_type", "filter_by": null,
+           "sort_by": "sequence_number:asc", "max_hits": 10})
+}
+
+/// Each hit of a search answer as `id -> (sequence_number, version_number, comment)`.
+type Found = BTreeMap<String, (i32, i32, String)>;
+
+fn found(answer: &fountain::roles::search::SearchResponse) -> Found {
+    answer
+        .hits
+        .iter()
+        .map(|h| {
+            let d = &h.document;
+            (d.id.clone(), (d.sequence_number, d.version_number, d.comment.clone()))
+        })
+        .collect()
+}
+
+/// Asks `POST /typesense_client/search` with the seed's body until it finds exactly `expected`;
+/// then asks the seed's `POST /search` on the gateway, which must find the same.
+async fn search_finds(app: &TestApp, token: &str, expected: &Found) {
+    let gateway = app.gateway();
+    eventually(format!("search to find {expected:?}"), WAIT, async || {
+        let answer = gateway.typesense_client().search(token, seed_search_body()).await.ok();
+        (found(&answer) == *expected).then_some(())
+    })
+    .await;
+    let answer = gateway.seed_search().search(token, seed_search_body()).await.ok();
+    assert_eq!(found(&answer), *expected, "the seed's POST /search on the gateway finds the same");
+    assert_eq!(answer.found, expected.len() as u64);
+}
+
+fn expect(entries: &[(&str, i32, i32, &str)]) -> Found {
+    entries
+        .iter()
+        .map(|(id, seq, ver, comment)| (id.to_string(), (*seq, *ver, comment.to_string())))
+        .collect()
+}
+
+async fn an_element_written_through_the_gateway_is_found_with_its_versions_and_reorders(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        |c| {
+            c.set_role_setting("sequence", "poll_interval_ms", 100);
+            c.set_role_setting("sequence", "initial_retry_delay_ms", 20);
+            c.set_role_setting("sequence", "max_retry_delay_seconds", 1);
+        },
+        None,
+    )
+    .await;
+    let gateway = app.gateway();
+    gateway.kms().register(ANONYMOUS, "writer", &[]).await.ok();
+    let user = gateway.kms().login("writer").await.access_token;
+    let service_a = gateway.service_a();
+
+    let created = service_a.create(&user, "script", 1, "Test sequence generation.").await.ok();
+    assert_eq!((created.sequenceNumber, created.comment.as_str()), (1, "Test sequence generation."));
+    let answer = search_finds_one(&app, &user).await;
+    let hit = &answer.hits[0].document;
+    assert_eq!(
+        serde_json::to_value(hit).unwrap(),
+        json!({"id": "script_1_1", "element_type": "script", "element_id": 1, "sequence_number": 1,
+               "version_number": 1, "comment": "Test sequence generation.", "service_name": "service_a"})
+    );
+    assert!(
+        answer.hits[0].highlights.iter().any(|h| h.field == "element_type"),
+        "the hit says where it matched: {:?}",
+        answer.hits[0].highlights
+    );
+
+    let version =
+        service_a.version(&user, "script", 1, json!({"text": "FADE IN:"}), "Second draft.").await.ok();
+    assert_eq!(version.versionNumber, 2);
+    search_finds(
+        &app,
+        &user,
+        &expect(&[("script_1_1", 1, 1, "Test sequence generation."), ("script_1_2", 1, 2, "Second draft.")]),
+    )
+    .await;
+
+    assert_eq!(
+        service_a.create(&user, "script", 2, "Another test sequence generation.").await.ok().sequenceNumber,
+        2
+    );
+    let reordered = service_a
+        .reorder(&user, json!({"elementIds": [1, 2], "newOrder": [2, 1], "elementType": "script"}))
+        .await
+        .ok();
+    assert_eq!(reordered.reorderedElements.len(), 2);
+    search_finds(
+        &app,
+        &user,
+        &expect(&[
+            ("script_2_1", 1, 1, "Another test sequence generation."),
+            ("script_1_1", 2, 1, "Test sequence generation."),
+            ("script_1_2", 2, 2, "Second draft."),
+        ]),
+    )
+    .await;
+    // sort_by sequence_number:asc: the element moved to the front comes first.
+    let answer = gateway.seed_search().search(&user, seed_search_body()).await.ok();
+    assert_eq!(answer.hits[0].document.id, "script_2_1");
+    app.stop().await;
+}
+on_both_backends!(an_element_written_through_the_gateway_is_found_with_its_versions_and_reorders);
+
+/// Waits until the seed's search through `/typesense_client` finds exactly one hit.
+async fn search_finds_one(app: &TestApp, token: &str) -> fountain::roles::search::SearchResponse {
+    eventually("search to find the new element", WAIT, async || {
+        let answer = app.gateway().typesense_client().search(token, seed_search_body()).await.ok();
+        (answer.found == 1).then_some(answer)
+    })
+    .await
+}
+
+// ---- search as a process of its own, stopped and started again ----
+
+const ELEMENTS: i64 = 500;
+
+/// A port nobody listens on now, for a process both sides are told about before it starts.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Every document search holds, read a page of 250 at a time: `found`, and each id with how
+/// often it came back.
+fn every_document(search: SocketAddr, token: &str) -> (u64, BTreeMap<String, usize>) {
+    let mut ids = BTreeMap::new();
+    let mut found = 0;
+    for page in 1..=3 {
+        let query = json!({"q": "*", "query_by": "element_type", "sort_by": "sequence_number:asc",
+                           "max_hits": 250, "page": page});
+        let (status, answer) = call(search, "POST", "/search", Some(token), Some(query));
+        assert_eq!(status, 200, "{answer}");
+        found = answer["found"].as_u64().expect("found");
+        for hit in answer["hits"].as_array().expect("hits") {
+            *ids.entry(hit["id"].as_str().expect("id").to_string()).or_insert(0) += 1;
+        }
+    }
+    (found, ids)
+}
+
+fn outbox_depth(sequence: SocketAddr, token: &str) -> i64 {
+    let (status, answer) = call(sequence, "GET", "/sync/status", Some(token), None);
+    assert_eq!(status, 200, "{answer}");
+    answer["outboxDepth"].as_i64().expect("outboxDepth")
+}
+
+fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back(backend: Backend) {
+    let database = TestDatabase::create(backend);
+    let data = database.dir.path().join("data");
+    let search_port = free_port();
+    let search_url = format!("http://127.0.0.1:{search_port}");
+    // Only the start-up lines at info: nobody reads the logs while the test runs.
+    let quiet = "warn,fountain::server=info";
+    let base_env = [
+        ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
+        ("FOUNTAIN_LOG__LEVEL", quiet),
+        ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
+    ];
+    let mut core_env = base_env.to_vec();
+    core_env.extend([
+        ("FOUNTAIN_PEERS__SEARCH", search_url.as_str()),
+        ("FOUNTAIN_ROLES__SEQUENCE__POLL_INTERVAL_MS", "100"),
+        ("FOUNTAIN_ROLES__SEQUENCE__INITIAL_RETRY_DELAY_MS", "50"),
+        ("FOUNTAIN_ROLES__SEQUENCE__MAX_RETRY_DELAY_SECONDS", "1"),
+    ]);
+    let core = ServeProcess::start(&data, &["kms", "secrets", "notify", "sequence", "gateway"], &core_env);
+    let peer = |role: &str| format!("http://{}", core.addr(role));
+    let (kms, secrets, gateway) = (peer("kms"), peer("secrets"), peer("gateway"));
+    let search_port_text = search_port.to_string();
+    let mut search_env = base_env.to_vec();
+    search_env.extend([
+        ("FOUNTAIN_ROLES__SEARCH__PORT", search_port_text.as_str()),
+        ("FOUNTAIN_PEERS__KMS", kms.as_str()),
+        ("FOUNTAIN_PEERS__SECRETS", secrets.as_str()),
+        ("FOUNTAIN_PEERS__GATEWAY", gateway.as_str()),
+    ]);
+    let search = ServeProcess::start(&data, &["search"], &search_env);
+    let search_addr = search.addr("search");
+    assert_eq!(search_addr.port(), search_port);
+
+    let (status, answer) = call(
+        core.addr("kms"),
+        "POST",
+        "/register",
+        None,
+        Some(json!({"username": "writer", "password": PASSWORD})),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let (status, session) = call(
+        core.addr("kms"),
+        "POST",
+        "/login",
+        None,
+        Some(json!({"username": "writer", "password": PASSWORD})),
+    );
+    assert_eq!(status, 200, "{session}");
+    let user = session["access_token"].as_str().expect("access_token").to_string();
+
+    // Search answers before the outage: the path from sequence to search works.
+    let write = |id: i64| {
+        let body = json!({"elementType": "script", "elementId": id, "comment": format!("Scene {id}.")});
+        call(core.addr("gateway"), "POST", "/service_a/sequence", Some(&user), Some(body))
+    };
+    let (status, answer) = write(1);
+    assert_eq!(status, 201, "{answer}");
+    eventually_blocking("the first element at search", WAIT, || {
+        (every_document(search_addr, &user).0 == 1).then_some(())
+    });
+    let sequence = core.addr("sequence");
+    eventually_blocking("the first delivery recorded", WAIT, || {
+        (outbox_depth(sequence, &user) == 0).then_some(())
+    });
+
+    search.signal("TERM");
+    let (code, lines) = search.wait(WAIT);
+    assert_eq!(code, Some(0), "search stops cleanly: {lines:?}");
+
+    for id in 2..=ELEMENTS {
+        let (status, answer) = write(id);
+        assert_eq!(status, 201, "element {id} is written while search is down: {answer}");
+    }
+    assert_eq!(outbox_depth(sequence, &user), ELEMENTS - 1, "nothing is delivered while search is down");
+
+    let search = ServeProcess::start(&data, &["search"], &search_env);
+    assert_eq!(search.addr("search"), search_addr, "search is back where both sides know it");
+    eventually_blocking("an empty outbox", WAIT, || (outbox_depth(sequence, &user) == 0).then_some(()));
+    let (found, ids) = every_document(search_addr, &user);
+    assert_eq!(found, ELEMENTS as u64, "search counts every element once");
+    let expected: BTreeSet<String> = (1..=ELEMENTS).map(|id| format!("script_{id}_1")).collect();
+    assert_eq!(ids.keys().cloned().collect::<BTreeSet<_>>(), expected, "every element is found");
+    assert!(ids.values().all(|&n| n == 1), "no element comes back twice");
+    drop(search);
+    drop(core);
+}
+
+#[test]
+fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back_sqlite() {
+    with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back(Backend::Sqlite);
+}
+
+#[test]
+fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back_postgres() {
+    with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back(Backend::Postgres);
+}
