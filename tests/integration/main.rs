@@ -5,6 +5,7 @@ mod support;
 
 mod admin_cli;
 mod architecture;
+mod caddy;
 mod config_errors;
 mod errors;
 mod examples;
@@ -30,5 +31,6 @@ mod seed_notify;
 mod sequence;
 mod standard_endpoints;
 mod store;
+mod systemd;
 mod trust;
 mod twofa;
