@@ -5,6 +5,7 @@ mod support;
 
 mod admin_cli;
 mod architecture;
+mod caddy;
 mod config_errors;
 mod errors;
 mod examples;
@@ -31,5 +32,6 @@ mod sequence;
 mod sequence_search;
 mod standard_endpoints;
 mod store;
+mod systemd;
 mod trust;
 mod twofa;
