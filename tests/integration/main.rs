@@ -6,6 +6,7 @@ mod support;
 mod admin_cli;
 mod architecture;
 mod config_errors;
+mod deploy_files;
 mod errors;
 mod examples;
 mod first_hour;
