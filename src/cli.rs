@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `openapi`, `admin`, `config check`.
+//! The command line: `serve`, `migrate`, `openapi`, `admin`, `healthcheck`, `config check`.
 //!
 //! Every failure ends with one line on stderr and a non-zero exit: 2 for a usage error, 1 for
 //! anything else. No panic message or backtrace reaches the terminal.
@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin;
 use crate::app::{self, Application};
 use crate::config::{Config, Overrides};
+use crate::healthcheck;
 use crate::platform::db;
 use crate::platform::logging;
 use crate::platform::role::Role;
@@ -58,6 +59,16 @@ enum Command {
     Admin {
         #[command(subcommand)]
         action: AdminAction,
+    },
+    /// GET the selected roles' /health on their configured ports: exit 0 when every one
+    /// answers 200, else 1 (a container HEALTHCHECK; needs no curl).
+    Healthcheck {
+        /// `all`, or a comma-separated list of roles, as for `serve`.
+        #[arg(long, env = "FOUNTAIN_ROLE", default_value = "all", value_name = "ROLES")]
+        role: String,
+        /// How long each probe may take, in milliseconds.
+        #[arg(long, default_value_t = 3000, value_name = "MS")]
+        timeout_ms: u64,
     },
     /// Inspect the configuration.
     Config {
@@ -211,6 +222,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         #[cfg(feature = "kms")]
         Command::Admin { action } => run_admin(action, &overrides),
+        Command::Healthcheck { role, timeout_ms } => {
+            let selected = roles::select(&role).map_err(Failure::usage)?;
+            let config = app::with_role_defaults(Config::load(&overrides).map_err(Failure::runtime)?);
+            let probes =
+                healthcheck::probe_all(&config, &selected, std::time::Duration::from_millis(timeout_ms));
+            let failed: Vec<String> = probes
+                .iter()
+                .filter_map(|p| p.failure.as_ref().map(|f| format!("{} ({}): {f}", p.role, p.url)))
+                .collect();
+            if !failed.is_empty() {
+                return Err(Failure::runtime(format!("unhealthy: {}", failed.join("; "))));
+            }
+            println!("healthy: {}", probes.iter().map(|p| p.role).collect::<Vec<_>>().join(", "));
+            Ok(())
+        }
         Command::Serve { role } => {
             let selected = roles::select(&role).map_err(Failure::usage)?;
             let config = load_and_init_logging(&overrides)?;

@@ -7,6 +7,7 @@ mod admin_cli;
 mod architecture;
 mod caddy;
 mod config_errors;
+mod deploy_files;
 mod errors;
 mod examples;
 mod first_hour;
