@@ -116,6 +116,27 @@ enum AdminAction {
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
+    /// Give a role started on its own its service credential: creates the role's API key and
+    /// secret set if missing and writes the key to `<role>.key` (mode 0600). Running it again
+    /// writes the same key; after a key rotation it writes the new one.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["service", "all"])))]
+    IssueCredential {
+        /// The role whose credential to issue (gateway, kms, secrets, notify, search, sequence, twofa).
+        #[arg(long, value_name = "ROLE")]
+        service: Option<String>,
+        /// Issue every role's credential.
+        #[arg(long)]
+        all: bool,
+        /// The file to write (one role only); default `<security.credentials_dir>/<role>.key`.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["all", "out_dir"])]
+        out: Option<PathBuf>,
+        /// The directory to write `<role>.key` files to; default `security.credentials_dir`.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Create the data directory, database tables and master key if they do not exist yet.
+        #[arg(long)]
+        init: bool,
+    },
     /// Remove a user's second factor (e.g. a locked-out last admin); they enrol again.
     #[cfg(feature = "twofa")]
     #[command(name = "reset-2fa")]
@@ -229,6 +250,9 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
         _ => None,
     };
     let roles = roles_to_grant.map(|r| admin::check_roles(&r)).transpose().map_err(Failure::usage)?;
+    if let AdminAction::IssueCredential { service, out, out_dir, init, .. } = action {
+        return issue_credentials(overrides, service, out, out_dir, init);
+    }
     let init = matches!(action, AdminAction::CreateUser { init: true, .. });
     let config = load_and_init_logging(overrides)?;
     let platform = admin::open(config, init).map_err(Failure::runtime)?;
@@ -264,6 +288,7 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
             let user = accounts.reset_password(&username, &password).map_err(Failure::runtime)?;
             format!("set a new password for {}; their sessions and tokens are ended", user.username)
         }
+        AdminAction::IssueCredential { .. } => unreachable!("handled before opening"),
         #[cfg(feature = "twofa")]
         AdminAction::Reset2fa { username } => {
             let username = username.to_ascii_lowercase();
@@ -276,6 +301,33 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
         }
     };
     println!("{done}");
+    Ok(())
+}
+
+/// `fountain admin issue-credential`: one role's (`--service`) or every role's (`--all`)
+/// credential, written to `--out`, `--out-dir` or `security.credentials_dir`.
+#[cfg(feature = "kms")]
+fn issue_credentials(
+    overrides: &Overrides,
+    service: Option<String>,
+    out: Option<PathBuf>,
+    out_dir: Option<PathBuf>,
+    init: bool,
+) -> Result<(), Failure> {
+    let services = match service {
+        Some(name) => admin::check_services(&[name]).map_err(Failure::usage)?,
+        None => roles::names(),
+    };
+    let config = load_and_init_logging(overrides)?;
+    let target = match (out, out_dir) {
+        (Some(file), _) => admin::CredentialTarget::File(file),
+        (None, Some(dir)) => admin::CredentialTarget::Dir(dir),
+        (None, None) => admin::CredentialTarget::Dir(crate::platform::injection::credentials_dir(&config)),
+    };
+    let platform = admin::open(config, init).map_err(Failure::runtime)?;
+    let issued = admin::issue_credentials(&platform, &services, &target, &admin::local_actor())
+        .map_err(Failure::runtime)?;
+    println!("{}", admin::issued_lines(&issued));
     Ok(())
 }
 
