@@ -215,7 +215,9 @@ impl Placement {
             .env(format!("FOUNTAIN_ROLES__{upper}__PORT"), addr.port().to_string())
             .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
             .env("FOUNTAIN_ROLES__NOTIFY__POLL_INTERVAL_MS", "100")
-            .env("FOUNTAIN_ROLES__SEQUENCE__POLL_INTERVAL_MS", "100");
+            .env("FOUNTAIN_ROLES__SEQUENCE__POLL_INTERVAL_MS", "100")
+            // The roles register their 10.x addresses with the gateway, as on a compose network.
+            .env("FOUNTAIN_ROLES__GATEWAY__REGISTRY_ALLOWED_NETWORKS", r#"["10.0.0.0/8"]"#);
         for peer in ROLES {
             command.env(format!("FOUNTAIN_PEERS__{}", peer.to_uppercase()), self.url(peer));
         }
@@ -399,6 +401,23 @@ fn every_role_in_its_own_process_and_network_runs_the_seed_flow_and_follows_rota
     }
     eventually_blocking("every role to swap in version 2 of its secrets", BOUND, || {
         ROLES.iter().all(|role| secrets_version(placement.addrs[role]) == Some(2)).then_some(())
+    });
+
+    // Each role registered the address it listens on with the gateway (heartbeats every 10 s).
+    eventually_blocking("every role registered at its own address", BOUND, || {
+        let (_, registry) = call(gateway, "GET", "/registry", Some(&admin_token), None);
+        let dynamic: Vec<(String, String)> = registry["entries"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["static"] == false)
+            .map(|e| {
+                (
+                    e["service"].as_str().unwrap_or_default().into(),
+                    e["url"].as_str().unwrap_or_default().into(),
+                )
+            })
+            .collect();
+        ROLES.iter().all(|role| dynamic.contains(&(role.to_string(), placement.url(role)))).then_some(())
     });
 
     // Every credential issued is on record under the operator who issued it.
