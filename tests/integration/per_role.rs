@@ -58,6 +58,10 @@ impl Namespaces {
         let id = std::process::id();
         let prefix = format!("fp{}", id % 100_000);
         let subnet = format!("10.{}.{}", 200 + id % 50, (id / 50) % 250);
+        let routes = Command::new("ip").args(["-4", "route", "show", &format!("{subnet}.0/24")]).output();
+        if routes.map_err(|e| format!("ip: {e}"))?.stdout.iter().any(|b| !b.is_ascii_whitespace()) {
+            return Err(format!("{subnet}.0/24 is already routed on this host"));
+        }
         let mut nets = Namespaces {
             bridge: format!("{prefix}br"),
             bridge_ip: format!("{subnet}.1").parse().unwrap(),
@@ -88,7 +92,47 @@ impl Namespaces {
             nets.by_role.insert(role, (ns, addr));
         }
         nets.forward_postgres(postgres)?;
+        nets.probe(postgres.port())?;
         Ok(nets)
+    }
+
+    /// Whether traffic really flows between two namespaces and from a namespace to the
+    /// forwarder (a host firewall may drop bridged traffic): a refusal here means loopback.
+    fn probe(&self, postgres_port: u16) -> Result<(), String> {
+        let ((from, _), (to, to_ip)) = (&self.by_role["gateway"], &self.by_role["kms"]);
+        let listen = format!("TCP-LISTEN:{NAMESPACE_PORT},bind={to_ip},reuseaddr");
+        let mut listener = Command::new("ip")
+            .args(["netns", "exec", to, "socat", "-u", &listen, "OPEN:/dev/null"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("socat: {e}"))?;
+        let connect = |target: String| {
+            let target = format!("TCP:{target},connect-timeout=2");
+            Command::new("ip")
+                .args(["netns", "exec", from, "socat", "-u", "OPEN:/dev/null", &target])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // The listener may need a moment to bind: a few attempts, each bounded by its timeout.
+        let mut between = false;
+        for _ in 0..20 {
+            between = connect(format!("{to_ip}:{NAMESPACE_PORT}"));
+            if between {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = listener.kill();
+        let _ = listener.wait();
+        if !between {
+            return Err(format!("no TCP from namespace {from} to {to_ip} across the bridge"));
+        }
+        if !connect(format!("{}:{postgres_port}", self.bridge_ip)) {
+            return Err(format!("no TCP from namespace {from} to the forwarder at {}", self.bridge_ip));
+        }
+        Ok(())
     }
 
     /// `socat` on the bridge's address in front of PostgreSQL: the roles reach the database as
@@ -103,10 +147,13 @@ impl Namespaces {
             .map_err(|e| format!("socat: {e}"))?;
         self.forwarder = Some(child);
         let at = SocketAddr::new(self.bridge_ip, postgres.port());
-        eventually_blocking("the PostgreSQL forwarder to listen", Duration::from_secs(10), || {
-            TcpStream::connect_timeout(&at, Duration::from_millis(200)).ok()
-        });
-        Ok(())
+        for _ in 0..50 {
+            if TcpStream::connect_timeout(&at, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("the PostgreSQL forwarder does not listen on {at}"))
     }
 }
 
