@@ -250,11 +250,18 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
         _ => None,
     };
     let roles = roles_to_grant.map(|r| admin::check_roles(&r)).transpose().map_err(Failure::usage)?;
-    if let AdminAction::IssueCredential { service, out, out_dir, init, .. } = action {
-        return issue_credentials(overrides, service, out, out_dir, init);
-    }
-    let init = matches!(action, AdminAction::CreateUser { init: true, .. });
+    let services = match &action {
+        AdminAction::IssueCredential { service: Some(name), .. } => {
+            admin::check_services(std::slice::from_ref(name)).map_err(Failure::usage)?
+        }
+        _ => roles::names(),
+    };
+    let init = matches!(
+        action,
+        AdminAction::CreateUser { init: true, .. } | AdminAction::IssueCredential { init: true, .. }
+    );
     let config = load_and_init_logging(overrides)?;
+    let credentials_dir = crate::platform::injection::credentials_dir(&config);
     let platform = admin::open(config, init).map_err(Failure::runtime)?;
     let accounts = admin::OfflineAdmin::new(&platform, admin::local_actor());
     let roles = roles.unwrap_or_default();
@@ -288,7 +295,15 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
             let user = accounts.reset_password(&username, &password).map_err(Failure::runtime)?;
             format!("set a new password for {}; their sessions and tokens are ended", user.username)
         }
-        AdminAction::IssueCredential { .. } => unreachable!("handled before opening"),
+        AdminAction::IssueCredential { out, out_dir, .. } => {
+            let target = match (out, out_dir) {
+                (Some(file), _) => admin::CredentialTarget::File(file),
+                (None, dir) => admin::CredentialTarget::Dir(dir.unwrap_or(credentials_dir)),
+            };
+            let issued = admin::issue_credentials(&platform, &services, &target, &admin::local_actor())
+                .map_err(Failure::runtime)?;
+            admin::issued_lines(&issued)
+        }
         #[cfg(feature = "twofa")]
         AdminAction::Reset2fa { username } => {
             let username = username.to_ascii_lowercase();
@@ -301,33 +316,6 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
         }
     };
     println!("{done}");
-    Ok(())
-}
-
-/// `fountain admin issue-credential`: one role's (`--service`) or every role's (`--all`)
-/// credential, written to `--out`, `--out-dir` or `security.credentials_dir`.
-#[cfg(feature = "kms")]
-fn issue_credentials(
-    overrides: &Overrides,
-    service: Option<String>,
-    out: Option<PathBuf>,
-    out_dir: Option<PathBuf>,
-    init: bool,
-) -> Result<(), Failure> {
-    let services = match service {
-        Some(name) => admin::check_services(&[name]).map_err(Failure::usage)?,
-        None => roles::names(),
-    };
-    let config = load_and_init_logging(overrides)?;
-    let target = match (out, out_dir) {
-        (Some(file), _) => admin::CredentialTarget::File(file),
-        (None, Some(dir)) => admin::CredentialTarget::Dir(dir),
-        (None, None) => admin::CredentialTarget::Dir(crate::platform::injection::credentials_dir(&config)),
-    };
-    let platform = admin::open(config, init).map_err(Failure::runtime)?;
-    let issued = admin::issue_credentials(&platform, &services, &target, &admin::local_actor())
-        .map_err(Failure::runtime)?;
-    println!("{}", admin::issued_lines(&issued));
     Ok(())
 }
 
@@ -390,6 +378,19 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    #[cfg(feature = "kms")]
+    fn issue_credential_takes_one_role_or_all_and_a_file_only_for_one() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["fountain", "admin", "issue-credential"].iter().chain(args)).map(|_| ())
+        };
+        parse(&["--service", "notify", "--out", "notify.key"]).expect("one role to a file");
+        parse(&["--all", "--out-dir", "/run/credentials", "--init"]).expect("every role to a directory");
+        for refused in [&[][..], &["--all", "--service", "kms"], &["--all", "--out", "x.key"]] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]
