@@ -165,6 +165,116 @@ pub fn user_table(users: &[UserSummary]) -> String {
         .join("\n")
 }
 
+/// Where `fountain admin issue-credential` writes: one file, or `<dir>/<role>.key` per role.
+#[derive(Debug, Clone)]
+pub enum CredentialTarget {
+    File(PathBuf),
+    Dir(PathBuf),
+}
+
+impl CredentialTarget {
+    fn path(&self, role: &str) -> PathBuf {
+        match self {
+            CredentialTarget::File(file) => file.clone(),
+            CredentialTarget::Dir(dir) => dir.join(format!("{role}.key")),
+        }
+    }
+}
+
+/// What issuing one role's credential did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCredential {
+    pub role: String,
+    pub path: PathBuf,
+    /// A new API key was created (otherwise the role's active key was written).
+    pub key_created: bool,
+    /// The file was written (otherwise it already held this key).
+    pub file_written: bool,
+}
+
+/// Checks `--service` names: each must be a role of this binary (a per-role process reads
+/// `<role>.key`), naming the known ones otherwise.
+pub fn check_services(services: &[String]) -> Result<Vec<&'static str>, String> {
+    services
+        .iter()
+        .map(|name| {
+            crate::roles::find(name)
+                .map(|r| r.name())
+                .ok_or_else(|| format!("no such role {name:?} (known: {})", crate::roles::names().join(", ")))
+        })
+        .collect()
+}
+
+/// Gives each of `roles` what a per-role process needs to start on its own: its API key at
+/// kms and its secret set (created if missing, as `actor`), and the credential file holding
+/// the key (mode 0600). Running it again writes the same key, so it is safe to repeat (a
+/// provisioning container runs it on every start); a rotated key is written in place.
+pub fn issue_credentials(
+    platform: &Platform,
+    roles: &[&str],
+    target: &CredentialTarget,
+    actor: &str,
+) -> Result<Vec<IssuedCredential>, String> {
+    roles
+        .iter()
+        .map(|role| {
+            let (key, key_created) = crate::roles::kms::keys::issue_service_key(platform, role, actor)
+                .map_err(|e| format!("cannot issue the API key of {role}: {e}"))?;
+            #[cfg(feature = "secrets")]
+            crate::roles::secrets::ensure_secret_set_as(platform, role, actor)
+                .map_err(|e| format!("cannot create the secret set of {role}: {e}"))?;
+            let path = target.path(role);
+            let file_written = write_credential(&path, &key)
+                .map_err(|e| format!("cannot write {}: {}", shown(&path), e.kind()))?;
+            Ok(IssuedCredential { role: role.to_string(), path, key_created, file_written })
+        })
+        .collect()
+}
+
+/// Writes `key` to `path` (mode 0600) unless the file already holds it; a different content
+/// (a rotated key) is replaced by a rename, so a reader never sees half a file. Returns
+/// whether the file was written.
+fn write_credential(path: &Path, key: &str) -> std::io::Result<bool> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        if crypto::constant_time_eq(existing.trim().as_bytes(), key.as_bytes()) {
+            restrict_to_owner(path)?;
+            return Ok(false);
+        }
+    }
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(format!(".new-{}", std::process::id()));
+    let fresh = PathBuf::from(fresh);
+    let _ = std::fs::remove_file(&fresh);
+    crate::platform::fs::write_private_file(&fresh, key)?;
+    std::fs::rename(&fresh, path)?;
+    Ok(true)
+}
+
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// `issued gateway credential (new API key) -> /path/gateway.key`, one line per role.
+pub fn issued_lines(issued: &[IssuedCredential]) -> String {
+    issued
+        .iter()
+        .map(|i| {
+            let what = match (i.key_created, i.file_written) {
+                (true, _) => "new API key",
+                (false, true) => "existing API key",
+                (false, false) => "unchanged",
+            };
+            format!("issued {} credential ({what}) -> {}", i.role, shown(&i.path))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +308,29 @@ mod tests {
         assert_eq!(lines[0], "USERNAME    ROLES       ENABLED  CREATED");
         assert_eq!(lines[1], "ops         admin,user  yes      2026-12-01T10:00:00.000Z");
         assert_eq!(lines[2], "alice-long  user        no       2026-12-01T10:00:01.000Z");
+    }
+
+    #[test]
+    fn a_credential_file_is_rewritten_only_when_its_key_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds").join("notify.key");
+        assert!(write_credential(&path, "fk_first").unwrap());
+        assert!(!write_credential(&path, "fk_first").unwrap(), "same key: left alone");
+        assert!(write_credential(&path, "fk_rotated").unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "fk_rotated\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn only_role_names_get_a_credential() {
+        assert_eq!(check_services(&["kms".into(), "notify".into()]).unwrap(), vec!["kms", "notify"]);
+        let refused = check_services(&["service_a".into()]).unwrap_err();
+        assert!(refused.contains("\"service_a\"") && refused.contains("gateway"), "{refused}");
     }
 
     #[test]

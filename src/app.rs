@@ -13,11 +13,15 @@ use crate::platform::server::{ExtraRoutes, Host, Listeners, Platform, ShutdownSi
 use crate::roles;
 
 /// Fills in what the role list implies and the configuration leaves out: where each role not
-/// configured in `[peers]` is reached (`127.0.0.1` at its port).
+/// configured in `[peers]` is reached (its own `host`, or `127.0.0.1`, at its port).
 pub fn with_role_defaults(mut config: Config) -> Config {
     for role in roles::ALL {
         let port = config.role_port(role.name(), role.default_port());
-        config.peers.entry(role.name().to_string()).or_insert_with(|| format!("http://127.0.0.1:{port}"));
+        let host = match config.roles.get(role.name()).and_then(|r| r.host) {
+            Some(own) if !own.is_unspecified() => std::net::SocketAddr::new(own, port).to_string(),
+            _ => format!("127.0.0.1:{port}"),
+        };
+        config.peers.entry(role.name().to_string()).or_insert_with(|| format!("http://{host}"));
     }
     config
 }
@@ -38,19 +42,20 @@ pub fn check_config(config: &Config) -> Result<(), String> {
     port_clashes(config)
 }
 
-/// `port P is configured for a, b` for every fixed port more than one role is given.
+/// `port P is configured for a, b` for every fixed port more than one role is given on the
+/// same address (roles with addresses of their own may share a port number).
 fn port_clashes(config: &Config) -> Result<(), String> {
-    let mut by_port: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+    let mut by_port: std::collections::BTreeMap<(std::net::IpAddr, u16), Vec<&str>> = Default::default();
     for role in roles::ALL {
         let port = config.role_port(role.name(), role.default_port());
         if port != 0 {
-            by_port.entry(port).or_default().push(role.name());
+            by_port.entry((config.role_host(role.name()), port)).or_default().push(role.name());
         }
     }
     let clashes: Vec<String> = by_port
         .iter()
         .filter(|(_, names)| names.len() > 1)
-        .map(|(port, names)| format!("port {port} is configured for {}", names.join(", ")))
+        .map(|((_, port), names)| format!("port {port} is configured for {}", names.join(", ")))
         .collect();
     if clashes.is_empty() {
         Ok(())
@@ -181,6 +186,24 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_role_with_its_own_address_is_reached_there_and_may_share_a_port_number() {
+        let overrides = crate::config::Overrides::default();
+        let mut config =
+            Config::load_from(&overrides, figment::providers::Env::prefixed("FOUNTAIN_TEST_NONE_"))
+                .expect("defaults load");
+        for (role, host) in [("kms", "10.20.0.3"), ("notify", "10.20.0.4")] {
+            let table = config.roles.entry(role.to_string()).or_default();
+            table.host = Some(host.parse().unwrap());
+            table.port = Some(8080);
+        }
+        let config = with_role_defaults(config);
+        assert_eq!(config.peers["kms"], "http://10.20.0.3:8080");
+        assert_eq!(config.peers["notify"], "http://10.20.0.4:8080");
+        assert_eq!(config.peers["gateway"], "http://127.0.0.1:8000");
+        port_clashes(&config).expect("different addresses");
+    }
 
     #[test]
     fn the_summary_names_every_role_and_the_next_step() {

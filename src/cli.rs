@@ -127,6 +127,27 @@ enum AdminAction {
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
     },
+    /// Give a role started on its own its service credential: creates the role's API key and
+    /// secret set if missing and writes the key to `<role>.key` (mode 0600). Running it again
+    /// writes the same key; after a key rotation it writes the new one.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["service", "all"])))]
+    IssueCredential {
+        /// The role whose credential to issue (gateway, kms, secrets, notify, search, sequence, twofa).
+        #[arg(long, value_name = "ROLE")]
+        service: Option<String>,
+        /// Issue every role's credential.
+        #[arg(long)]
+        all: bool,
+        /// The file to write (one role only); default `<security.credentials_dir>/<role>.key`.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["all", "out_dir"])]
+        out: Option<PathBuf>,
+        /// The directory to write `<role>.key` files to; default `security.credentials_dir`.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Create the data directory, database tables and master key if they do not exist yet.
+        #[arg(long)]
+        init: bool,
+    },
     /// Remove a user's second factor (e.g. a locked-out last admin); they enrol again.
     #[cfg(feature = "twofa")]
     #[command(name = "reset-2fa")]
@@ -255,8 +276,18 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
         _ => None,
     };
     let roles = roles_to_grant.map(|r| admin::check_roles(&r)).transpose().map_err(Failure::usage)?;
-    let init = matches!(action, AdminAction::CreateUser { init: true, .. });
+    let services = match &action {
+        AdminAction::IssueCredential { service: Some(name), .. } => {
+            admin::check_services(std::slice::from_ref(name)).map_err(Failure::usage)?
+        }
+        _ => roles::names(),
+    };
+    let init = matches!(
+        action,
+        AdminAction::CreateUser { init: true, .. } | AdminAction::IssueCredential { init: true, .. }
+    );
     let config = load_and_init_logging(overrides)?;
+    let credentials_dir = crate::platform::injection::credentials_dir(&config);
     let platform = admin::open(config, init).map_err(Failure::runtime)?;
     let accounts = admin::OfflineAdmin::new(&platform, admin::local_actor());
     let roles = roles.unwrap_or_default();
@@ -289,6 +320,15 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
                 admin::read_new_password(password_file.as_deref(), &username).map_err(Failure::runtime)?;
             let user = accounts.reset_password(&username, &password).map_err(Failure::runtime)?;
             format!("set a new password for {}; their sessions and tokens are ended", user.username)
+        }
+        AdminAction::IssueCredential { out, out_dir, .. } => {
+            let target = match (out, out_dir) {
+                (Some(file), _) => admin::CredentialTarget::File(file),
+                (None, dir) => admin::CredentialTarget::Dir(dir.unwrap_or(credentials_dir)),
+            };
+            let issued = admin::issue_credentials(&platform, &services, &target, &admin::local_actor())
+                .map_err(Failure::runtime)?;
+            admin::issued_lines(&issued)
         }
         #[cfg(feature = "twofa")]
         AdminAction::Reset2fa { username } => {
@@ -364,6 +404,19 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    #[cfg(feature = "kms")]
+    fn issue_credential_takes_one_role_or_all_and_a_file_only_for_one() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["fountain", "admin", "issue-credential"].iter().chain(args)).map(|_| ())
+        };
+        parse(&["--service", "notify", "--out", "notify.key"]).expect("one role to a file");
+        parse(&["--all", "--out-dir", "/run/credentials", "--init"]).expect("every role to a directory");
+        for refused in [&[][..], &["--all", "--service", "kms"], &["--all", "--out", "x.key"]] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

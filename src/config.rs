@@ -111,6 +111,10 @@ pub struct RoleConfig {
     /// The role's port; absent: the role's built-in default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The address the role listens on; absent: `server.host`. A role given its own address
+    /// (a container's or a VM interface's) is reached there by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<IpAddr>,
     /// The role's own settings (every other key of `[roles.<name>]`): the role reads them into
     /// its own typed section (`Config::role_settings`), which refuses unknown keys.
     #[serde(flatten)]
@@ -246,6 +250,11 @@ impl Config {
     /// The port a role listens on: from `[roles.<name>]`, else the role's built-in default.
     pub fn role_port(&self, role: &str, default_port: u16) -> u16 {
         self.roles.get(role).and_then(|r| r.port).unwrap_or(default_port)
+    }
+
+    /// The address a role listens on: `[roles.<name>] host`, else `server.host`.
+    pub fn role_host(&self, role: &str) -> IpAddr {
+        self.roles.get(role).and_then(|r| r.host).unwrap_or(self.server.host)
     }
 
     /// Decides the database backend from `database.url`.
@@ -411,6 +420,21 @@ mod tests {
                 config.database_target().unwrap(),
                 DatabaseTarget::Sqlite(PathBuf::from("./data/fountain.db"))
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_role_may_listen_on_its_own_address() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FOUNTAIN_ROLES__NOTIFY__HOST", "10.20.0.4");
+            let config = load_in_jail(&Overrides::default()).expect("loads");
+            assert_eq!(config.role_host("notify").to_string(), "10.20.0.4");
+            assert_eq!(config.role_host("kms").to_string(), "127.0.0.1", "others keep server.host");
+            assert_eq!(config.roles["notify"].settings.get("host"), None, "not one of the role's settings");
+            jail.set_env("FOUNTAIN_ROLES__NOTIFY__HOST", "notify.internal");
+            let err = load_in_jail(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("roles.notify.host"), "{err}");
             Ok(())
         });
     }

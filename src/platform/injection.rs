@@ -77,9 +77,18 @@ impl SecretHandle {
 
 /// The credential file of a role.
 pub fn credential_path(config: &Config, role: &str) -> PathBuf {
+    credentials_dir(config).join(format!("{role}.key"))
+}
+
+/// Where the roles' credential files are: `security.credentials_dir`, else
+/// `<data.dir>/credentials`.
+pub fn credentials_dir(config: &Config) -> PathBuf {
     let dir = config.security.credentials_dir.trim();
-    let dir = if dir.is_empty() { config.data.dir.join("credentials") } else { PathBuf::from(dir) };
-    dir.join(format!("{role}.key"))
+    if dir.is_empty() {
+        config.data.dir.join("credentials")
+    } else {
+        PathBuf::from(dir)
+    }
 }
 
 /// How long a looked-up peer URL is reused before asking the gateway again.
@@ -364,7 +373,10 @@ pub async fn start(host: &Host) -> Result<(), String> {
         let path = credential_path(config, role);
         let Ok(text) = std::fs::read_to_string(&path) else {
             log::warn!(target: "fountain::secrets", role = role, path = path.display().to_string().as_str();
-                "no service credential: this role runs without injected secrets");
+                "no service credential {}: role {role} cannot load its secrets or register with the \
+                 gateway; create it with `fountain admin issue-credential --service {role}` (or set \
+                 security.credentials_dir to the directory that holds {role}.key)",
+                path.display());
             continue;
         };
         injectors.push(Injector {

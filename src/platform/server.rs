@@ -99,8 +99,10 @@ impl Listeners {
         let mut bound = Vec::with_capacity(roles.len());
         let mut failures = Vec::new();
         for role in roles {
-            let addr =
-                SocketAddr::new(config.server.host, config.role_port(role.name(), role.default_port()));
+            let addr = SocketAddr::new(
+                config.role_host(role.name()),
+                config.role_port(role.name(), role.default_port()),
+            );
             match std::net::TcpListener::bind(addr) {
                 Ok(listener) => bound.push((*role, listener)),
                 Err(e) => failures.push(HostError::Bind {

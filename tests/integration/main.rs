@@ -20,6 +20,7 @@ mod kms_attacks;
 mod notify;
 mod notify_attacks;
 mod openapi;
+mod per_role;
 mod platform_attacks;
 mod process;
 mod quickstart;

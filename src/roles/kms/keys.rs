@@ -236,17 +236,43 @@ pub fn ensure_service_key(
 ) -> Result<String, String> {
     let master = platform.master_key.clone();
     let who = Who::new(ROLE_NAME, "bootstrap", Origin::local("local"));
+    let result = platform.db.change_blocking(who, |tx| active_or_new(tx, &master, service));
+    result.map(|(key, _)| key).map_err(|e: KeyError| e.to_string())
+}
+
+/// A role's service credential for `fountain admin issue-credential`: its active API key,
+/// created if it has none (`true`). Every issue is audited as `keys.issue` under `actor`, so
+/// each copy written to a credential file is on record. Issuing again returns the same key;
+/// a new one comes only from a rotation (`POST /keys/{service}/rotate`).
+pub fn issue_service_key(
+    platform: &crate::platform::server::Platform,
+    service: &str,
+    actor: &str,
+) -> Result<(String, bool), String> {
+    let master = platform.master_key.clone();
+    let who = Who::new(ROLE_NAME, actor, Origin::local("local"));
     let result = platform.db.change_blocking(who, |tx| {
-        if let Some(existing) = store::active_key(tx.conn(), service)? {
-            let plain =
-                master.open(SEAL_CONTEXT, &existing.sealed_key).map_err(|e| DbError::Data(e.to_string()))?;
-            return Ok(String::from_utf8_lossy(&plain).into_owned());
-        }
-        let key = generate_key();
-        insert_active(tx, &master, service, NewKey { value: &key, imported: false, expires_at: None })?;
-        Ok(key)
+        let (key, created) = active_or_new(tx, &master, service)?;
+        tx.audit("keys.issue", service, Some(serde_json::json!({ "created": created })))?;
+        Ok((key, created))
     });
     result.map_err(|e: KeyError| e.to_string())
+}
+
+/// The active key of `service` in clear, or a new one stored in its place (`true`).
+fn active_or_new(
+    tx: &mut Change<'_>,
+    master: &crate::platform::crypto::MasterKey,
+    service: &str,
+) -> Result<(String, bool), KeyError> {
+    if let Some(existing) = store::active_key(tx.conn(), service)? {
+        let plain =
+            master.open(SEAL_CONTEXT, &existing.sealed_key).map_err(|e| DbError::Data(e.to_string()))?;
+        return Ok((String::from_utf8_lossy(&plain).into_owned(), false));
+    }
+    let key = generate_key();
+    insert_active(tx, master, service, NewKey { value: &key, imported: false, expires_at: None })?;
+    Ok((key, true))
 }
 
 /// Create an API key for a service

@@ -202,7 +202,17 @@ fn validate_values(field: &str, values: &SecretMap) -> ApiResult<()> {
 /// Creates a service's secret set with generated defaults unless it has one (start-up
 /// provisioning of a process that serves the secrets role itself).
 pub fn ensure_secret_set(platform: &crate::platform::server::Platform, service: &str) -> Result<(), String> {
-    let who = Who::new(ROLE_NAME, "bootstrap", Origin::local("local"));
+    ensure_secret_set_as(platform, service, "bootstrap")
+}
+
+/// Like [`ensure_secret_set`], made (and audited, when created) as `actor`: the command line's
+/// `fountain admin issue-credential`.
+pub fn ensure_secret_set_as(
+    platform: &crate::platform::server::Platform,
+    service: &str,
+    actor: &str,
+) -> Result<(), String> {
+    let who = Who::new(ROLE_NAME, actor, Origin::local("local"));
     let master = &platform.master_key;
     match platform.db.change_blocking(who, |tx| service::ensure(tx, master, service)) {
         // Another process starting at the same time created it first.

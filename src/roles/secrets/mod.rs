@@ -18,7 +18,7 @@ use crate::platform::error::ErrorBody;
 use crate::platform::role::{About, Mount, Provisioning, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
-pub use self::handlers::{ensure_secret_set, SecretMap};
+pub use self::handlers::{ensure_secret_set, ensure_secret_set_as, SecretMap};
 
 const ROLE_NAME: &str = "secrets";
 

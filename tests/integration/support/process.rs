@@ -48,6 +48,12 @@ impl ServeProcess {
         for (key, value) in extra_env {
             command.env(key, value);
         }
+        Self::from_command(command, roles)
+    }
+
+    /// Spawns `command` (a `fountain serve --role <roles>`, possibly behind a wrapper such as
+    /// `ip netns exec`) and waits until each of `roles` logged its listening address.
+    pub fn from_command(mut command: Command, roles: &[&str]) -> ServeProcess {
         let mut child =
             command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn fountain");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
