@@ -79,7 +79,7 @@ impl TestApp {
         TestApp {
             platform: application.platform().clone(),
             application: Some(application),
-            client: awc::Client::builder().disable_timeout().disable_redirects().finish(),
+            client: test_client(),
             database,
             stepped_up_admin: tokio::sync::OnceCell::new(),
         }
@@ -219,4 +219,12 @@ impl TestApp {
             application.stop(true).await;
         }
     }
+}
+
+/// The tests' HTTP client: no timeouts of its own, no redirects followed, and idle connections
+/// dropped after 2 s — before the server's 5 s keep-alive closes them, so that a test pausing
+/// (for a TOTP step, say) never sends on a connection the server has just closed.
+fn test_client() -> awc::Client {
+    let connector = awc::Connector::new().conn_keep_alive(std::time::Duration::from_secs(2));
+    awc::Client::builder().connector(connector).disable_timeout().disable_redirects().finish()
 }
