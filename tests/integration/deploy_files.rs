@@ -530,15 +530,7 @@ fn the_dashboard_has_a_panel_per_role() {
 async fn every_metric_the_rules_and_the_dashboard_read_is_exported() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let password_file = dir.path().join("pw");
-    std::fs::write(&password_file, PASSWORD).unwrap();
-    let created = fountain_command(&data)
-        .args(["admin", "create-user", "--init", "--username", "root", "--role", "admin", "--password-file"])
-        .arg(&password_file)
-        .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    crate::support::process::install_with_admin(&data, "root", &[]);
     let env = [
         ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
         ("FOUNTAIN_ROLES__NOTIFY__POLL_INTERVAL_MS", "50"),

@@ -396,15 +396,7 @@ fn no_log_line_carries_a_password_key_or_token() {
     use crate::support::{blocking_call, ServeProcess};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let file = dir.path().join("pw");
-    std::fs::write(&file, PASSWORD).unwrap();
-    let created = crate::support::fountain_command(&data)
-        .args(["admin", "create-user", "--init", "--username", "ops", "--role", "admin", "--password-file"])
-        .arg(&file)
-        .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
-        .output()
-        .unwrap();
-    assert!(created.status.success());
+    crate::support::process::install_with_admin(&data, "ops", &[]);
     let process = ServeProcess::start(
         &data,
         &["kms", "secrets", "twofa"],

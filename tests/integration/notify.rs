@@ -218,18 +218,10 @@ async fn bad_input_and_bad_callers_are_refused() {
 /// every event still arrives, and any duplicate carries the same event id.
 #[actix_web::test]
 async fn a_killed_notify_loses_no_event() {
-    use crate::support::{blocking_call, fountain_command, ServeProcess, PASSWORD};
+    use crate::support::{blocking_call, ServeProcess, PASSWORD};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let password_file = dir.path().join("pw");
-    std::fs::write(&password_file, PASSWORD).unwrap();
-    let created = fountain_command(&data)
-        .args(["admin", "create-user", "--init", "--username", "root", "--role", "admin", "--password-file"])
-        .arg(&password_file)
-        .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
-        .output()
-        .unwrap();
-    assert!(created.status.success());
+    crate::support::process::install_with_admin(&data, "root", &[]);
     let env = [
         ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
         ("FOUNTAIN_ROLES__NOTIFY__POLL_INTERVAL_MS", "50"),

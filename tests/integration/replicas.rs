@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::{
-    blocking_call as call, blocking_get, eventually, fountain_command, Backend, ServeProcess, Subscriber,
-    TestDatabase, PASSWORD,
+    blocking_call as call, blocking_get, eventually, Backend, ServeProcess, Subscriber, TestDatabase,
+    PASSWORD,
 };
 
 /// Generous: start-up retries back off up to 5 s while the whole suite loads two cores.
@@ -25,20 +25,12 @@ fn secrets_version(addr: std::net::SocketAddr) -> Option<i64> {
 async fn replicas_share_deliveries_once_and_all_see_a_rotation() {
     let database = TestDatabase::create(Backend::Postgres);
     let data = database.dir.path().join("data");
-    let password_file = database.dir.path().join("pw");
-    std::fs::write(&password_file, PASSWORD).unwrap();
     let base_env = [
         ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
         ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
         ("FOUNTAIN_ROLES__NOTIFY__POLL_INTERVAL_MS", "100"),
     ];
-    let created = fountain_command(&data)
-        .args(["admin", "create-user", "--init", "--username", "root", "--role", "admin", "--password-file"])
-        .arg(&password_file)
-        .envs(base_env)
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    crate::support::process::install_with_admin(&data, "root", &base_env);
 
     // The identity process bootstraps credentials for its roles, then two replicas join.
     let primary = ServeProcess::start(&data, &["kms", "secrets", "notify", "twofa", "sequence"], &base_env);

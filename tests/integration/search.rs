@@ -9,9 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::search_conformance::{doc, load_fixtures, Engine, SearchSetup};
-use crate::support::{
-    assert_error_shape, blocking_call, eventually, fountain_command, ServeProcess, ANONYMOUS, PASSWORD,
-};
+use crate::support::{assert_error_shape, blocking_call, eventually, ServeProcess, ANONYMOUS, PASSWORD};
 
 #[actix_web::test]
 async fn users_search_and_read_while_only_services_and_admins_write() {
@@ -390,14 +388,7 @@ fn login(process: &ServeProcess) -> String {
 fn kill_9_mid_sync_loses_no_acknowledged_document_and_the_index_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let password = dir.path().join("password");
-    std::fs::write(&password, PASSWORD).unwrap();
-    let created = fountain_command(&data)
-        .args(["admin", "create-user", "--init", "--username", "ops", "--role", "admin", "--password-file"])
-        .arg(&password)
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    crate::support::process::install_with_admin(&data, "ops", &[]);
     // Quiet logs: nobody reads the child's stdout after start, and a full pipe would stall it.
     let quiet = [("FOUNTAIN_LOG__LEVEL", "info,actix_server=warn,tantivy=warn,fountain::access=warn")];
     let process = ServeProcess::start(&data, &["kms", "search"], &quiet);

@@ -181,3 +181,28 @@ pub fn blocking_request(
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.to_string(), body.to_string())
 }
+
+/// A new installation in `data` with one admin, `username`, made by the real CLI as an operator
+/// does (`fountain admin create-user --init`, the password from a file, cheap bcrypt), with
+/// `env` (e.g. a PostgreSQL URL) for the command.
+pub fn install_with_admin(data: &Path, username: &str, env: &[(&str, &str)]) {
+    let password_file = data.with_extension("admin-password");
+    std::fs::write(&password_file, super::PASSWORD).expect("password file");
+    let created = fountain_command(data)
+        .args([
+            "admin",
+            "create-user",
+            "--init",
+            "--username",
+            username,
+            "--role",
+            "admin",
+            "--password-file",
+        ])
+        .arg(&password_file)
+        .env("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4")
+        .envs(env.iter().copied())
+        .output()
+        .expect("fountain runs");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+}
