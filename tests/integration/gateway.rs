@@ -90,6 +90,37 @@ async fn admin_token(app: &TestApp) -> String {
     app.gateway().kms().login("root").await.access_token
 }
 
+/// The port of an upstream that died, held by the test so that no other test's server can take
+/// it meanwhile: every connection is closed unanswered, as a crashed process's port would be.
+struct DeadPort {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DeadPort {
+    fn hold(url: &str) -> DeadPort {
+        let addr = url.trim_start_matches("http://");
+        let listener = std::net::TcpListener::bind(addr).expect("the dead upstream's port is free");
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((connection, _)) => drop(connection),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        DeadPort { stop }
+    }
+}
+
+impl Drop for DeadPort {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn register_echo(app: &TestApp, admin: &str, url: &str) {
     app.gateway().register_instance(admin, "echo", url, 300).await.ok();
 }
@@ -269,7 +300,9 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
 
     // The upstream dies: 502; a new instance registers: served again, no gateway restart.
     echo_handle.stop(false).await;
+    let dead = DeadPort::hold(&echo);
     assert_eq!(gateway.get(&admin, "/echo/headers").await.refusal(), (502, "bad_gateway"));
+    drop(dead);
     let (echo2, echo2_handle) = start_echo();
     register_echo(&app, &admin, &echo2).await;
     let answer = gateway.get(&admin, "/echo/headers").await;
