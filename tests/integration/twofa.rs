@@ -475,3 +475,26 @@ async fn step_ups_come_only_from_live_password_sessions() {
     );
     app.stop().await;
 }
+
+/// Wrong codes sent at once are checked one after another: exactly four are refused as wrong, the
+/// fifth locks the factor, and every other is refused by the lockout without being checked — on
+/// PostgreSQL too, where the factor row is locked for each check.
+async fn concurrent_wrong_codes_get_no_more_tries_than_the_limit(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let hal = user(&app, &admin, "hal").await;
+    away_from_a_step_edge();
+    let (enrollment, _) = activated(&app, &hal, 0).await;
+    let right = pyotp_code(&enrollment.secret, 1).parse::<u32>().unwrap();
+    let wrong = format!("{:06}", (right + 1) % 1_000_000);
+    let twofa = app.twofa();
+    let attempts = (0..20).map(|_| twofa.verify(&hal, &wrong));
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(attempts).await.iter().map(|a| a.status).collect();
+    let refused_as_wrong = statuses.iter().filter(|s| **s == 401).count();
+    let locked_out = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((refused_as_wrong, locked_out), (4, 16), "{statuses:?}");
+    app.stop().await;
+}
+
+on_both_backends!(concurrent_wrong_codes_get_no_more_tries_than_the_limit);

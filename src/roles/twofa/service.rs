@@ -111,9 +111,10 @@ fn open_secret(master: &MasterKey, account: &Account, sealed: &str) -> Result<Ve
         .map_err(|e| DbError::Data(format!("second factor of {}: {e}", account.username)))
 }
 
-/// The account's factor row, unless it belongs to an earlier account of the same name.
+/// The account's factor row, locked for the change, unless it belongs to an earlier account of
+/// the same name.
 fn own_factor(tx: &mut Change<'_>, account: &Account) -> Result<Option<Factor>, DbError> {
-    Ok(store::find(tx.conn(), &account.username)?.filter(|f| f.uid == account.uid))
+    Ok(store::find_for_update(tx.conn(), &account.username)?.filter(|f| f.uid == account.uid))
 }
 
 fn unix_now() -> i64 {

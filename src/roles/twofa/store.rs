@@ -31,6 +31,17 @@ pub fn find(conn: &mut AnyConnection, username: &str) -> Result<Option<Factor>, 
         .optional()?)
 }
 
+/// Like [`find`], holding the row until the transaction ends (`FOR UPDATE` on PostgreSQL;
+/// SQLite's write transactions already hold the database lock): concurrent code checks of one
+/// account queue, so none is checked against a failure count or lockout another is changing.
+pub fn find_for_update(conn: &mut AnyConnection, username: &str) -> Result<Option<Factor>, DbError> {
+    let query = twofa_factors::table.filter(twofa_factors::username.eq(username));
+    Ok(match conn {
+        AnyConnection::Postgres(pg) => query.select(Factor::as_select()).for_update().first(pg).optional()?,
+        AnyConnection::Sqlite(sqlite) => query.select(Factor::as_select()).first(sqlite).optional()?,
+    })
+}
+
 /// Starts (or restarts) an enrolment: `sealed` is the pending secret. A row of another account
 /// that had this username is replaced.
 pub fn set_pending(conn: &mut AnyConnection, username: &str, uid: i64, sealed: &str) -> Result<(), DbError> {
