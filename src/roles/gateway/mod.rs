@@ -10,7 +10,7 @@ mod health;
 mod limits;
 mod metrics;
 mod network;
-mod path;
+pub mod path;
 mod pool;
 mod proxy;
 mod registry;

@@ -19,6 +19,8 @@ use crate::platform::role::{About, Mount, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
 pub use self::worker::{signature, webhook_body};
+/// Request bodies, public for the fuzz targets (`fuzz/`).
+pub use self::handlers::PublishRequest;
 
 const ABOUT: About = About {
     name: "notify",

@@ -25,6 +25,8 @@ use crate::platform::role::{About, Mount, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
 pub use self::api::{Document, ImportResult, SearchResponse};
+/// Request bodies, public for the fuzz targets (`fuzz/`).
+pub use self::api::{SearchRequest, SyncRequest};
 pub use self::typesense::API_KEY_SECRET;
 
 const ROLE_NAME: &str = "search";

@@ -19,6 +19,8 @@ use crate::platform::role::{About, Mount, Provisioning, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
 pub use self::handlers::{ensure_secret_set, ensure_secret_set_as, SecretMap};
+/// Request bodies, public for the fuzz targets (`fuzz/`).
+pub use self::handlers::{GenerateRequest, ReplaceRequest, RotateRequest};
 
 const ROLE_NAME: &str = "secrets";
 

@@ -8,7 +8,10 @@ mod kms;
 mod schema;
 mod service;
 mod store;
-mod totp;
+pub mod totp;
+
+/// Request bodies, public for the fuzz targets (`fuzz/`).
+pub use self::handlers::{ActivateRequest, EnrollRequest, ProofRequest};
 
 use actix_web::web;
 use utoipa::OpenApi;
