@@ -4,8 +4,8 @@
 #![no_main]
 
 use fountain::platform::contracts::{
-    Event, KeyChanged, KeyCreated, KeyRevoked, KeyRotated, SecretsRotated, SessionRevoked,
-    SigningKeyRotated, TokenRevoked, UserChanged,
+    Event, KeyChanged, KeyCreated, KeyRevoked, KeyRotated, SecretsRotated, SessionRevoked, SigningKeyRotated,
+    TokenRevoked, UserChanged,
 };
 use libfuzzer_sys::fuzz_target;
 

@@ -37,9 +37,7 @@ fuzz_target!(|data: &[u8]| {
     if ip != PEER {
         let text = ip.to_string();
         let named = forwarded.iter().any(|line| {
-            String::from_utf8_lossy(line)
-                .split(',')
-                .any(|hop| hop.trim().parse::<IpAddr>().ok() == Some(ip))
+            String::from_utf8_lossy(line).split(',').any(|hop| hop.trim().parse::<IpAddr>().ok() == Some(ip))
         });
         assert!(named, "client_ip {text} appears in no X-Forwarded-For hop");
     }

@@ -55,7 +55,8 @@ fn keys() -> &'static Keys {
             mfa_pending: None,
         };
         let header = Header { kid: Some("k1".into()), ..Header::new(Algorithm::EdDSA) };
-        let valid = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).expect("sign");
+        let valid =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).expect("sign");
         Keys { signing, decoding, valid, cache: VerifiedTokens::new(64, ISSUER, AUDIENCE) }
     })
 }

@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (head, rest) = data.split_at(6);
-    let seconds = i64::from_be_bytes([0, 0, 0, head[1], head[2], head[3], head[4], head[5]]) & ((1 << 40) - 1);
+    let seconds =
+        i64::from_be_bytes([0, 0, 0, head[1], head[2], head[3], head[4], head[5]]) & ((1 << 40) - 1);
     let now_step = totp::step_at(seconds);
     if head[0] & 1 == 0 {
         let Ok(code) = std::str::from_utf8(rest) else { return };

@@ -18,9 +18,9 @@ use crate::platform::error::ErrorBody;
 use crate::platform::role::{About, Mount, Role, RoleContext};
 use crate::platform::standard::BearerAuth;
 
-pub use self::worker::{signature, webhook_body};
 /// Request bodies, public for the fuzz targets (`fuzz/`).
 pub use self::handlers::PublishRequest;
+pub use self::worker::{signature, webhook_body};
 
 const ABOUT: About = About {
     name: "notify",
