@@ -430,10 +430,30 @@ fn int_condition(
 
 /// Writes a checked filter in the dialect Typesense 0.24 accepts: every value in backticks,
 /// every group in parentheses, and a number's `!=` (which 0.24 refuses) as `<n || >n`.
+/// The operands of a run of `&&` (`and`) or `||` joined filters, in order.
+fn chain(filter: &Filter, and: bool) -> Vec<&Filter> {
+    match (filter, and) {
+        (Filter::And(a, b), true) | (Filter::Or(a, b), false) => {
+            let mut operands = chain(a, and);
+            operands.extend(chain(b, and));
+            operands
+        }
+        _ => vec![filter],
+    }
+}
+
 pub fn typesense_filter(filter: &Filter) -> String {
     match filter {
-        Filter::And(a, b) => format!("({} && {})", typesense_filter(a), typesense_filter(b)),
-        Filter::Or(a, b) => format!("({} || {})", typesense_filter(a), typesense_filter(b)),
+        // A chain of one operator is one group: `a || b || c` stays one level deep, so a flat
+        // filter never nests deeper in Typesense's dialect than it was written.
+        Filter::And(..) => format!(
+            "({})",
+            chain(filter, true).into_iter().map(typesense_filter).collect::<Vec<_>>().join(" && ")
+        ),
+        Filter::Or(..) => format!(
+            "({})",
+            chain(filter, false).into_iter().map(typesense_filter).collect::<Vec<_>>().join(" || ")
+        ),
         Filter::Clause { field: name, comparison, values, .. } => {
             let is_number = field(name).is_some_and(|f| f.kind == FieldType::Int32);
             let text = |operand: &Operand| match operand {
@@ -701,6 +721,20 @@ mod tests {
         );
         assert_eq!(render("sequence_number:>=5"), "sequence_number:>=5");
         assert_eq!(render("sequence_number:<[5, 7]"), "(sequence_number:<5 || sequence_number:<7)");
+    }
+
+    #[test]
+    fn a_flat_chain_of_34_clauses_stays_one_level_deep_for_typesense() {
+        // Found by fuzzing: each `||` used to add a level, past the 32 that parse_filter allows.
+        let flat = vec!["comment:a"; 34].join(" || ");
+        let rewritten = typesense_filter(&parse_filter(&flat).unwrap());
+        assert_eq!(rewritten, format!("({})", vec!["comment:[`a`]"; 34].join(" || ")));
+        assert!(parse_filter(&rewritten).is_ok(), "the rewrite parses again");
+        let mixed = "comment:a && comment:b && (comment:c || comment:d || comment:e)";
+        assert_eq!(
+            typesense_filter(&parse_filter(mixed).unwrap()),
+            "(comment:[`a`] && comment:[`b`] && (comment:[`c`] || comment:[`d`] || comment:[`e`]))"
+        );
     }
 
     #[test]
