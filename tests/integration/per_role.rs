@@ -292,7 +292,12 @@ fn admin(data: &Path, database_url: &str, args: &[&str]) -> String {
         .output()
         .expect("fountain admin runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "fountain admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "fountain admin {args:?}: {} (stderr: {}; stdout: {stdout})",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     stdout.lines().filter(|l| !l.starts_with('{')).collect::<Vec<_>>().join("\n")
 }
 
