@@ -114,7 +114,8 @@ impl MasterKey {
         hkdf.expand(b"fountain/aes-256-gcm/v1", &mut enc).expect("32-byte HKDF output");
         hkdf.expand(b"fountain/lookup-hmac/v1", &mut mac).expect("32-byte HKDF output");
         hkdf.expand(b"fountain/audit-chain-hmac/v1", &mut chain).expect("32-byte HKDF output");
-        let hmac = |key: &[u8]| <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        let hmac =
+            |key: &[u8]| <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
         Self { cipher: Aes256Gcm::new(&enc.into()), lookup: hmac(&mac), audit_chain: ChainKey(hmac(&chain)) }
     }
 

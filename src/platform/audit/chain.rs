@@ -151,7 +151,8 @@ fn lock_head(conn: &mut AnyConnection, key: &ChainKey, role: &str) -> Result<Hea
     if create_head(conn, role)? {
         chain_legacy_records(conn, key, role)?;
     }
-    read_head_locked(conn, role)?.ok_or_else(|| DbError::Data(format!("the audit chain head of {role} vanished")))
+    read_head_locked(conn, role)?
+        .ok_or_else(|| DbError::Data(format!("the audit chain head of {role} vanished")))
 }
 
 /// `SELECT … FOR UPDATE` on PostgreSQL; SQLite's write transactions (`BEGIN IMMEDIATE`) already

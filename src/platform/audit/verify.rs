@@ -153,8 +153,11 @@ impl<'k> Walk<'k> {
             return Err(self.finding(record, Problem::Inserted, what));
         }
         if seq > expected {
-            let missing =
-                if seq == expected + 1 { format!("seq {expected}") } else { format!("seqs {expected}–{}", seq - 1) };
+            let missing = if seq == expected + 1 {
+                format!("seq {expected}")
+            } else {
+                format!("seqs {expected}–{}", seq - 1)
+            };
             let what = format!("a gap before it: {missing} missing");
             return Err(self.finding(record, Problem::Deleted, what));
         }
@@ -189,7 +192,8 @@ impl<'k> Walk<'k> {
     fn finish(self) -> Result<Verified, Finding> {
         let records = self.last.as_ref().map_or(0, |(_, seq, _)| *seq);
         if let Some(head) = &self.head {
-            let finding = |id, seq, problem, what| Finding { role: self.role.clone(), id, seq, problem, what };
+            let finding =
+                |id, seq, problem, what| Finding { role: self.role.clone(), id, seq, problem, what };
             match &self.last {
                 Some((id, seq, _)) if *seq < head.seq => {
                     let what = format!(
@@ -200,7 +204,8 @@ impl<'k> Walk<'k> {
                     return Err(finding(Some(*id), Some(*seq), Problem::Deleted, what));
                 }
                 None if head.seq > 0 => {
-                    let what = format!("the head is at seq {} but the role has no chained record left", head.seq);
+                    let what =
+                        format!("the head is at seq {} but the role has no chained record left", head.seq);
                     return Err(finding(None, None, Problem::Deleted, what));
                 }
                 Some((_, _, hash)) if *hash != head.hash => {

@@ -334,7 +334,9 @@ fn first_line(text: &str) -> String {
 pub fn in_transaction(conn: &mut AnyConnection) -> bool {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     let depth = match conn {
-        AnyConnection::Postgres(pg) => AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth(),
+        AnyConnection::Postgres(pg) => {
+            AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()
+        }
         AnyConnection::Sqlite(sqlite) => {
             AnsiTransactionManager::transaction_manager_status_mut(sqlite).transaction_depth()
         }
