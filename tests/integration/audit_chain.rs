@@ -322,3 +322,98 @@ async fn concurrent_audited_changes_on_postgresql_chain_one_after_another() {
     let line = assert_verifies(&app);
     assert!(line.starts_with(&format!("ok: kms {head} records, head seq {head} ")), "{line}");
 }
+
+/// Takes a migrated database back to the version before the audit chain, as a database written
+/// by that version is: the chain migration's own `down.sql`, and its row in diesel's ledger.
+fn back_to_before_the_chain(db: &fountain::platform::db::Db, backend: Backend) {
+    let folder = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let down = std::fs::read_to_string(format!(
+        "{}/migrations/{folder}/2026-12-03-000011_audit_chain/down.sql",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("the chain migration's down.sql");
+    let mut conn = db.conn().unwrap();
+    conn.batch_execute(&down).expect("down.sql runs");
+    conn.batch_execute("DELETE FROM __diesel_schema_migrations WHERE version = '20261203000011'").unwrap();
+}
+
+/// A record as the version before the chain wrote it.
+fn legacy_insert(role: &str, target: &str) -> String {
+    format!(
+        "INSERT INTO audit_log (occurred_at, role, actor, action, target, outcome, details) \
+         VALUES ('2026-11-01 10:00:00.123456', '{role}', 'root', 'users.create', '{target}', 'success', '{{}}');"
+    )
+}
+
+fn audit_one(platform: &fountain::platform::server::Platform, role: &'static str, target: &str) {
+    use fountain::platform::guards::Origin;
+    use fountain::platform::unit::Who;
+    let target = target.to_string();
+    platform
+        .db
+        .change_blocking(Who::new(role, "root", Origin::local("test")), move |tx| {
+            tx.audit("users.create", &target, None)
+        })
+        .expect("audited");
+}
+
+/// `fountain audit verify` over a database without a running server: its report lines.
+fn verify_offline(database: &crate::support::TestDatabase) -> (Option<i32>, String) {
+    let mut command = fountain_command(&database.dir.path().join("data"));
+    command.args(["audit", "verify"]).env("FOUNTAIN_DATABASE__URL", &database.url);
+    let output = command.output().expect("run fountain audit verify");
+    (output.status.code(), stdout(&output))
+}
+
+async fn records_from_before_the_upgrade_are_chained_once_and_later_strays_never(backend: Backend) {
+    let database = crate::support::TestDatabase::create(backend);
+    let config = test_config(&database);
+    let old = fountain::platform::db::Db::connect(&config).expect("migrates");
+    back_to_before_the_chain(&old, backend);
+    let mut conn = old.conn().unwrap();
+    let legacy = [legacy_insert("kms", "a"), legacy_insert("secrets", "b"), legacy_insert("kms", "c")];
+    conn.batch_execute(&legacy.concat()).unwrap();
+    drop((conn, old));
+
+    // The upgrade: the chain migration runs at start; nothing is chained until a role appends.
+    let platform = fountain::platform::server::Platform::open(std::sync::Arc::new(config)).expect("opens");
+    let (code, report) = verify_offline(&database);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains("ok: kms 0 records, not chained yet: 2 records from before chaining"),
+        "{report}"
+    );
+
+    // kms appends: its two old records are chained first, in id order, then the new one.
+    audit_one(&platform, "kms", "d");
+    let (code, report) = verify_offline(&database);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("ok: kms 3 records, head seq 3 "), "{report}");
+    assert!(report.contains("ok: secrets 0 records, not chained yet: 1 records"), "{report}");
+    let mut conn = platform.db.conn().unwrap();
+    let kms: Vec<(String, Option<i64>)> = audit_log::table
+        .filter(audit_log::role.eq("kms"))
+        .order(audit_log::id.asc())
+        .select((audit_log::target, audit_log::chain_seq))
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(kms, [("a".into(), Some(1)), ("c".into(), Some(2)), ("d".into(), Some(3))]);
+
+    // A record without chain fields written after the upgrade is never sealed, even by the
+    // role's first append: it stays a finding.
+    conn.batch_execute(&legacy_insert("secrets", "stray")).unwrap();
+    let stray: i64 = audit_log::table
+        .filter(audit_log::target.eq("stray"))
+        .select(audit_log::id)
+        .first(&mut conn)
+        .unwrap();
+    audit_one(&platform, "secrets", "e");
+    let (code, report) = verify_offline(&database);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("ok: kms 3 records"), "{report}");
+    assert!(report.contains(&format!("FAILED: secrets: record id {stray} (no seq) inserted")), "{report}");
+}
+on_both_backends!(records_from_before_the_upgrade_are_chained_once_and_later_strays_never);
