@@ -25,21 +25,25 @@ pub struct Report {
 /// `FAILED: …` naming the first problem.
 pub fn verify(config: &Config, role: Option<&str>) -> Result<Report, String> {
     let (mut conn, key) = open(config)?;
-    let roles = match role {
-        Some(role) => vec![role.to_string()],
-        None => verify::roles_in_trail(&mut conn).map_err(|e| unreadable(&e))?,
-    };
+    let results = verify::in_snapshot(&mut conn, |conn| {
+        let roles = match role {
+            Some(role) => vec![role.to_string()],
+            None => verify::roles_in_trail(conn)?,
+        };
+        roles.iter().map(|role| verify::verify_chain(conn, &key, role)).collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(|e| unreadable(&e))?;
     let mut report = Report { lines: Vec::new(), all_verified: true };
-    for role in &roles {
-        match verify::verify_chain(&mut conn, &key, role).map_err(|e| unreadable(&e))? {
-            Ok(verified) => report.lines.push(ok_line(&verified)),
+    for result in &results {
+        match result {
+            Ok(verified) => report.lines.push(ok_line(verified)),
             Err(finding) => {
                 report.all_verified = false;
-                report.lines.push(failed_line(&finding));
+                report.lines.push(failed_line(finding));
             }
         }
     }
-    if roles.is_empty() {
+    if results.is_empty() {
         report.lines.push("ok: the audit trail is empty".into());
     }
     Ok(report)

@@ -289,7 +289,8 @@ async fn register_at(client: &awc::Client, addr: std::net::SocketAddr, admin: &s
 }
 
 /// 20 registrations at once, half through a second kms instance with its own connection pool
-/// over the same PostgreSQL database (replicas of one role): each appends to kms's chain.
+/// over the same PostgreSQL database (replicas of one role): each appends to kms's chain. An
+/// operator verifying meanwhile sees a consistent chain (one snapshot, heads included).
 #[actix_web::test]
 async fn concurrent_audited_changes_on_postgresql_chain_one_after_another() {
     let app = TestApp::spawn(Backend::Postgres).await;
@@ -303,8 +304,14 @@ async fn concurrent_audited_changes_on_postgresql_chain_one_after_another() {
         let (client, admin, addr) = (&app.client, &admin, addrs[i % 2]);
         async move { register_at(client, addr, admin, &format!("user{i:02}")).await }
     });
+    let (data_dir, url) = (app.database.dir.path().join("data"), app.database.url.clone());
+    let verifying =
+        std::thread::spawn(move || (0..3).map(|_| verify_at(&data_dir, &url)).collect::<Vec<_>>());
     let statuses = futures_util::future::join_all(registrations).await;
     assert_eq!(statuses, vec![201; 20]);
+    for (code, report) in verifying.join().expect("verify runs") {
+        assert_eq!(code, Some(0), "verified while writers append: {report}");
+    }
     replica.stop(true).await;
 
     let records = kms_records(&app);
@@ -360,10 +367,14 @@ fn audit_one(platform: &fountain::platform::server::Platform, role: &'static str
         .expect("audited");
 }
 
-/// `fountain audit verify` over a database without a running server: its report lines.
+/// `fountain audit verify` over `database`: its exit code and report lines.
 fn verify_offline(database: &crate::support::TestDatabase) -> (Option<i32>, String) {
-    let mut command = fountain_command(&database.dir.path().join("data"));
-    command.args(["audit", "verify"]).env("FOUNTAIN_DATABASE__URL", &database.url);
+    verify_at(&database.dir.path().join("data"), &database.url)
+}
+
+fn verify_at(data_dir: &std::path::Path, url: &str) -> (Option<i32>, String) {
+    let mut command = fountain_command(data_dir);
+    command.args(["audit", "verify"]).env("FOUNTAIN_DATABASE__URL", url);
     let output = command.output().expect("run fountain audit verify");
     (output.status.code(), stdout(&output))
 }

@@ -75,6 +75,25 @@ impl fmt::Display for Finding {
     }
 }
 
+/// Runs `work` on one consistent snapshot of the database, so that a chain is read as it was
+/// at one moment even while roles keep appending (otherwise a record appended after the head
+/// was read would look like one beyond the head). Takes no write lock: writers go on.
+pub fn in_snapshot<T>(
+    conn: &mut AnyConnection,
+    work: impl FnOnce(&mut AnyConnection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    use diesel::connection::SimpleConnection;
+    let postgres = matches!(conn, AnyConnection::Postgres(_));
+    // SQLite: a deferred transaction reads one WAL snapshot from its first read on.
+    // PostgreSQL: REPEATABLE READ sees one snapshot from its first statement on.
+    conn.transaction(|conn| {
+        if postgres {
+            conn.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        }
+        work(conn)
+    })
+}
+
 /// Every role that has audit records or a chain head, sorted.
 pub fn roles_in_trail(conn: &mut AnyConnection) -> Result<Vec<String>, DbError> {
     let mut roles: Vec<String> = audit_log::table.select(audit_log::role).distinct().load(conn)?;
