@@ -106,6 +106,9 @@ async fn audit_verify_names_every_kind_of_tampering(backend: Backend) {
         untouched.starts_with(&format!("ok: kms {n} records, head seq {n} ", n = records.len())),
         "{untouched}"
     );
+    let metrics = app.metrics("kms").await;
+    let gauge = format!("audit_chain_seq{{role=\"kms\"}} {}\n", records.len());
+    assert!(metrics.contains(&gauge), "{metrics}");
     let (middle, middle_seq) = (records[2].0, records[2].1.unwrap());
     let (next, next_seq) = (records[3].0, records[3].1.unwrap());
     let (last, last_seq) = (records[records.len() - 1].0, records[records.len() - 1].1.unwrap());

@@ -19,7 +19,7 @@ use super::crypto::ChainKey;
 use super::db::schema::audit_log;
 use super::db::{AnyConnection, DbError};
 
-pub use chain::{Head, GENESIS};
+pub use chain::{read_head, Head, GENESIS};
 
 /// Most entries one page may return.
 pub const MAX_PAGE: i64 = 500;
