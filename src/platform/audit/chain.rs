@@ -57,14 +57,17 @@ impl Link<'_> {
     /// The canonical encoding: a domain tag, then every field in a fixed order, each text
     /// length-prefixed and each optional one tagged present or absent, so that no two
     /// different records encode alike (`("ab","c")` and `("a","bc")`, `None` and `""` differ).
-    /// The time is nanoseconds since the epoch: every digit either backend stores.
+    /// The time is whole seconds since the epoch and nanoseconds: every digit either backend
+    /// stores, for any date.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(DOMAIN);
         text(&mut out, self.role);
         out.extend_from_slice(&self.seq.to_be_bytes());
         text(&mut out, self.prev_hash);
-        out.extend_from_slice(&nanos(self.occurred_at).to_be_bytes());
+        let at = self.occurred_at.and_utc();
+        out.extend_from_slice(&at.timestamp().to_be_bytes());
+        out.extend_from_slice(&at.timestamp_subsec_nanos().to_be_bytes());
         for field in [self.actor, self.action, self.target, self.outcome] {
             text(&mut out, field);
         }
@@ -90,11 +93,6 @@ fn optional_text(out: &mut Vec<u8>, value: Option<&str>) {
         Some(value) => text(out, value),
         None => out.push(0),
     }
-}
-
-/// Nanoseconds since the epoch (i64 holds them until 2262).
-fn nanos(at: NaiveDateTime) -> i64 {
-    at.and_utc().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 /// Now, at the precision both backends store (PostgreSQL keeps microseconds), so that the time
@@ -334,6 +332,8 @@ mod tests {
             Link { seq: 4, ..link() },
             Link { prev_hash: "1", ..link() },
             Link { occurred_at: at(1_800_000_000, 123_457_000), ..link() },
+            Link { occurred_at: at(1_800_000_001, 123_456_000), ..link() },
+            Link { occurred_at: at(9_300_000_000, 123_456_000), ..link() },
             Link { actor: "ac", ..link() },
             Link { action: "d", ..link() },
             Link { target: "u", ..link() },
