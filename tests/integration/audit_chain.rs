@@ -15,8 +15,13 @@ use crate::support::{fountain_command, test_config, Backend, TestApp, PASSWORD};
 /// `fountain audit verify [args]` against the test's installation: its data directory (and so
 /// its master key) and its database.
 fn audit_verify(app: &TestApp, args: &[&str]) -> Output {
+    audit_verify_with(app, args, &[])
+}
+
+fn audit_verify_with(app: &TestApp, args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
     let mut command = fountain_command(&app.database.dir.path().join("data"));
     command.args(["audit", "verify"]).args(args).env("FOUNTAIN_DATABASE__URL", &app.database.url);
+    command.envs(env.iter().copied());
     command.output().expect("run fountain audit verify")
 }
 
@@ -209,6 +214,16 @@ async fn verify_checks_one_role_and_refuses_unknown_roles(backend: Backend) {
     let unknown = audit_verify(&app, &["--role", "vault"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not a role name"));
+
+    // Another master key cannot check the MACs: refused before any record is looked at.
+    let other_key = app.database.dir.path().join("other.key");
+    use base64::Engine;
+    std::fs::write(&other_key, base64::engine::general_purpose::STANDARD.encode([9u8; 32])).unwrap();
+    let wrong = audit_verify_with(&app, &[], &[("FOUNTAIN_SECURITY__MASTER_KEY_FILE", other_key.as_path())]);
+    assert_eq!(wrong.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&wrong.stderr);
+    assert!(error.contains("master key does not match"), "{error}");
+    assert!(!stdout(&wrong).contains("ok:"), "{}", stdout(&wrong));
 
     // The head row removed: its chained records are left without an anchor in the database.
     sql(&app, "DELETE FROM audit_chain_head WHERE role = 'secrets'");
