@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `openapi`, `admin`, `healthcheck`, `config check`.
+//! The command line: `serve`, `migrate`, `openapi`, `admin`, `audit verify`, `healthcheck`,
+//! `config check`.
 //!
 //! Every failure ends with one line on stderr and a non-zero exit: 2 for a usage error, 1 for
 //! anything else. No panic message or backtrace reaches the terminal.
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 #[cfg(feature = "kms")]
 use crate::admin;
 use crate::app::{self, Application};
+use crate::audit;
 use crate::config::{Config, Overrides};
 use crate::healthcheck;
 use crate::platform::db;
@@ -59,6 +61,11 @@ enum Command {
     Admin {
         #[command(subcommand)]
         action: AdminAction,
+    },
+    /// Check the audit trail (tamper evidence) of the installation the configuration points at.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
     },
     /// GET the selected roles' /health on their configured ports: exit 0 when every one
     /// answers 200, else 1 (a container HEALTHCHECK; needs no curl).
@@ -158,6 +165,20 @@ enum AdminAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Walk every role's audit hash chain (or one role's): recompute each record's MAC, check
+    /// that seqs are contiguous, links match and the head is the last record. Prints one line
+    /// per role (`ok: kms 12 records, head seq 12 <hash prefix>`: record the heads elsewhere,
+    /// a later run must not show a lower seq) or `FAILED:` naming the first edited, inserted
+    /// or deleted record. Exit 0 when every chain verifies, 1 otherwise.
+    Verify {
+        /// Only this role's chain (gateway, kms, secrets, notify, search, sequence, twofa).
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigAction {
     /// Validate the layered configuration and print it (secrets redacted).
     Check,
@@ -243,6 +264,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         #[cfg(feature = "kms")]
         Command::Admin { action } => run_admin(action, &overrides),
+        Command::Audit { action: AuditAction::Verify { role } } => verify_audit(role.as_deref(), &overrides),
         Command::Healthcheck { role, timeout_ms } => {
             let selected = roles::select(&role).map_err(Failure::usage)?;
             let config = app::with_role_defaults(Config::load(&overrides).map_err(Failure::runtime)?);
@@ -342,6 +364,28 @@ fn run_admin(action: AdminAction, overrides: &Overrides) -> Result<(), Failure> 
         }
     };
     println!("{done}");
+    Ok(())
+}
+
+/// `fountain audit verify`: an unknown role is a usage error; a chain that does not verify
+/// ends with exit 1 after every role's line is printed.
+fn verify_audit(role: Option<&str>, overrides: &Overrides) -> Result<(), Failure> {
+    if let Some(role) = role {
+        if roles::find(role).is_none() {
+            return Err(Failure::usage(format!(
+                "--role: not a role name (known: {})",
+                roles::names().join(", ")
+            )));
+        }
+    }
+    let config = load_and_init_logging(overrides)?;
+    let report = audit::verify(&config, role).map_err(Failure::runtime)?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if !report.all_verified {
+        return Err(Failure::runtime("the audit trail does not verify (see FAILED above)"));
+    }
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //! subkeys are derived from it with HKDF-SHA256: an AES-256-GCM key for values that must be
 //! readable again (API keys, signing keys, secrets) and an HMAC-SHA256 key for lookup hashes of
 //! values that are only ever compared (refresh tokens, API keys on verify). A database row alone
-//! reveals neither.
+//! reveals neither. A third, the audit chain key, MACs audit records (`platform::audit`), so
+//! that someone with only database access cannot rewrite the trail and recompute its chain.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,33 @@ impl<T> fmt::Display for Secret<T> {
 pub struct MasterKey {
     cipher: Aes256Gcm,
     lookup: Hmac<Sha256>,
+    audit_chain: ChainKey,
+}
+
+/// The HMAC-SHA256 key of the audit trail's hash chain, derived from the master key: every
+/// process that has the master key (every role, also one per systemd unit) can append to and
+/// verify a chain; a copy of the database alone cannot.
+#[derive(Clone)]
+pub struct ChainKey(Hmac<Sha256>);
+
+impl fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChainKey(***)")
+    }
+}
+
+impl ChainKey {
+    /// The MAC of `message`, hex.
+    pub fn mac(&self, message: &[u8]) -> String {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        hex(&mac.finalize().into_bytes())
+    }
+
+    /// Whether `stored` is the MAC of `message`, compared in constant time.
+    pub fn verify(&self, message: &[u8], stored: &str) -> bool {
+        constant_time_eq(self.mac(message).as_bytes(), stored.as_bytes())
+    }
 }
 
 impl fmt::Debug for MasterKey {
@@ -81,13 +109,14 @@ impl MasterKey {
         let hkdf = hkdf::Hkdf::<Sha256>::new(Some(b"fountain"), material);
         let mut enc = [0u8; 32];
         let mut mac = [0u8; 32];
-        // Both expansions are 32 bytes, far below HKDF's 255*32 limit: they cannot fail.
+        let mut chain = [0u8; 32];
+        // All three expansions are 32 bytes, far below HKDF's 255*32 limit: they cannot fail.
         hkdf.expand(b"fountain/aes-256-gcm/v1", &mut enc).expect("32-byte HKDF output");
         hkdf.expand(b"fountain/lookup-hmac/v1", &mut mac).expect("32-byte HKDF output");
-        Self {
-            cipher: Aes256Gcm::new(&enc.into()),
-            lookup: <Hmac<Sha256> as Mac>::new_from_slice(&mac).expect("HMAC takes any key length"),
-        }
+        hkdf.expand(b"fountain/audit-chain-hmac/v1", &mut chain).expect("32-byte HKDF output");
+        let hmac =
+            |key: &[u8]| <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        Self { cipher: Aes256Gcm::new(&enc.into()), lookup: hmac(&mac), audit_chain: ChainKey(hmac(&chain)) }
     }
 
     /// Reads the key from `file` when given, otherwise from `<data_dir>/master.key`, generating
@@ -104,6 +133,20 @@ impl MasterKey {
                 Self::read(&path)
             }
         }
+    }
+
+    /// Reads the key from `file` when given, otherwise from `<data_dir>/master.key`; never
+    /// creates one (for commands that only read, such as `fountain audit verify`).
+    pub fn load_existing(file: Option<&Path>, data_dir: &Path) -> Result<Self, CryptoError> {
+        match file {
+            Some(path) => Self::read(path),
+            None => Self::read(&data_dir.join("master.key")),
+        }
+    }
+
+    /// The key that MACs the audit trail's hash chain.
+    pub fn audit_chain_key(&self) -> ChainKey {
+        self.audit_chain.clone()
     }
 
     fn read(path: &Path) -> Result<Self, CryptoError> {
@@ -234,6 +277,18 @@ mod tests {
         assert_ne!(k.lookup_hash("api-key", b"x"), k.lookup_hash("refresh", b"x"));
         assert_ne!(k.lookup_hash("api-key", b"x"), key(2).lookup_hash("api-key", b"x"));
         assert_eq!(k.lookup_hash("api-key", b"x").len(), 64);
+    }
+
+    #[test]
+    fn audit_chain_macs_are_keyed_and_separate_from_lookup_hashes() {
+        let chain = key(1).audit_chain_key();
+        let mac = chain.mac(b"record");
+        assert_eq!(mac.len(), 64);
+        assert!(chain.verify(b"record", &mac));
+        assert!(!chain.verify(b"record!", &mac));
+        assert!(!key(2).audit_chain_key().verify(b"record", &mac), "another master key");
+        assert_ne!(mac, key(1).lookup_hash("", b"record"));
+        assert_eq!(format!("{chain:?}"), "ChainKey(***)");
     }
 
     #[test]

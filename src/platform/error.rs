@@ -63,6 +63,7 @@ error_table! {
     Internal => (INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred"),
     BadGateway => (BAD_GATEWAY, "bad_gateway", "the upstream service is unavailable"),
     NotReady => (SERVICE_UNAVAILABLE, "not_ready", "the service is not ready"),
+    AuditUnavailable => (SERVICE_UNAVAILABLE, "audit_unavailable", "the audit trail cannot be written, so nothing was done"),
     GatewayTimeout => (GATEWAY_TIMEOUT, "gateway_timeout", "the upstream service did not answer in time"),
 }
 
@@ -151,6 +152,16 @@ impl ApiError {
         Self::new(ErrorCode::NotReady, format!("{part} is unavailable"))
             .with_details(serde_json::json!({ "unavailable": part }))
             .with_retry_after(1)
+    }
+}
+
+impl ApiError {
+    /// A 503 for a request whose audit record cannot be written: the request is refused and
+    /// its change rolled back, because nothing may happen that the audit trail does not show.
+    /// The cause is logged, not shown.
+    pub fn audit_unavailable(cause: impl std::fmt::Display) -> Self {
+        log::error!(target: "fountain::audit", "request refused, its audit record cannot be written: {cause}");
+        Self::from_code(ErrorCode::AuditUnavailable).with_retry_after(1)
     }
 }
 

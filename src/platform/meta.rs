@@ -22,6 +22,20 @@ impl From<diesel::result::Error> for MetaError {
     }
 }
 
+/// Refuses a key that cannot open this database's check value, without writing anything (for
+/// commands that only read: a database that has none yet passes).
+pub fn check_master_key(conn: &mut AnyConnection, key: &MasterKey) -> Result<(), MetaError> {
+    let stored: Option<String> = instance_meta::table
+        .filter(instance_meta::name.eq(MASTER_KEY_CHECK))
+        .select(instance_meta::value)
+        .first(conn)
+        .optional()?;
+    match stored {
+        Some(check) => Ok(key.verify_check_value(&check)?),
+        None => Ok(()),
+    }
+}
+
 /// On first start records a check value sealed with `key`; on every later start refuses a key
 /// that cannot open it, before anything is decrypted into garbage or sealed with the wrong key.
 pub fn ensure_master_key_matches(conn: &mut AnyConnection, key: &MasterKey) -> Result<(), MetaError> {

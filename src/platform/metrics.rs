@@ -27,6 +27,7 @@ pub struct RoleMetrics {
     registry: Registry,
     requests: Family<IntCounterVec>,
     latency: Family<HistogramVec>,
+    audit_chain_seq: prometheus::IntGaugeVec,
 }
 
 impl RoleMetrics {
@@ -47,9 +48,20 @@ impl RoleMetrics {
         )?;
         build_info.with_label_values(&[role, env!("CARGO_PKG_VERSION")]).set(1);
         registry.register(Box::new(build_info))?;
+        let audit_chain_seq = prometheus::IntGaugeVec::new(
+            Opts::new("audit_chain_seq", "The seq of the role's audit chain head (its audit records so far)"),
+            &["role"],
+        )?;
+        registry.register(Box::new(audit_chain_seq.clone()))?;
         let requests = Family::register(requests, &registry)?;
         let latency = Family::register(latency, &registry)?;
-        Ok(Self { role, registry, requests, latency })
+        Ok(Self { role, registry, requests, latency, audit_chain_seq })
+    }
+
+    /// Shows the role's audit chain head, read at scrape time: a head that ever goes down was
+    /// rewritten (alert on `delta(audit_chain_seq[1h]) < 0`).
+    pub fn set_audit_chain_seq(&self, seq: i64) {
+        self.audit_chain_seq.with_label_values(&[self.role]).set(seq);
     }
 
     /// Where a role registers its own counters (logins, rotations, outbox depth…).

@@ -50,6 +50,8 @@ impl Platform {
             MasterKey::load_or_create(key_file.as_deref(), &config.data.dir).map_err(|e| e.to_string())?;
         let mut conn = db.conn().map_err(|e| e.to_string())?;
         meta::ensure_master_key_matches(&mut conn, &master_key).map_err(|e| e.to_string())?;
+        drop(conn);
+        let db = db.with_audit_key(master_key.audit_chain_key());
         let verifier = Arc::new(Verifier::new(
             &config.security.token_issuer,
             &config.security.token_audience,

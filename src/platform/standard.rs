@@ -199,6 +199,12 @@ async fn ready(hosted: web::Data<Hosted>) -> ApiResult<web::Json<ReadyStatus>> {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
 )]
 async fn metrics(hosted: web::Data<Hosted>) -> ApiResult<HttpResponse> {
+    let role = hosted.role.name();
+    // Read per scrape (one indexed row): the head moves in every process that serves the role.
+    // A database outage leaves the last value: it must not hide every other metric.
+    if let Ok(Some(head)) = hosted.db.run(move |conn| super::audit::read_head(conn, role)).await {
+        hosted.metrics.set_audit_chain_seq(head.seq);
+    }
     let text = hosted.metrics.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text))
 }

@@ -17,6 +17,7 @@ use diesel::prelude::*;
 
 use super::audit::{self, NewEntry, Outcome};
 use super::contracts::Event;
+use super::crypto::ChainKey;
 use super::db::schema::events;
 use super::db::{AnyConnection, Db, DbError};
 use super::events::{self as event_log, StoredEvent};
@@ -42,6 +43,9 @@ pub struct Change<'c> {
     conn: &'c mut AnyConnection,
     who: &'c Who,
     published: Vec<StoredEvent>,
+    /// Chains the audit records; `None` (a handle opened without the master key) makes every
+    /// audit record, and so its change, fail.
+    audit_key: Option<&'c ChainKey>,
 }
 
 impl Change<'_> {
@@ -89,6 +93,8 @@ impl Change<'_> {
     }
 
     /// Records an action with its outcome (a refusal that must be remembered, for example).
+    /// When the record cannot be written this fails with `DbError::Audit`, and the change with
+    /// it: nothing is done that the audit trail does not show.
     pub fn audit_outcome(
         &mut self,
         action: &str,
@@ -96,8 +102,12 @@ impl Change<'_> {
         outcome: Outcome,
         details: Option<serde_json::Value>,
     ) -> Result<(), DbError> {
+        let key = self
+            .audit_key
+            .ok_or_else(|| DbError::Audit("this database handle has no audit chain key".into()))?;
         audit::record(
             self.conn,
+            key,
             NewEntry {
                 role: self.who.role,
                 actor: &self.who.actor,
@@ -180,11 +190,13 @@ impl Db {
         F: FnOnce(&mut Change<'_>) -> Result<T, E> + Send + 'static,
     {
         let db = self.clone();
+        let audit_key = self.audit_key.clone();
         let outcome = self
             .run(move |conn| {
                 let mut published = Vec::new();
                 let result = super::db::transaction(conn, |conn| {
-                    let mut change = Change { conn, who: &who, published: Vec::new() };
+                    let mut change =
+                        Change { conn, who: &who, published: Vec::new(), audit_key: audit_key.as_deref() };
                     let value = work(&mut change).map_err(Failed::Domain)?;
                     published = change.published;
                     Ok::<_, Failed<E>>(value)
@@ -210,8 +222,9 @@ impl Db {
     {
         let mut conn = self.conn().map_err(E::from)?;
         let mut published = Vec::new();
+        let audit_key = self.audit_key.as_deref();
         let result = super::db::transaction(&mut conn, |conn| {
-            let mut change = Change { conn, who: &who, published: Vec::new() };
+            let mut change = Change { conn, who: &who, published: Vec::new(), audit_key };
             let value = work(&mut change).map_err(Failed::Domain)?;
             published = change.published;
             Ok::<_, Failed<E>>(value)

@@ -5,6 +5,7 @@ mod support;
 
 mod admin_cli;
 mod architecture;
+mod audit_chain;
 mod caddy;
 mod config_errors;
 mod deploy_files;

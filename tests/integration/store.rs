@@ -1,10 +1,15 @@
 //! The data layer on both backends: migrations, transactions, and the shared audit store.
 
 use fountain::platform::audit::{self, NewEntry, Outcome, Query};
+use fountain::platform::crypto::{ChainKey, MasterKey};
 use fountain::platform::db::{self, Db, DbError};
 
 use crate::on_both_backends;
 use crate::support::{test_config, Backend, TestDatabase};
+
+fn chain_key() -> ChainKey {
+    MasterKey::from_bytes(&[7; 32]).audit_chain_key()
+}
 
 fn entry<'a>(role: &'a str, actor: &'a str, action: &'a str) -> NewEntry<'a> {
     NewEntry {
@@ -24,11 +29,12 @@ async fn audit_entries_page_newest_first_and_filter(backend: Backend) {
     let config = test_config(&database);
     let db = Db::connect(&config).expect("connects and migrates");
     db.run(|conn| {
+        let key = chain_key();
         for i in 0..5 {
             let actor = if i % 2 == 0 { "admin" } else { "svc-a" };
-            audit::record(conn, entry("kms", actor, &format!("keys.action{i}")))?;
+            audit::record(conn, &key, entry("kms", actor, &format!("keys.action{i}")))?;
         }
-        audit::record(conn, entry("secrets", "admin", "secrets.rotate"))
+        audit::record(conn, &key, entry("secrets", "admin", "secrets.rotate"))
     })
     .await
     .unwrap();
@@ -39,6 +45,8 @@ async fn audit_entries_page_newest_first_and_filter(backend: Backend) {
     assert_eq!(all[0].action, "secrets.rotate");
     assert_eq!(all[0].details.as_deref(), Some(r#"{"graceSeconds":60}"#));
     assert_eq!(all[0].outcome, "success");
+    assert_eq!(all[0].chain_seq, Some(1), "secrets' chain has one record");
+    assert_eq!(all[1].chain_seq, Some(5), "kms' chain has five");
 
     let kms_admin = db
         .run(|conn| {
@@ -81,7 +89,7 @@ async fn a_failed_transaction_leaves_nothing_behind(backend: Backend) {
     let result: Result<(), DbError> = db
         .run(|conn| {
             fountain::platform::db::transaction(conn, |conn| {
-                audit::record(conn, entry("kms", "admin", "users.create"))?;
+                audit::record(conn, &chain_key(), entry("kms", "admin", "users.create"))?;
                 Err(DbError::Query(diesel::result::Error::RollbackTransaction))
             })
         })

@@ -16,6 +16,7 @@ use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::{redact_url, Config, DatabaseTarget};
+use crate::platform::crypto::ChainKey;
 use crate::platform::error::ApiError;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -62,12 +63,16 @@ pub enum DbError {
     /// Stored data that cannot be used (damaged, or sealed with another key).
     #[error("stored data is unusable: {0}")]
     Data(String),
+    /// The audit record of a change cannot be written; the change must not happen either.
+    #[error("the audit trail cannot be written: {0}")]
+    Audit(String),
 }
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err {
             DbError::Pool(_) | DbError::Unreachable { .. } => ApiError::unavailable("database", err),
+            DbError::Audit(_) => ApiError::audit_unavailable(err),
             other => ApiError::internal(other),
         }
     }
@@ -154,6 +159,9 @@ pub struct Db {
     display: String,
     /// Told about the events of every change this process commits (see `platform::unit`).
     pub(crate) committed: std::sync::Arc<crate::platform::unit::CommitListeners>,
+    /// MACs the audit records of this handle's changes; without it every audited change fails
+    /// (`DbError::Audit`) rather than write an unchained record.
+    pub(crate) audit_key: Option<std::sync::Arc<ChainKey>>,
 }
 
 impl Db {
@@ -173,7 +181,19 @@ impl Db {
             .connection_timeout(Duration::from_secs(config.database.connect_timeout_seconds.max(1)))
             .test_on_check_out(true)
             .build_unchecked(factory.clone());
-        Ok(Db { pool, backend: factory.backend, display: factory.display, committed: Default::default() })
+        Ok(Db {
+            pool,
+            backend: factory.backend,
+            display: factory.display,
+            committed: Default::default(),
+            audit_key: None,
+        })
+    }
+
+    /// This handle, chaining the audit records of its changes with `key` (from the master key).
+    pub fn with_audit_key(mut self, key: ChainKey) -> Db {
+        self.audit_key = Some(std::sync::Arc::new(key));
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -308,6 +328,20 @@ fn postgres_dsn(url: &str, config: &Config) -> Result<String, DbError> {
 
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// Whether `conn` is inside a transaction (begun by [`transaction`] or diesel's own).
+pub fn in_transaction(conn: &mut AnyConnection) -> bool {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let depth = match conn {
+        AnyConnection::Postgres(pg) => {
+            AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()
+        }
+        AnyConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::transaction_manager_status_mut(sqlite).transaction_depth()
+        }
+    };
+    matches!(depth, Ok(Some(_)))
 }
 
 /// Runs `work` in a transaction that takes the write lock up front on SQLite (`BEGIN

@@ -12,6 +12,17 @@ diesel::table! {
         source_addr -> Nullable<Text>,
         request_id -> Nullable<Text>,
         details -> Nullable<Text>,
+        chain_seq -> Nullable<BigInt>,
+        prev_hash -> Nullable<Text>,
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_chain_head (role) {
+        role -> Text,
+        last_seq -> BigInt,
+        last_hash -> Text,
     }
 }
 

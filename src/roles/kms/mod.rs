@@ -185,7 +185,7 @@ fn audit_role(role: Option<&str>) -> ApiResult<Option<String>> {
 
 /// List audit records
 ///
-/// Admin only. Every role's audit records, newest first (filter by role or actor): role, actor, action, target, outcome, address, request id.
+/// Admin only. Every role's audit records, newest first (filter by role or actor): role, actor, action, target, outcome, address, request id, and the record's place in its role's hash chain (chainSeq, hash).
 #[utoipa::path(
     get, path = "/audit", operation_id = "listAuditRecords", tag = "Audit", params(AuditParams),
     responses(

@@ -1,13 +1,25 @@
 //! The audit trail every role writes to: who did what to which target, when, from where, and
 //! whether it was allowed. Entries are append-only and never hold a secret value.
+//!
+//! Each role's records form a hash chain (`chain`): a record carries its place in the chain
+//! (`chain_seq`, contiguous from 1), the MAC of the record before it and its own MAC, keyed
+//! from the master key. `fountain audit verify` (`verify`) walks the chains and names the first
+//! record that was edited, inserted or deleted. A record that cannot be written fails its
+//! change: nothing happens that the trail does not show.
+
+mod chain;
+pub mod verify;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::crypto::ChainKey;
 use super::db::schema::audit_log;
 use super::db::{AnyConnection, DbError};
+
+pub use chain::{read_head, Head, GENESIS};
 
 /// Most entries one page may return.
 pub const MAX_PAGE: i64 = 500;
@@ -60,6 +72,11 @@ pub struct Entry {
     pub source_addr: Option<String>,
     pub request_id: Option<String>,
     pub details: Option<String>,
+    /// The record's place in its role's hash chain (1, 2, …; absent on records written before
+    /// the trail was chained and not chained since).
+    pub chain_seq: Option<i64>,
+    /// HMAC-SHA256 (hex) over every field of the record and the previous record's `hash`.
+    pub hash: Option<String>,
 }
 
 /// Which entries to list: newest first, optionally before an id (keyset paging). `None`
@@ -72,25 +89,19 @@ pub struct Query {
     pub limit: i64,
 }
 
-/// Appends one entry. Call it inside the transaction of the change it describes, so that a
-/// change and its audit record commit or vanish together.
-pub fn record(conn: &mut AnyConnection, entry: NewEntry<'_>) -> Result<(), DbError> {
-    let now = chrono::Utc::now().naive_utc();
-    let details = entry.details.map(|d| d.to_string());
-    diesel::insert_into(audit_log::table)
-        .values((
-            audit_log::occurred_at.eq(now),
-            audit_log::role.eq(entry.role),
-            audit_log::actor.eq(entry.actor),
-            audit_log::action.eq(entry.action),
-            audit_log::target.eq(entry.target),
-            audit_log::outcome.eq(entry.outcome.as_str()),
-            audit_log::source_addr.eq(entry.source_addr),
-            audit_log::request_id.eq(entry.request_id),
-            audit_log::details.eq(details),
-        ))
-        .execute(conn)?;
-    Ok(())
+/// Appends one entry to its role's chain. Call it inside the transaction of the change it
+/// describes, so that a change and its audit record commit or vanish together (outside one it
+/// opens its own). Any failure is a [`DbError::Audit`]: the caller's change must fail with it.
+pub fn record(conn: &mut AnyConnection, key: &ChainKey, entry: NewEntry<'_>) -> Result<(), DbError> {
+    let appended = if super::db::in_transaction(conn) {
+        chain::append(conn, key, &entry)
+    } else {
+        super::db::transaction(conn, |conn| chain::append(conn, key, &entry))
+    };
+    appended.map_err(|err| match err {
+        audit @ DbError::Audit(_) => audit,
+        other => DbError::Audit(other.to_string()),
+    })
 }
 
 /// One page of entries, newest first.

@@ -1,0 +1,4 @@
+DELETE FROM instance_meta WHERE name = 'audit_chain_legacy_max_id';
+DROP TABLE audit_chain_head;
+DROP INDEX audit_log_role_chain_seq;
+ALTER TABLE audit_log DROP COLUMN hash, DROP COLUMN prev_hash, DROP COLUMN chain_seq;
