@@ -37,12 +37,14 @@ SERVICE=sequence
 # after every other run, in a last phase of their own, so that the other runs keep a valid token:
 #   kms logoutUser: revokes the calling token (tested with the service token, and with a spare
 #     stepped-up admin token of its own session);
-#   kms updateUser, deleteUser: may demote, disable or delete the run's admin (schemathesis feeds
-#     them the usernames GET /users lists);
-#   twofa resetTwoFactor: removes the run's admin's second factor.
+#   twofa resetTwoFactor: removes the run's admin's second factor;
+#   kms deleteUser, updateUser: may delete, disable or change the roles of the run's admin
+#     (schemathesis feeds them the usernames GET /users lists), which ends its tokens. deleteUser
+#     goes first: while the run's admin is the last one it cannot be deleted (409), and
+#     updateUser's first change of that admin's roles ends the token for the rest of its run.
 LAST_FOR_SERVICE=(kms logoutUser)
 LAST_FOR_ADMIN_SPARE=(kms logoutUser)
-LAST_FOR_ADMIN=(twofa resetTwoFactor kms "updateUser deleteUser")
+LAST_FOR_ADMIN=(twofa resetTwoFactor kms deleteUser kms updateUser)
 # With a token, notify's streamEvents (GET /events/stream) answers an endless Server-Sent Events
 # stream: schemathesis reads a response to its end, so each accepted case would end only at the
 # request timeout. It is tested without a token here (401s, bad parameters) and with a token by
@@ -172,15 +174,13 @@ run_schemathesis() {
 }
 
 excluding() { local op; for op in "$@"; do printf -- '--exclude-operation-id %s ' "$op"; done; }
-including() { local op; for op in "$@"; do printf -- '--include-operation-id %s ' "$op"; done; }
 
-# run_last TOKEN MODE ROLE "OPERATIONS" [ROLE "OPERATIONS"]...: one run per role.
+# run_last TOKEN MODE ROLE OPERATION [ROLE OPERATION]...: one run per operation, in this order.
 run_last() {
   local token_name=$1 mode=$2; shift 2
   while [ $# -gt 0 ]; do
     log "$1 with the $token_name token: $2"
-    # shellcheck disable=SC2086 # the operation ids are words
-    run_schemathesis "$1" "$token_name" "$1-$mode" $(including $2)
+    run_schemathesis "$1" "$token_name" "$1-$mode-$2" --include-operation-id "$2"
     shift 2
   done
 }
@@ -221,8 +221,7 @@ main() {
   stop_fountain
 
   local status=0
-  "$VENV/bin/python" "$HERE/summarize.py" "$OUT_DIR/reports" "$(IFS=,; echo "${ROLES[*]}")" \
-    "none,service,admin,service-last,admin-last-spare,admin-last" >"$OUT_DIR/summary.md" || status=$?
+  "$VENV/bin/python" "$HERE/summarize.py" "$OUT_DIR/reports" "${ROLES[@]}" >"$OUT_DIR/summary.md" || status=$?
   {
     echo "schemathesis $ST_VERSION, max examples $MAX_EXAMPLES, seed $SEED, workers $WORKERS,"
     echo "phases $PHASES, checks $CHECKS, request timeout ${REQUEST_TIMEOUT} s"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Summarises schemathesis NDJSON event streams, one per role and mode, into a Markdown table.
 
-Usage: summarize.py REPORT_DIR ROLES MODES > summary.md
-Each run's events are in REPORT_DIR/<role>-<mode>.ndjson. Exit status 1 when any run has a
-failure, a server error, a timeout or another error, or did not finish (no EngineFinished).
+Usage: summarize.py REPORT_DIR ROLE... > summary.md
+Each run's events are in REPORT_DIR/<role>-<mode>.ndjson; rows go by role (in the order given),
+then in the order the runs were made. Exit status 1 when any run has a failure, a server error,
+a timeout or another error, or did not finish (no EngineFinished).
 """
 
 import json
@@ -59,30 +60,38 @@ def summarize(path):
     }
 
 
+def runs(report_dir, roles):
+    """(role, mode, path) of every run, by role, then in the order they were made."""
+    found = []
+    for name in os.listdir(report_dir):
+        if name.endswith(".ndjson"):
+            role, _, mode = name[: -len(".ndjson")].partition("-")
+            if role in roles:
+                path = os.path.join(report_dir, name)
+                found.append((roles.index(role), os.path.getmtime(path), role, mode, path))
+    return [(role, mode, path) for _, _, role, mode, path in sorted(found)]
+
+
 def main():
-    report_dir, roles, modes = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
+    report_dir, roles = sys.argv[1], sys.argv[2:]
     rows, details, clean = [], [], True
     totals = {"operations": 0, "cases": 0, "failures": 0, "server_errors": 0, "timeouts": 0, "errors": 0}
-    for role in roles:
-        for mode in modes:
-            path = os.path.join(report_dir, f"{role}-{mode}.ndjson")
-            if not os.path.exists(path):
-                continue
-            s = summarize(path)
-            counts = {
-                "operations": s["operations"],
-                "cases": s["cases"],
-                "failures": len(s["failures"]),
-                "server_errors": s["server_errors"],
-                "timeouts": s["timeouts"],
-                "errors": len(s["errors"]),
-            }
-            for key, value in counts.items():
-                totals[key] += value
-            if any(counts[k] for k in ("failures", "server_errors", "timeouts", "errors")):
-                clean = False
-                details += [f"- {role} / {mode}: {line}" for line in s["failures"] + s["errors"]]
-            rows.append((role, mode, counts))
+    for role, mode, path in runs(report_dir, roles):
+        s = summarize(path)
+        counts = {
+            "operations": s["operations"],
+            "cases": s["cases"],
+            "failures": len(s["failures"]),
+            "server_errors": s["server_errors"],
+            "timeouts": s["timeouts"],
+            "errors": len(s["errors"]),
+        }
+        for key, value in counts.items():
+            totals[key] += value
+        if any(counts[k] for k in ("failures", "server_errors", "timeouts", "errors")):
+            clean = False
+            details += [f"- {role} / {mode}: {line}" for line in s["failures"] + s["errors"]]
+        rows.append((role, mode, counts))
     print("| role | mode | operations tested | test cases | failures | server errors | timeouts | errors |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for role, mode, c in rows:

@@ -53,12 +53,14 @@ const UNSUPPORTED_MEDIA_TYPE: Shared = Shared {
 const VALIDATION_FAILED: Shared = Shared {
     status: "422",
     name: "ValidationFailed",
-    description: "The body, or a name in the path, does not match its documented schema; `details` names the field",
+    description:
+        "The body, or a name in the path, does not match its documented schema; `details` names the field",
 };
 const UNAVAILABLE: Shared = Shared {
     status: "503",
     name: "Unavailable",
-    description: "A dependency (the database, kms's keys, a peer) is unavailable; retry after `Retry-After` seconds",
+    description:
+        "A dependency (the database, kms's keys, a peer) is unavailable; retry after `Retry-After` seconds",
 };
 
 const ALL: [&Shared; 8] = [
@@ -85,11 +87,9 @@ pub fn document(doc: &mut OpenApiDoc) {
     for item in doc.paths.paths.values_mut() {
         for operation in item.operations.values_mut() {
             for shared in applicable(operation) {
-                operation
-                    .responses
-                    .responses
-                    .entry(shared.status.to_string())
-                    .or_insert_with(|| RefOr::Ref(Ref::new(format!("#/components/responses/{}", shared.name))));
+                operation.responses.responses.entry(shared.status.to_string()).or_insert_with(|| {
+                    RefOr::Ref(Ref::new(format!("#/components/responses/{}", shared.name)))
+                });
             }
         }
     }
@@ -111,8 +111,7 @@ fn applicable(operation: &Operation) -> Vec<&'static Shared> {
     if has_text_path_parameters(operation) && !shared.iter().any(|s| s.status == VALIDATION_FAILED.status) {
         shared.push(&VALIDATION_FAILED);
     }
-    let self_contained =
-        operation.operation_id.as_deref().is_some_and(|id| SELF_CONTAINED.contains(&id));
+    let self_contained = operation.operation_id.as_deref().is_some_and(|id| SELF_CONTAINED.contains(&id));
     if !self_contained {
         shared.push(&UNAVAILABLE);
     }
@@ -147,10 +146,8 @@ fn response(shared: &Shared) -> utoipa::openapi::Response {
         ResponseBuilder::new().description(shared.description).content("application/json", body);
     if shared.status == UNAVAILABLE.status {
         let seconds = ObjectBuilder::new().schema_type(SchemaType::Integer).minimum(Some(0.0)).build();
-        let header = HeaderBuilder::new()
-            .schema(seconds)
-            .description(Some("Seconds to wait before retrying"))
-            .build();
+        let header =
+            HeaderBuilder::new().schema(seconds).description(Some("Seconds to wait before retrying")).build();
         builder = builder.header("Retry-After", header);
     }
     builder.build()
