@@ -22,7 +22,7 @@ def read_events(path):
 
 def summarize(path):
     """Counts for one run: operations, cases, failing checks, 5xx, timeouts, other errors."""
-    operations, cases = set(), 0
+    operations, cases, accepted = set(), 0, 0
     failures, server_errors, timeouts, errors = [], 0, 0, []
     finished = False
     for event in read_events(path):
@@ -40,6 +40,8 @@ def summarize(path):
                 response = interaction.get("response")
                 if response and response["status_code"] >= 500:
                     server_errors += 1
+                if response and 200 <= response["status_code"] < 300:
+                    accepted += 1
         elif kind == "NonFatalError":
             text = json.dumps(body)
             if "timed out" in text.lower() or "timeout" in text.lower():
@@ -53,6 +55,7 @@ def summarize(path):
     return {
         "operations": len(operations),
         "cases": cases,
+        "accepted": accepted,
         "failures": failures,
         "server_errors": server_errors,
         "timeouts": timeouts,
@@ -75,12 +78,13 @@ def runs(report_dir, roles):
 def main():
     report_dir, roles = sys.argv[1], sys.argv[2:]
     rows, details, clean = [], [], True
-    totals = {"operations": 0, "cases": 0, "failures": 0, "server_errors": 0, "timeouts": 0, "errors": 0}
+    totals = {"operations": 0, "cases": 0, "accepted": 0, "failures": 0, "server_errors": 0, "timeouts": 0, "errors": 0}
     for role, mode, path in runs(report_dir, roles):
         s = summarize(path)
         counts = {
             "operations": s["operations"],
             "cases": s["cases"],
+            "accepted": s["accepted"],
             "failures": len(s["failures"]),
             "server_errors": s["server_errors"],
             "timeouts": s["timeouts"],
@@ -92,16 +96,19 @@ def main():
             clean = False
             details += [f"- {role} / {mode}: {line}" for line in s["failures"] + s["errors"]]
         rows.append((role, mode, counts))
-    print("| role | mode | operations tested | test cases | failures | server errors | timeouts | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| role | mode | operations tested | test cases | 2xx answers | failures | server errors "
+        "| timeouts | errors |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for role, mode, c in rows:
         print(
-            f'| {role} | {mode} | {c["operations"]} | {c["cases"]} | {c["failures"]} '
+            f'| {role} | {mode} | {c["operations"]} | {c["cases"]} | {c["accepted"]} | {c["failures"]} '
             f'| {c["server_errors"]} | {c["timeouts"]} | {c["errors"]} |'
         )
     t = totals
     print(
-        f'| **all** | | {t["operations"]} | {t["cases"]} | {t["failures"]} | {t["server_errors"]} '
+        f'| **all** | | {t["operations"]} | {t["cases"]} | {t["accepted"]} | {t["failures"]} | {t["server_errors"]} '
         f'| {t["timeouts"]} | {t["errors"]} |'
     )
     if details:
