@@ -7,6 +7,7 @@ pub mod cache;
 pub mod contracts;
 pub mod crypto;
 pub mod db;
+pub mod documented_errors;
 pub mod error;
 pub mod events;
 pub mod extract;

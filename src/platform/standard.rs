@@ -74,6 +74,7 @@ pub fn role_openapi(role: &dyn Role) -> OpenApiDoc {
         .description(Some(role.description()))
         .build();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/")]);
+    super::documented_errors::document(&mut doc);
     doc
 }
 

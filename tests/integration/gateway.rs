@@ -126,6 +126,22 @@ async fn register_echo(app: &TestApp, admin: &str, url: &str) {
 }
 
 #[actix_web::test]
+async fn registered_instances_expire_at_an_rfc3339_utc_time_as_the_spec_says() {
+    // Found by schemathesis: `expiresAt` came without a zone ("2026-11-30T14:58:36.547641724"),
+    // which is not the `date-time` the OpenAPI document promises.
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = admin_token(&app).await;
+    register_echo(&app, &admin, "http://127.0.0.1:9").await;
+    let registry = app.gateway().registry(&admin).await.ok();
+    let echo = registry.entries.iter().find(|e| e.service == "echo").expect("the registered instance");
+    let expires = echo.expires_at.as_deref().expect("a registered instance expires");
+    assert!(expires.ends_with('Z'), "{expires}");
+    chrono::DateTime::parse_from_rfc3339(expires).expect("RFC 3339");
+    assert!(registry.entries.iter().filter(|e| e.is_static).all(|e| e.expires_at.is_none()));
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn the_gateway_routes_authenticates_and_cleans_headers() {
     let app = spawn_with_echo_route(|c| {
         c.set_role_setting("gateway", "max_body_bytes", 16 * 1024 * 1024);

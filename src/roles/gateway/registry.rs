@@ -315,6 +315,8 @@ pub struct RegistryEntry {
     /// From configuration: never expires.
     #[serde(rename = "static")]
     pub is_static: bool,
+    /// RFC 3339 in UTC with a `Z`, like every other timestamp; null for static entries.
+    #[serde(with = "crate::platform::time::utc_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<NaiveDateTime>,
 }

@@ -135,7 +135,7 @@ fn routes(cfg: &mut web::ServiceConfig, state: web::Data<KmsState>) {
     ),
     components(schemas(
         users::RegisterRequest, users::RoleList, users::RegisterResponse, users::LoginRequest, users::UserView,
-        users::UserList, users::UpdateUserRequest, session::TokenResponse, session::TokenRequest,
+        users::UserList, users::UpdateUserRequest, session::TokenResponse, session::TokenRequest, session::GrantType,
         session::RotatedSigningKey, crate::platform::contracts::StepUpGrant, keys::CreateKeyRequest, keys::KeyResponse, keys::KeyMetadata,
         keys::KeyList, keys::RotateKeyRequest, keys::RotatedKey, keys::VerifyRequest,
         keys::VerifyResponse, keys::VerifyCode, keys::UpdateKeyRequest, keys::UpdatedKey, AuditPage, Entry, ErrorBody

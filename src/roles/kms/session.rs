@@ -26,7 +26,8 @@ const REFRESH_PREFIX: &str = "frt_";
 /// `POST /token` body, as OAuth 2 form fields or JSON.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenRequest {
-    /// `refresh_token` or `client_credentials`.
+    /// `refresh_token` or `client_credentials`; any other grant is a 400.
+    #[schema(value_type = GrantType)]
     pub grant_type: String,
     pub refresh_token: Option<String>,
     /// The service name (optional; the key identifies the service).
@@ -35,6 +36,16 @@ pub struct TokenRequest {
     pub client_secret: Option<String>,
     /// Alias of `client_secret`.
     pub api_key: Option<String>,
+}
+
+/// The grants `POST /token` issues tokens for, as its OpenAPI document lists them. The handler
+/// reads `grant_type` as text so that an unknown grant gets OAuth's 400, not a 422.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum GrantType {
+    RefreshToken,
+    ClientCredentials,
 }
 
 fn unix_now() -> i64 {

@@ -270,6 +270,8 @@ fn unknown_user_tag(state: &KmsState, username: &str) -> String {
 #[utoipa::path(
     post, path = "/register", operation_id = "registerUser", tag = "Users",
     request_body = RegisterRequest,
+    // Anonymous, or an admin's token to grant roles: a token that is sent must be valid.
+    security((), ("bearer" = [])),
     responses(
         (status = 201, description = "User created", body = RegisterResponse),
         (status = 409, description = "Username taken", body = ErrorBody),

@@ -82,7 +82,7 @@ pub struct PublishRequest {
     #[schema(min_length = 1, max_length = 128, pattern = "^[a-z0-9_-]+(\\.[a-z0-9_-]+)*$")]
     pub topic: String,
     /// Any JSON value of at most 64 KiB; never put a secret in it.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub payload: serde_json::Value,
 }
 
@@ -96,7 +96,8 @@ pub struct Published {
 pub struct EventView {
     pub id: i64,
     pub topic: String,
-    #[schema(value_type = Object)]
+    /// The JSON value it was published with (any type).
+    #[schema(value_type = Value)]
     pub payload: serde_json::Value,
     pub source: String,
     /// RFC 3339, UTC, with `Z`.

@@ -2,6 +2,7 @@
 //! answer, import results and collection info.
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::{ArrayBuilder, Ref, RefOr, Schema};
 use utoipa::ToSchema;
 
 use crate::platform::error::{ApiError, ApiResult};
@@ -171,11 +172,29 @@ pub struct Highlight {
 }
 
 /// A found document with its highlights.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hit {
     #[serde(flatten)]
     pub document: Document,
     pub highlights: Vec<Highlight>,
+}
+
+/// One object: the document's fields and `highlights`. (Derived, the schema would be
+/// `allOf: [Document, {highlights}]`, and `Document` refuses properties it does not name, as a
+/// sync request must: no hit could match it.)
+impl<'s> ToSchema<'s> for Hit {
+    fn schema() -> (&'s str, RefOr<Schema>) {
+        let mut object = match Document::schema().1 {
+            RefOr::T(Schema::Object(object)) => object,
+            _ => unreachable!("Document derives an object schema"),
+        };
+        object.description = Some("A found document with its highlights.".into());
+        object.example = None;
+        let highlights = ArrayBuilder::new().items(Ref::from_schema_name("Highlight")).build();
+        object.properties.insert("highlights".into(), highlights.into());
+        object.required.push("highlights".into());
+        ("Hit", RefOr::T(Schema::Object(object)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -675,6 +675,9 @@ pub struct RegistryEntry {
     /// From configuration: never expires.
     #[serde(rename = "static")]
     pub is_static: bool,
+    /// RFC 3339 in UTC; null for static entries.
+    #[serde(rename = "expiresAt")]
+    pub expires_at: Option<String>,
 }
 
 /// `GET /registry` answer.
