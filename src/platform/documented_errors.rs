@@ -5,7 +5,8 @@
 //! an operation with a JSON body answers 400, 408, 413, 415 and 422 through the one JSON
 //! extractor; a malformed query parameter is a 400, a malformed name in the path (a service,
 //! a username) a 422 naming it; and any operation that reads the database
-//! or a peer answers 503 while that dependency is down. Each of those is one entry under
+//! or a peer answers 503 while that dependency is down (and an audited one when its audit record
+//! cannot be written). Each of those is one entry under
 //! `components.responses`, and every operation refers to the ones that apply to it, unless its
 //! own annotation already describes that status more precisely.
 
@@ -60,7 +61,8 @@ const UNAVAILABLE: Shared = Shared {
     status: "503",
     name: "Unavailable",
     description:
-        "A dependency (the database, kms's keys, a peer) is unavailable; retry after `Retry-After` seconds",
+        "A dependency (the database, kms's keys, a peer) is unavailable, or the request's audit record could \
+         not be written (`audit_unavailable`: nothing was changed); retry after `Retry-After` seconds",
 };
 
 const ALL: [&Shared; 8] = [
