@@ -25,7 +25,7 @@ latency.set_title("fountain serve (all roles, one process): mixed traffic throug
 
 traffic.plot(t, column("rate_per_s"), color="tab:green", label="answered req/s")
 traffic.set_ylabel("req/s")
-traffic.set_ylim(bottom=0)
+traffic.set_ylim(0, max(column("rate_per_s")) * 1.2)
 errors = traffic.twinx()
 errors.bar(t, column("errors"), width=0.05, color="tab:red", label="errors")
 errors.set_ylabel("errors per window")
