@@ -9,7 +9,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "faults"))
 from faultlib import (Fountain, Load, Request, WebhookSink, acknowledged, call, find_elements, log,  # noqa: E402
-                      must, open_fds, pct, rss_kb, setup_identities, wait_for_deliveries)
+                      must, open_fds, fds_by_kind, pct, rss_kb, setup_identities, wait_for_deliveries)
 
 binary, work, out_csv = sys.argv[1], sys.argv[2], sys.argv[3]
 base_port = int(os.environ.get("BENCH_PORT", "18300"))
@@ -72,7 +72,9 @@ try:
                 "rate_per_s": round(len(done) / window, 1),
                 "p50_ms": round(pct(latencies, 50), 2), "p99_ms": round(pct(latencies, 99), 2),
                 "max_ms": round(max(latencies, default=0), 2),
-                "rss_kb": rss_kb(pid), "fds": open_fds(pid),
+                "rss_kb": rss_kb(pid), "rss_anon_kb": rss_kb(pid, "RssAnon"), "rss_file_kb": rss_kb(pid, "RssFile"),
+                "fds": open_fds(pid),
+                **dict(zip(("fd_sockets", "fd_files", "fd_other"), fds_by_kind(pid))),
                 "error_statuses": " ".join(sorted({str(r.status) for r in errors})),
             })
             if len(rows) % 12 == 0:
@@ -114,8 +116,13 @@ try:
           f"last minute {pct(last_lat, 50):.1f} / {pct(last_lat, 99):.1f} ms")
     print(f"RSS first window {rows[0]['rss_kb'] / 1024:.1f} MB, first minute max {max(r['rss_kb'] for r in minute) / 1024:.1f} MB, "
           f"last minute max {max(r['rss_kb'] for r in last) / 1024:.1f} MB, peak {max(r['rss_kb'] for r in rows) / 1024:.1f} MB")
+    print(f"of which anonymous (heap, stacks) first window {rows[0]['rss_anon_kb'] / 1024:.1f} MB, last window "
+          f"{rows[-1]['rss_anon_kb'] / 1024:.1f} MB; mapped files {rows[0]['rss_file_kb'] / 1024:.1f} -> "
+          f"{rows[-1]['rss_file_kb'] / 1024:.1f} MB")
     print(f"open fds first window {rows[0]['fds']}, last window {rows[-1]['fds']}, "
-          f"range {min(r['fds'] for r in rows)}-{max(r['fds'] for r in rows)}")
+          f"range {min(r['fds'] for r in rows)}-{max(r['fds'] for r in rows)}; sockets first/last "
+          f"{rows[0]['fd_sockets']}/{rows[-1]['fd_sockets']}, files {rows[0]['fd_files']}/{rows[-1]['fd_files']}, "
+          f"other {rows[0]['fd_other']}/{rows[-1]['fd_other']}")
     print(f"acknowledged: {len(acked_elements)} sequence writes (lost {len(acked_elements - found)}), "
           f"{len(acked_events)} notify events (undelivered {len(acked_events - events)}), "
           f"{len(acked_versions)} rotations (secrets.rotated undelivered {len(acked_versions - versions)})")

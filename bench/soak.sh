@@ -5,7 +5,7 @@
 # reads (a stepped-up admin), kms key listings and API-key verifications, notify publishes (to a
 # webhook), twofa status reads, one login a second, a secret rotation every 30 s. Every
 # BENCH_WINDOW seconds (default 5) it records the requests answered in that window, errors,
-# p50/p99, and the process's RSS (VmRSS) and open file descriptors; writes bench/soak.csv and
+# p50/p99, and the process's RSS (VmRSS, and of it RssAnon and RssFile) and open file descriptors; writes bench/soak.csv and
 # bench/soak.png (matplotlib, installed with pip if missing), and prints the totals, first vs
 # last minute, and whether every acknowledged write arrived (elements found by search, events
 # and secrets.rotated delivered).

@@ -33,11 +33,19 @@ errors.set_ylim(bottom=0, top=max(1, max(column("errors")) * 1.2))
 traffic.legend(loc="lower left")
 errors.legend(loc="lower right")
 
-rss.plot(t, [v / 1024 for v in column("rss_kb")], color="tab:purple")
-rss.set_ylabel("RSS (MB)")
+rss.plot(t, [v / 1024 for v in column("rss_kb")], color="tab:purple", label="RSS")
+if "rss_anon_kb" in rows[0]:
+    rss.plot(t, [v / 1024 for v in column("rss_anon_kb")], color="tab:orange", label="anonymous (heap, stacks)")
+    rss.plot(t, [v / 1024 for v in column("rss_file_kb")], color="tab:gray", label="mapped files")
+    rss.legend(loc="lower right")
+rss.set_ylabel("memory (MB)")
 rss.set_ylim(bottom=0)
 
-fds.plot(t, column("fds"), color="tab:brown")
+fds.plot(t, column("fds"), color="tab:brown", label="all")
+if "fd_sockets" in rows[0]:
+    fds.plot(t, column("fd_sockets"), color="tab:cyan", label="sockets")
+    fds.plot(t, column("fd_files"), color="tab:olive", label="files")
+    fds.legend(loc="lower right")
 fds.set_ylabel("open fds")
 fds.set_ylim(bottom=0)
 fds.set_xlabel("minutes")

@@ -251,16 +251,35 @@ def tail(path, lines=8):
         return ""
 
 
-def rss_kb(pid):
+def rss_kb(pid, field="VmRSS"):
+    """A memory figure of /proc/<pid>/status in kB: VmRSS (all resident), RssAnon (heap and
+    stacks: what a leak grows) or RssFile (mapped files, such as the search index)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
 
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def fds_by_kind(pid):
+    """Open descriptors of a process as (sockets, files, others): what is held open, not just how many."""
+    sockets = files = others = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            sockets += 1
+        elif target.startswith("/"):
+            files += 1
+        else:
+            others += 1
+    return sockets, files, others
 
 
 # ---- identities ----
@@ -403,7 +422,10 @@ class Load:
 
     async def run(self, seconds, during=None):
         """Runs the load for `seconds`; `during(load)` is a coroutine run beside it (the fault)."""
-        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        # Idle connections are dropped after 3 s, before fountain closes them (actix's idle
+        # keep-alive is 5 s): reusing a connection the server is closing fails the request
+        # (`ServerDisconnectedError`), a race of the client's, not of the server under test.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             self.t0 = time.monotonic()
