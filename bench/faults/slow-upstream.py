@@ -78,10 +78,13 @@ try:
     log(f"gateway+kms (one process) at {fountain.gateway}; upstreams: slow ({slow_seconds:.0f} s) :{slow_port}, fast :{fast_port}")
     alone = run(fountain, fast_token, slow_token, with_slow=False)
     beside = run(fountain, fast_token, slow_token, with_slow=True)
-    # Idle for longer than the keep-alive of the gateway's connections (client side 3 s, server
-    # side 5 s): what is still held then is held for good.
+    # Idle past the clients' keep-alive (3 s here, 5 s on fountain's side), then past the
+    # gateway's pooled upstream connections' idle time (30 s, swept every 15 s): what is still
+    # held after that is held for good.
     time.sleep(10)
     after = rss_kb(fountain.pid("all")), open_fds(fountain.pid("all")), gateway_connections(slow_port)
+    time.sleep(40)
+    later = rss_kb(fountain.pid("all")), open_fds(fountain.pid("all")), gateway_connections(slow_port)
     fountain.stop()
     fountain, fast_token, slow_token = start(short_timeout)
     short = run(fountain, fast_token, slow_token, with_slow=True)
@@ -108,7 +111,8 @@ try:
         print(f"  gateway process: RSS {min(s[0] for s in samples) / 1024:.1f}-{max(s[0] for s in samples) / 1024:.1f} MB, "
               f"open fds {min(s[1] for s in samples)}-{max(s[1] for s in samples)}, connections to the slow upstream "
               f"up to {max(s[2] for s in samples)}; generator lateness {behind * 1000:.0f} ms")
-    print(f"10 s after the 30 s-timeout runs: gateway RSS {after[0] / 1024:.1f} MB, open fds {after[1]}, "
-          f"connections to the slow upstream {after[2]}")
+    for wait, (rss, fds, connections) in ((10, after), (50, later)):
+        print(f"{wait} s after the 30 s-timeout runs: gateway RSS {rss / 1024:.1f} MB, open fds {fds}, "
+              f"connections to the slow upstream {connections}")
 finally:
     upstreams.terminate()

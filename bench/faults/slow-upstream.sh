@@ -6,7 +6,8 @@
 # at BENCH_SLOW_RATE (default 50 req/s, another client) with the default upstream timeout (30 s),
 # then the same with roles.gateway.upstream_timeout_seconds = BENCH_SHORT_TIMEOUT (default 2).
 # Prints the fast route's p50/p99 in each run, the slow route's outcome (its 5 s answers, or 504
-# JSON errors), and the gateway process's RSS, open fds and connections to the slow upstream.
+# JSON errors), and the gateway process's RSS, open fds and connections to the slow upstream,
+# during the runs and 10 s and 50 s after them.
 # Usage: bench/faults/slow-upstream.sh          BENCH_BIN=path bench/faults/slow-upstream.sh
 # Needs python3 with aiohttp (installed with pip if missing) and ss. Ports BENCH_PORT (default
 # 18600) … +6 and +10, +11 for the upstreams.
