@@ -65,6 +65,7 @@ error_table! {
     NotReady => (SERVICE_UNAVAILABLE, "not_ready", "the service is not ready"),
     AuditUnavailable => (SERVICE_UNAVAILABLE, "audit_unavailable", "the audit trail cannot be written, so nothing was done"),
     GatewayTimeout => (GATEWAY_TIMEOUT, "gateway_timeout", "the upstream service did not answer in time"),
+    InsufficientStorage => (INSUFFICIENT_STORAGE, "insufficient_storage", "there is no room to store this change; nothing was written"),
 }
 
 impl ErrorCode {
@@ -84,6 +85,7 @@ impl ErrorCode {
             502 => Self::BadGateway,
             503 => Self::NotReady,
             504 => Self::GatewayTimeout,
+            507 => Self::InsufficientStorage,
             400..=499 => Self::BadRequest,
             _ => Self::Internal,
         }
@@ -144,6 +146,13 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         log::error!(target: "fountain::error", "internal error: {cause}");
         Self::from_code(ErrorCode::Internal)
+    }
+
+    /// A 507: the database had no room for a change (its disk or quota is full), so the change
+    /// was rolled back whole. Logged as an error: it lasts until an operator frees space.
+    pub fn storage_full(cause: impl std::fmt::Display) -> Self {
+        log::error!(target: "fountain::error", "storage full, change refused: {cause}");
+        Self::from_code(ErrorCode::InsufficientStorage)
     }
 
     /// A 503 whose cause is logged but not shown to the client.
@@ -211,12 +220,13 @@ mod tests {
             ErrorCode::BadGateway,
             ErrorCode::NotReady,
             ErrorCode::GatewayTimeout,
+            ErrorCode::InsufficientStorage,
         ];
         for code in all {
             assert_eq!(ErrorCode::for_status(code.status()), code, "{}", code.name());
         }
         assert_eq!(ErrorCode::for_status(StatusCode::IM_A_TEAPOT), ErrorCode::BadRequest);
-        assert_eq!(ErrorCode::for_status(StatusCode::INSUFFICIENT_STORAGE), ErrorCode::Internal);
+        assert_eq!(ErrorCode::for_status(StatusCode::NOT_IMPLEMENTED), ErrorCode::Internal);
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod seed_notify;
 mod sequence;
 mod sequence_search;
 mod standard_endpoints;
+mod storage;
 mod store;
 mod systemd;
 mod trust;

@@ -2,7 +2,8 @@
 //! gateway as the seed's client does (`POST /service_a/sequence` with a user token) is found by
 //! `POST /typesense_client/search` and by the seed's `POST /search` on the gateway, and so are
 //! its versions and reorders; and with search in a process of its own that is stopped while 500
-//! elements are written, every element is found once search is back, none twice.
+//! elements are written, every element is found once search is back, none twice; and writes whose
+//! retries an outage pushed far out are delivered as soon as search takes a delivery again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
@@ -12,8 +13,8 @@ use serde_json::{json, Value};
 
 use crate::on_both_backends;
 use crate::support::{
-    blocking_call as call, eventually, eventually_blocking, Backend, ServeProcess, TestApp, TestDatabase,
-    ANONYMOUS, PASSWORD,
+    blocking_call as call, blocking_get, eventually, eventually_blocking, Backend, ServeProcess, TestApp,
+    TestDatabase, ANONYMOUS, PASSWORD,
 };
 
 /// Generous: the outbox retries with backoff while the whole suite loads two cores.
@@ -266,4 +267,89 @@ fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_bac
 #[test]
 fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back_postgres() {
     with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back(Backend::Postgres);
+}
+
+/// Retries that an outage of search pushed far out (here an hour: the first retry delay) are
+/// made due as soon as search takes a delivery again, instead of when each backoff ends.
+#[test]
+fn writes_held_back_by_a_search_outage_are_delivered_at_the_first_delivery_after_it() {
+    let database = TestDatabase::create(Backend::Sqlite);
+    let data = database.dir.path().join("data");
+    let search_port = free_port();
+    let search_url = format!("http://127.0.0.1:{search_port}");
+    let quiet = "warn,fountain::server=info";
+    let base_env = [
+        ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
+        ("FOUNTAIN_LOG__LEVEL", quiet),
+        ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
+    ];
+    let mut core_env = base_env.to_vec();
+    core_env.extend([
+        ("FOUNTAIN_PEERS__SEARCH", search_url.as_str()),
+        ("FOUNTAIN_ROLES__SEQUENCE__POLL_INTERVAL_MS", "100"),
+        ("FOUNTAIN_ROLES__SEQUENCE__INITIAL_RETRY_DELAY_MS", "3600000"),
+        ("FOUNTAIN_ROLES__SEQUENCE__MAX_RETRY_DELAY_SECONDS", "3600"),
+    ]);
+    let core = ServeProcess::start(&data, &["kms", "secrets", "notify", "sequence", "gateway"], &core_env);
+    let peer = |role: &str| format!("http://{}", core.addr(role));
+    let (kms, secrets, gateway) = (peer("kms"), peer("secrets"), peer("gateway"));
+    let search_port_text = search_port.to_string();
+    let mut search_env = base_env.to_vec();
+    search_env.extend([
+        ("FOUNTAIN_ROLES__SEARCH__PORT", search_port_text.as_str()),
+        ("FOUNTAIN_PEERS__KMS", kms.as_str()),
+        ("FOUNTAIN_PEERS__SECRETS", secrets.as_str()),
+        ("FOUNTAIN_PEERS__GATEWAY", gateway.as_str()),
+    ]);
+    let (status, answer) = call(
+        core.addr("kms"),
+        "POST",
+        "/register",
+        None,
+        Some(json!({"username": "writer", "password": PASSWORD})),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let (_, session) = call(
+        core.addr("kms"),
+        "POST",
+        "/login",
+        None,
+        Some(json!({"username": "writer", "password": PASSWORD})),
+    );
+    let user = session["access_token"].as_str().expect("access_token").to_string();
+    let write = |id: i64| {
+        let body = json!({"elementType": "script", "elementId": id, "comment": format!("Scene {id}.")});
+        let (status, answer) =
+            call(core.addr("gateway"), "POST", "/service_a/sequence", Some(&user), Some(body));
+        assert_eq!(status, 201, "element {id}: {answer}");
+    };
+    let sequence = core.addr("sequence");
+    let retries = || {
+        let (_, _, text) = blocking_get(sequence, "/metrics", &[]);
+        text.lines()
+            .find(|l| l.starts_with("sequence_sync_deliveries_total{") && l.contains("outcome=\"retry\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+
+    // Search has not started yet: every write is acknowledged, and its first attempt fails
+    // and puts it an hour out.
+    const HELD_BACK: i64 = 20;
+    for id in 1..=HELD_BACK {
+        write(id);
+    }
+    eventually_blocking("every held-back write tried once", WAIT, || {
+        (retries() >= HELD_BACK as f64).then_some(())
+    });
+    assert_eq!(outbox_depth(sequence, &user), HELD_BACK);
+
+    let search = ServeProcess::start(&data, &["search"], &search_env);
+    assert_eq!(search.addr("search").port(), search_port);
+    // The first write after search is back is tried at once; its delivery makes the others due.
+    write(HELD_BACK + 1);
+    eventually_blocking("an empty outbox", WAIT, || (outbox_depth(sequence, &user) == 0).then_some(()));
+    let (found, ids) = every_document(search.addr("search"), &user);
+    assert_eq!(found, HELD_BACK as u64 + 1, "{ids:?}");
+    drop(search);
+    drop(core);
 }

@@ -91,7 +91,9 @@ pub struct Query {
 
 /// Appends one entry to its role's chain. Call it inside the transaction of the change it
 /// describes, so that a change and its audit record commit or vanish together (outside one it
-/// opens its own). Any failure is a [`DbError::Audit`]: the caller's change must fail with it.
+/// opens its own). Any failure is a [`DbError::Audit`]: the caller's change must fail with it;
+/// a full disk stays what it is (507 for the client, who can do nothing about an audit fault but
+/// can free space).
 pub fn record(conn: &mut AnyConnection, key: &ChainKey, entry: NewEntry<'_>) -> Result<(), DbError> {
     let appended = if super::db::in_transaction(conn) {
         chain::append(conn, key, &entry)
@@ -100,6 +102,7 @@ pub fn record(conn: &mut AnyConnection, key: &ChainKey, entry: NewEntry<'_>) -> 
     };
     appended.map_err(|err| match err {
         audit @ DbError::Audit(_) => audit,
+        full if full.is_storage_full() => full,
         other => DbError::Audit(other.to_string()),
     })
 }

@@ -68,11 +68,25 @@ pub enum DbError {
     Audit(String),
 }
 
+impl DbError {
+    /// Whether the database refused a change for want of space: SQLite's `SQLITE_FULL`
+    /// ("database or disk is full") or PostgreSQL's `disk_full` ("No space left on device").
+    /// diesel reports both as an unknown database error, so the message is what tells.
+    pub fn is_storage_full(&self) -> bool {
+        let DbError::Query(diesel::result::Error::DatabaseError(_, info)) = self else {
+            return false;
+        };
+        let message = info.message();
+        message.contains("database or disk is full") || message.contains("No space left on device")
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err {
             DbError::Pool(_) | DbError::Unreachable { .. } => ApiError::unavailable("database", err),
             DbError::Audit(_) => ApiError::audit_unavailable(err),
+            full if full.is_storage_full() => ApiError::storage_full(full),
             other => ApiError::internal(other),
         }
     }

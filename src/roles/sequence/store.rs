@@ -329,9 +329,36 @@ pub fn next_due(conn: &mut AnyConnection) -> Result<Option<NaiveDateTime>, DbErr
 /// What became of one claimed delivery.
 #[derive(Debug)]
 pub enum Outcome {
-    Delivered { id: i64 },
-    Retry { id: i64, attempts: i32, at: NaiveDateTime, error: String },
-    Failed { id: i64, attempts: i32, error: String },
+    Delivered {
+        id: i64,
+    },
+    /// `unavailable`: search was not there to answer (the worker follows it; nothing stored).
+    Retry {
+        id: i64,
+        attempts: i32,
+        at: NaiveDateTime,
+        error: String,
+        unavailable: bool,
+    },
+    Failed {
+        id: i64,
+        attempts: i32,
+        error: String,
+    },
+}
+
+/// Makes every pending row that waits out a retry due now (search answered again), and returns
+/// how many there were.
+pub fn retry_waiting_now(conn: &mut AnyConnection) -> Result<usize, DbError> {
+    let at = now();
+    Ok(diesel::update(
+        outbox::table
+            .filter(outbox::status.eq(PENDING))
+            .filter(outbox::attempts.gt(0))
+            .filter(outbox::next_attempt_at.gt(at)),
+    )
+    .set(outbox::next_attempt_at.eq(at))
+    .execute(conn)?)
 }
 
 pub fn record(conn: &mut AnyConnection, outcomes: &[Outcome]) -> Result<(), DbError> {
@@ -340,7 +367,7 @@ pub fn record(conn: &mut AnyConnection, outcomes: &[Outcome]) -> Result<(), DbEr
             Outcome::Delivered { id } => {
                 diesel::delete(outbox::table.filter(outbox::id.eq(id))).execute(conn)?;
             }
-            Outcome::Retry { id, attempts, at, error } => {
+            Outcome::Retry { id, attempts, at, error, .. } => {
                 diesel::update(outbox::table.filter(outbox::id.eq(id)))
                     .set((
                         outbox::attempts.eq(attempts),
