@@ -19,11 +19,16 @@ fn start_echo() -> (String, actix_web::dev::ServerHandle) {
 }
 
 fn start_echo_at(addr: &str) -> (String, actix_web::dev::ServerHandle) {
-    crate::support::upstream::serve(addr, move |cfg: &mut web::ServiceConfig| {
-        cfg.route(
-            "/health",
-            web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "healthy"})) }),
-        )
+    crate::support::upstream::serve(addr, echo_routes)
+}
+
+/// The echo upstream closing each connection after one answer: once stopped, it answers nothing.
+fn start_echo_closing_connections() -> (String, actix_web::dev::ServerHandle) {
+    crate::support::upstream::serve_one_request_per_connection("127.0.0.1:0", echo_routes)
+}
+
+fn echo_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "healthy"})) }))
         .route(
             "/headers",
             web::route()
@@ -64,7 +69,6 @@ fn start_echo_at(addr: &str) -> (String, actix_web::dev::ServerHandle) {
                 HttpResponse::Ok().content_type("application/octet-stream").streaming(chunks)
             }),
         );
-    })
 }
 
 /// Every role, with `/echo/...` routed to the `echo` service (registered by each test).
@@ -151,7 +155,7 @@ async fn the_gateway_routes_authenticates_and_cleans_headers() {
     .await;
     let gateway = app.gateway();
     let admin = admin_token(&app).await;
-    let (echo, echo_handle) = start_echo();
+    let (echo, echo_handle) = start_echo_closing_connections();
     register_echo(&app, &admin, &echo).await;
 
     assert_eq!(gateway.get(ANONYMOUS, "/kms/health").await.ok()["status"], "healthy");

@@ -24,8 +24,11 @@ use rustc_hash::FxHashMap;
 use super::network::AddressPolicy;
 use super::upstream::UpstreamBody;
 
-/// Kept-alive connections unused this long are closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Kept-alive connections unused this long are closed, not reused. Shorter than the keep-alive
+/// of the servers behind the gateway (fountain's roles and other actix or Node.js services close
+/// idle connections after 5 s): reusing one the service is closing at that moment fails a request
+/// that may not be sent again (a POST) with a 502.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Idle connections a worker keeps per service instance; more are closed once their exchange
 /// ends. Bounds the descriptors a burst leaves open.
 const MAX_IDLE_PER_INSTANCE: usize = 256;
