@@ -1,7 +1,9 @@
-//! TOTP code checking: `roles::twofa::totp::{matching_step, step_at, provisioning}` with an
+//! TOTP code checking: `roles::twofa::totp::{matching_step, step_at}` with an
 //! arbitrary entered code. The clock is bounded to real times (0 ..= 2^40 s): `now_step` comes
 //! from `step_at(unix_now())` in the role, never from a client.
 //! Input: byte 0 flags, bytes 1..6 the time, then the code (or, flag bit 0, secret|username).
+//! `provisioning` (the QR code) has its own target, `totp_provisioning`: drawing the QR code
+//! took ~90 % of this target's time.
 #![no_main]
 
 use fountain::roles::twofa::totp;
@@ -25,13 +27,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()), "code {code:?} matched");
         }
     } else {
-        // An arbitrary secret and account name (provisioning draws the QR code: slow, rarely).
         let split = usize::from(head[0] >> 1).min(rest.len());
         let (secret, username) = rest.split_at(split);
         let Ok(username) = std::str::from_utf8(username) else { return };
         let _ = totp::matching_step(secret, username, "123456", now_step);
-        if head[1] == 0xff {
-            let _ = totp::provisioning(secret, username);
-        }
     }
 });

@@ -16,6 +16,9 @@ mod proxy;
 mod registry;
 mod upstream;
 
+pub use api_keys::ApiKeys;
+pub use proxy::api_key;
+
 use std::time::Duration;
 
 use actix_web::web;

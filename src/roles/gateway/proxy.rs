@@ -256,7 +256,8 @@ async fn authenticate(state: &GatewayState, client: &awc::Client, req: &HttpRequ
     Err(ApiError::new(ErrorCode::Unauthorized, "a bearer token or an X-API-KEY is required"))
 }
 
-fn api_key(req: &HttpRequest) -> Option<&str> {
+/// The X-API-KEY a caller sent, if it is visible ASCII (anything else is no key).
+pub fn api_key(req: &HttpRequest) -> Option<&str> {
     req.headers().get(API_KEY).and_then(|v| v.to_str().ok())
 }
 

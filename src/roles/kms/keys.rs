@@ -10,7 +10,7 @@ use super::state::KmsState;
 use super::{store, ROLE_NAME};
 use crate::platform::contracts::{KeyChanged, KeyCreated, KeyRevoked, KeyRotated};
 pub use crate::platform::contracts::{VerifyCode, VerifyRequest, VerifyResponse};
-use crate::platform::crypto::{constant_time_eq, random_token};
+use crate::platform::crypto::{constant_time_eq, random_token, MasterKey};
 use crate::platform::db::DbError;
 use crate::platform::error::{ApiError, ApiResult, ErrorCode};
 use crate::platform::extract::{Json, OptionalJson};
@@ -121,7 +121,7 @@ impl Label for VerifyCode {
 
 /// A key brought from an existing deployment (the seed's are as short as 23 characters): long
 /// enough not to be guessed in the verification budget, printable, nothing a header would mangle.
-fn validate_imported_key(key: &str) -> ApiResult<()> {
+pub fn validate_imported_key(key: &str) -> ApiResult<()> {
     let ok = IMPORTED_KEY_LENGTH.contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         Ok(())
@@ -152,11 +152,49 @@ fn stored_forms(state: &KmsState, key: &str) -> (String, String, String) {
     stored_forms_with(&state.master_key, key)
 }
 
-fn stored_forms_with(master_key: &crate::platform::crypto::MasterKey, key: &str) -> (String, String, String) {
-    let hash = master_key.lookup_hash(HASH_CONTEXT, key.as_bytes());
+pub fn stored_forms_with(master_key: &MasterKey, key: &str) -> (String, String, String) {
+    let hash = lookup_hash(master_key, key);
     let sealed = master_key.seal(SEAL_CONTEXT, key.as_bytes());
     let prefix: String = key.chars().take(7).collect();
     (hash, sealed, prefix)
+}
+
+/// The keyed hash a key is stored under and looked up by.
+pub fn lookup_hash(master_key: &MasterKey, key: &str) -> String {
+    master_key.lookup_hash(HASH_CONTEXT, key.as_bytes())
+}
+
+/// The key a stored row holds, from its sealed value.
+pub fn reveal(master_key: &MasterKey, sealed: &str) -> ApiResult<String> {
+    let plain = master_key.open(SEAL_CONTEXT, sealed).map_err(ApiError::internal)?;
+    String::from_utf8(plain).map_err(ApiError::internal)
+}
+
+/// Whether the row the index lookup found is the presented key's. The lookup already matched;
+/// the comparison is repeated in constant time so that correctness never rests on the
+/// database's collation or comparison.
+pub fn is_stored_key(stored_hash: &str, presented_hash: &str) -> bool {
+    constant_time_eq(stored_hash.as_bytes(), presented_hash.as_bytes())
+}
+
+/// How a key that is the presented one stands at `now`: revocation first, then a disabled
+/// key, then its own expiry or the end of its rotation grace.
+pub fn standing(
+    revoked: bool,
+    disabled: bool,
+    expires_at: Option<NaiveDateTime>,
+    valid_until: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> VerifyCode {
+    if revoked {
+        VerifyCode::Revoked
+    } else if disabled {
+        VerifyCode::Disabled
+    } else if expires_at.is_some_and(|t| t <= now) || valid_until.is_some_and(|t| t <= now) {
+        VerifyCode::Expired
+    } else {
+        VerifyCode::Valid
+    }
 }
 
 /// Why a key change was refused.
@@ -345,8 +383,7 @@ pub async fn get_key(state: web::Data<KmsState>, caller: SteppedUpAdminOrOwner) 
     let lookup = service.clone();
     let key = state.db.run(move |conn| store::active_key(conn, &lookup)).await?;
     let key = key.ok_or(KeyError::NoKey)?;
-    let plain = state.master_key.open(SEAL_CONTEXT, &key.sealed_key).map_err(ApiError::internal)?;
-    let api_key = String::from_utf8(plain).map_err(ApiError::internal)?;
+    let api_key = reveal(&state.master_key, &key.sealed_key)?;
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(KeyResponse {
         service_name: service,
         api_key,
@@ -578,7 +615,7 @@ pub struct Verdict {
 
 /// Looks a key up by its keyed hash and classifies it.
 pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<Verdict> {
-    let hash = state.master_key.lookup_hash(HASH_CONTEXT, key.as_bytes());
+    let hash = lookup_hash(&state.master_key, &key);
     let found = match state.key_lookups.get(&hash) {
         Some(cached) => cached,
         None => {
@@ -590,18 +627,8 @@ pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<Ve
     };
     let now = store::now();
     let verdict = match found {
-        // The index lookup already matched; the comparison is repeated in constant time so that
-        // correctness never rests on the database's collation or comparison.
-        Some(k) if constant_time_eq(k.key_hash.as_bytes(), hash.as_bytes()) => {
-            let code = if k.state == store::KEY_REVOKED {
-                VerifyCode::Revoked
-            } else if k.disabled {
-                VerifyCode::Disabled
-            } else if k.expires_at.is_some_and(|t| t <= now) || k.valid_until.is_some_and(|t| t <= now) {
-                VerifyCode::Expired
-            } else {
-                VerifyCode::Valid
-            };
+        Some(k) if is_stored_key(&k.key_hash, &hash) => {
+            let code = standing(k.state == store::KEY_REVOKED, k.disabled, k.expires_at, k.valid_until, now);
             let response = VerifyResponse {
                 valid: code == VerifyCode::Valid,
                 code,
@@ -622,4 +649,62 @@ pub async fn check_key(state: &web::Data<KmsState>, key: String) -> ApiResult<Ve
     };
     state.metrics.verifications.with_label_values(&[verdict.response.code.label()]).inc();
     Ok(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master() -> MasterKey {
+        MasterKey::from_bytes(&[7u8; 32])
+    }
+
+    #[test]
+    fn imported_keys_are_16_to_256_printable_characters_without_spaces() {
+        for ok in ["a".repeat(16), "~".repeat(256), "service_api_key_123".into(), generate_key()] {
+            assert!(validate_imported_key(&ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "a".repeat(15),
+            "a".repeat(257),
+            "with a space 1234".into(),
+            "tab\there_123456".into(),
+            "é".repeat(16),
+        ] {
+            assert!(validate_imported_key(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_stored_key_verifies_only_for_itself_and_reveals_as_stored() {
+        let master = master();
+        let key = generate_key();
+        let (hash, sealed, prefix) = stored_forms_with(&master, &key);
+        assert!(is_stored_key(&hash, &lookup_hash(&master, &key)));
+        assert!(!is_stored_key(&hash, &lookup_hash(&master, &format!("{key}x"))));
+        assert!(
+            !is_stored_key(&hash, &lookup_hash(&MasterKey::from_bytes(&[8u8; 32]), &key)),
+            "another master key"
+        );
+        assert_eq!(reveal(&master, &sealed).unwrap(), key);
+        assert_eq!(prefix, key[..7]);
+        assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 43, "256 bits in base64url");
+    }
+
+    #[test]
+    fn standing_puts_revocation_before_disabling_before_expiry() {
+        let now = store::now();
+        let past = Some(now - chrono::Duration::seconds(1));
+        let future = Some(now + chrono::Duration::seconds(1));
+        assert_eq!(standing(true, true, past, past, now), VerifyCode::Revoked);
+        assert_eq!(standing(false, true, past, None, now), VerifyCode::Disabled);
+        assert_eq!(standing(false, false, past, future, now), VerifyCode::Expired);
+        assert_eq!(
+            standing(false, false, future, Some(now), now),
+            VerifyCode::Expired,
+            "grace ends at its instant"
+        );
+        assert_eq!(standing(false, false, future, future, now), VerifyCode::Valid);
+        assert_eq!(standing(false, false, None, None, now), VerifyCode::Valid);
+    }
 }
