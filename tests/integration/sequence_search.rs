@@ -170,71 +170,93 @@ fn outbox_depth(sequence: SocketAddr, token: &str) -> i64 {
     answer["outboxDepth"].as_i64().expect("outboxDepth")
 }
 
-fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back(backend: Backend) {
-    let database = TestDatabase::create(backend);
-    let data = database.dir.path().join("data");
-    let search_port = free_port();
-    let search_url = format!("http://127.0.0.1:{search_port}");
-    // Only the start-up lines at info: nobody reads the logs while the test runs.
-    let quiet = "warn,fountain::server=info";
-    let base_env = [
-        ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
-        ("FOUNTAIN_LOG__LEVEL", quiet),
-        ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
-    ];
-    let mut core_env = base_env.to_vec();
-    core_env.extend([
-        ("FOUNTAIN_PEERS__SEARCH", search_url.as_str()),
-        ("FOUNTAIN_ROLES__SEQUENCE__POLL_INTERVAL_MS", "100"),
-        ("FOUNTAIN_ROLES__SEQUENCE__INITIAL_RETRY_DELAY_MS", "50"),
-        ("FOUNTAIN_ROLES__SEQUENCE__MAX_RETRY_DELAY_SECONDS", "1"),
-    ]);
-    let core = ServeProcess::start(&data, &["kms", "secrets", "notify", "sequence", "gateway"], &core_env);
-    let peer = |role: &str| format!("http://{}", core.addr(role));
-    let (kms, secrets, gateway) = (peer("kms"), peer("secrets"), peer("gateway"));
-    let search_port_text = search_port.to_string();
-    let mut search_env = base_env.to_vec();
-    search_env.extend([
-        ("FOUNTAIN_ROLES__SEARCH__PORT", search_port_text.as_str()),
-        ("FOUNTAIN_PEERS__KMS", kms.as_str()),
-        ("FOUNTAIN_PEERS__SECRETS", secrets.as_str()),
-        ("FOUNTAIN_PEERS__GATEWAY", gateway.as_str()),
-    ]);
-    let search = ServeProcess::start(&data, &["search"], &search_env);
-    let search_addr = search.addr("search");
-    assert_eq!(search_addr.port(), search_port);
+/// Every role but search in one process, search in a process of its own on a port the others
+/// are told beforehand, and a user (`writer`) with a token: the deployment of the outage tests.
+/// `first_retry_ms` and `max_retry_seconds` set how sequence's outbox backs off.
+struct SplitDeployment {
+    core: ServeProcess,
+    search_env: Vec<(String, String)>,
+    search_port: u16,
+    data: std::path::PathBuf,
+    user: String,
+    // Last, so dropped after the processes that use it.
+    _database: TestDatabase,
+}
 
-    let (status, answer) = call(
-        core.addr("kms"),
-        "POST",
-        "/register",
-        None,
-        Some(json!({"username": "writer", "password": PASSWORD})),
-    );
+impl SplitDeployment {
+    fn start(backend: Backend, first_retry_ms: &str, max_retry_seconds: &str) -> Self {
+        let database = TestDatabase::create(backend);
+        let data = database.dir.path().join("data");
+        let search_port = free_port();
+        let search_url = format!("http://127.0.0.1:{search_port}");
+        // Only the start-up lines at info: nobody reads the logs while the test runs.
+        let quiet = "warn,fountain::server=info";
+        let base_env = [
+            ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
+            ("FOUNTAIN_LOG__LEVEL", quiet),
+            ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
+        ];
+        let mut core_env = base_env.to_vec();
+        core_env.extend([
+            ("FOUNTAIN_PEERS__SEARCH", search_url.as_str()),
+            ("FOUNTAIN_ROLES__SEQUENCE__POLL_INTERVAL_MS", "100"),
+            ("FOUNTAIN_ROLES__SEQUENCE__INITIAL_RETRY_DELAY_MS", first_retry_ms),
+            ("FOUNTAIN_ROLES__SEQUENCE__MAX_RETRY_DELAY_SECONDS", max_retry_seconds),
+        ]);
+        let core =
+            ServeProcess::start(&data, &["kms", "secrets", "notify", "sequence", "gateway"], &core_env);
+        let peer = |role: &str| format!("http://{}", core.addr(role));
+        let mut search_env: Vec<(String, String)> =
+            base_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        search_env.extend([
+            ("FOUNTAIN_ROLES__SEARCH__PORT".to_string(), search_port.to_string()),
+            ("FOUNTAIN_PEERS__KMS".to_string(), peer("kms")),
+            ("FOUNTAIN_PEERS__SECRETS".to_string(), peer("secrets")),
+            ("FOUNTAIN_PEERS__GATEWAY".to_string(), peer("gateway")),
+        ]);
+        let user = register_and_log_in(core.addr("kms"));
+        Self { core, search_env, search_port, data, user, _database: database }
+    }
+
+    /// search, in its process, on the port the others know.
+    fn start_search(&self) -> ServeProcess {
+        let env: Vec<(&str, &str)> = self.search_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let search = ServeProcess::start(&self.data, &["search"], &env);
+        assert_eq!(search.addr("search").port(), self.search_port, "search is where the others know it");
+        search
+    }
+
+    /// `POST /service_a/sequence` through the gateway with the user's token.
+    fn write(&self, id: i64) -> (u16, Value) {
+        let body = json!({"elementType": "script", "elementId": id, "comment": format!("Scene {id}.")});
+        call(self.core.addr("gateway"), "POST", "/service_a/sequence", Some(&self.user), Some(body))
+    }
+}
+
+fn register_and_log_in(kms: SocketAddr) -> String {
+    let credentials = json!({"username": "writer", "password": PASSWORD});
+    let (status, answer) = call(kms, "POST", "/register", None, Some(credentials.clone()));
     assert_eq!(status, 201, "{answer}");
-    let (status, session) = call(
-        core.addr("kms"),
-        "POST",
-        "/login",
-        None,
-        Some(json!({"username": "writer", "password": PASSWORD})),
-    );
+    let (status, session) = call(kms, "POST", "/login", None, Some(credentials));
     assert_eq!(status, 200, "{session}");
-    let user = session["access_token"].as_str().expect("access_token").to_string();
+    session["access_token"].as_str().expect("access_token").to_string()
+}
+
+fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_back(backend: Backend) {
+    let deployment = SplitDeployment::start(backend, "50", "1");
+    let user = deployment.user.as_str();
+    let search = deployment.start_search();
+    let search_addr = search.addr("search");
 
     // Search answers before the outage: the path from sequence to search works.
-    let write = |id: i64| {
-        let body = json!({"elementType": "script", "elementId": id, "comment": format!("Scene {id}.")});
-        call(core.addr("gateway"), "POST", "/service_a/sequence", Some(&user), Some(body))
-    };
-    let (status, answer) = write(1);
+    let (status, answer) = deployment.write(1);
     assert_eq!(status, 201, "{answer}");
     eventually_blocking("the first element at search", WAIT, || {
-        (every_document(search_addr, &user).0 == 1).then_some(())
+        (every_document(search_addr, user).0 == 1).then_some(())
     });
-    let sequence = core.addr("sequence");
+    let sequence = deployment.core.addr("sequence");
     eventually_blocking("the first delivery recorded", WAIT, || {
-        (outbox_depth(sequence, &user) == 0).then_some(())
+        (outbox_depth(sequence, user) == 0).then_some(())
     });
 
     search.signal("TERM");
@@ -242,21 +264,19 @@ fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_bac
     assert_eq!(code, Some(0), "search stops cleanly: {lines:?}");
 
     for id in 2..=ELEMENTS {
-        let (status, answer) = write(id);
+        let (status, answer) = deployment.write(id);
         assert_eq!(status, 201, "element {id} is written while search is down: {answer}");
     }
-    assert_eq!(outbox_depth(sequence, &user), ELEMENTS - 1, "nothing is delivered while search is down");
+    assert_eq!(outbox_depth(sequence, user), ELEMENTS - 1, "nothing is delivered while search is down");
 
-    let search = ServeProcess::start(&data, &["search"], &search_env);
-    assert_eq!(search.addr("search"), search_addr, "search is back where both sides know it");
-    eventually_blocking("an empty outbox", WAIT, || (outbox_depth(sequence, &user) == 0).then_some(()));
-    let (found, ids) = every_document(search_addr, &user);
+    let search = deployment.start_search();
+    eventually_blocking("an empty outbox", WAIT, || (outbox_depth(sequence, user) == 0).then_some(()));
+    let (found, ids) = every_document(search_addr, user);
     assert_eq!(found, ELEMENTS as u64, "search counts every element once");
     let expected: BTreeSet<String> = (1..=ELEMENTS).map(|id| format!("script_{id}_1")).collect();
     assert_eq!(ids.keys().cloned().collect::<BTreeSet<_>>(), expected, "every element is found");
     assert!(ids.values().all(|&n| n == 1), "no element comes back twice");
     drop(search);
-    drop(core);
 }
 
 #[test]
@@ -273,57 +293,13 @@ fn with_search_stopped_every_write_succeeds_and_is_found_once_when_search_is_bac
 /// made due as soon as search takes a delivery again, instead of when each backoff ends.
 #[test]
 fn writes_held_back_by_a_search_outage_are_delivered_at_the_first_delivery_after_it() {
-    let database = TestDatabase::create(Backend::Sqlite);
-    let data = database.dir.path().join("data");
-    let search_port = free_port();
-    let search_url = format!("http://127.0.0.1:{search_port}");
-    let quiet = "warn,fountain::server=info";
-    let base_env = [
-        ("FOUNTAIN_DATABASE__URL", database.url.as_str()),
-        ("FOUNTAIN_LOG__LEVEL", quiet),
-        ("FOUNTAIN_ROLES__KMS__BCRYPT_COST", "4"),
-    ];
-    let mut core_env = base_env.to_vec();
-    core_env.extend([
-        ("FOUNTAIN_PEERS__SEARCH", search_url.as_str()),
-        ("FOUNTAIN_ROLES__SEQUENCE__POLL_INTERVAL_MS", "100"),
-        ("FOUNTAIN_ROLES__SEQUENCE__INITIAL_RETRY_DELAY_MS", "3600000"),
-        ("FOUNTAIN_ROLES__SEQUENCE__MAX_RETRY_DELAY_SECONDS", "3600"),
-    ]);
-    let core = ServeProcess::start(&data, &["kms", "secrets", "notify", "sequence", "gateway"], &core_env);
-    let peer = |role: &str| format!("http://{}", core.addr(role));
-    let (kms, secrets, gateway) = (peer("kms"), peer("secrets"), peer("gateway"));
-    let search_port_text = search_port.to_string();
-    let mut search_env = base_env.to_vec();
-    search_env.extend([
-        ("FOUNTAIN_ROLES__SEARCH__PORT", search_port_text.as_str()),
-        ("FOUNTAIN_PEERS__KMS", kms.as_str()),
-        ("FOUNTAIN_PEERS__SECRETS", secrets.as_str()),
-        ("FOUNTAIN_PEERS__GATEWAY", gateway.as_str()),
-    ]);
-    let (status, answer) = call(
-        core.addr("kms"),
-        "POST",
-        "/register",
-        None,
-        Some(json!({"username": "writer", "password": PASSWORD})),
-    );
-    assert_eq!(status, 201, "{answer}");
-    let (_, session) = call(
-        core.addr("kms"),
-        "POST",
-        "/login",
-        None,
-        Some(json!({"username": "writer", "password": PASSWORD})),
-    );
-    let user = session["access_token"].as_str().expect("access_token").to_string();
+    let deployment = SplitDeployment::start(Backend::Sqlite, "3600000", "3600");
+    let user = deployment.user.as_str();
     let write = |id: i64| {
-        let body = json!({"elementType": "script", "elementId": id, "comment": format!("Scene {id}.")});
-        let (status, answer) =
-            call(core.addr("gateway"), "POST", "/service_a/sequence", Some(&user), Some(body));
+        let (status, answer) = deployment.write(id);
         assert_eq!(status, 201, "element {id}: {answer}");
     };
-    let sequence = core.addr("sequence");
+    let sequence = deployment.core.addr("sequence");
     let retries = || {
         let (_, _, text) = blocking_get(sequence, "/metrics", &[]);
         text.lines()
@@ -341,15 +317,13 @@ fn writes_held_back_by_a_search_outage_are_delivered_at_the_first_delivery_after
     eventually_blocking("every held-back write tried once", WAIT, || {
         (retries() >= HELD_BACK as f64).then_some(())
     });
-    assert_eq!(outbox_depth(sequence, &user), HELD_BACK);
+    assert_eq!(outbox_depth(sequence, user), HELD_BACK);
 
-    let search = ServeProcess::start(&data, &["search"], &search_env);
-    assert_eq!(search.addr("search").port(), search_port);
+    let search = deployment.start_search();
     // The first write after search is back is tried at once; its delivery makes the others due.
     write(HELD_BACK + 1);
-    eventually_blocking("an empty outbox", WAIT, || (outbox_depth(sequence, &user) == 0).then_some(()));
-    let (found, ids) = every_document(search.addr("search"), &user);
+    eventually_blocking("an empty outbox", WAIT, || (outbox_depth(sequence, user) == 0).then_some(()));
+    let (found, ids) = every_document(search.addr("search"), user);
     assert_eq!(found, HELD_BACK as u64 + 1, "{ids:?}");
     drop(search);
-    drop(core);
 }
